@@ -1,0 +1,39 @@
+"""Options shared by the subcommands that read runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from ..roles import load_roles_config, parse_role_overrides
+
+
+def run_input_options(f: Callable) -> Callable:
+    """PATH argument plus --format / --strict / --role / --roles-config."""
+    f = click.option(
+        "--roles-config", type=click.Path(exists=True, dir_okay=False),
+        help="YAML file mapping role: tag (e.g. train_loss: my/loss).",
+    )(f)
+    f = click.option(
+        "--role", "roles", multiple=True, metavar="ROLE=TAG",
+        help="Use TAG for ROLE (train_loss, val_loss, grad_norm, lr, val_metric). Repeatable.",
+    )(f)
+    f = click.option(
+        "--strict", is_flag=True,
+        help="Treat corrupt records (CRC mismatch, garbage bytes) as errors instead of skipping them.",
+    )(f)
+    f = click.option(
+        "--format", "fmt", default=None, metavar="FORMAT",
+        help="Force a reader instead of sniffing (see 'lrdoctor inspect --help' for the list).",
+    )(f)
+    f = click.argument("path", type=click.Path(exists=True, file_okay=True, dir_okay=True))(f)
+    return f
+
+
+def role_overrides(roles: tuple[str, ...], roles_config: str | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if roles_config:
+        out.update(load_roles_config(roles_config))
+    out.update(parse_role_overrides(roles))
+    return out

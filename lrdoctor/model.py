@@ -1,0 +1,217 @@
+"""Frozen data types that flow between lrdoctor's stages.
+
+readers -> :class:`Run` -> roles (:class:`RoleView`) -> rules -> :class:`Finding`
+-> :class:`Proposal` -> verification (:class:`Verdict`) -> output.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Columns (and dtypes) of the canonical tidy scalar table held by every Run.
+SCALAR_COLUMNS = ("tag", "step", "wall_time", "value")
+
+
+def empty_scalars() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "tag": pd.Series([], dtype=object),
+            "step": pd.Series([], dtype=np.int64),
+            "wall_time": pd.Series([], dtype=np.float64),
+            "value": pd.Series([], dtype=np.float64),
+        }
+    )
+
+
+def make_scalars(tag, step, wall_time, value) -> pd.DataFrame:
+    """Build a canonical scalar table from array-likes (no reordering, NaN/inf kept as is).
+
+    ``wall_time`` may be None (formats that do not log time): the column is then all NaN.
+    """
+    step = np.asarray(step, dtype=np.int64)
+    value = np.asarray(value, dtype=np.float64)
+    if wall_time is None:
+        wall_time = np.full(len(step), np.nan)
+    wall_time = np.asarray(wall_time, dtype=np.float64)
+    if np.isscalar(tag) or isinstance(tag, str):
+        tag = np.full(len(step), tag, dtype=object)
+    return pd.DataFrame(
+        {
+            "tag": np.asarray(tag, dtype=object),
+            "step": step,
+            "wall_time": wall_time,
+            "value": value,
+        }
+    )
+
+
+class Severity(str, enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return {"info": 0, "warning": 1, "error": 2}[self.value]
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """Something a reader noticed and kept (never by deleting data): a restart, repeated steps,
+    a skipped corrupt record, a non-numeric cell, a Git LFS pointer instead of an event file."""
+
+    kind: str  # e.g. "restart", "duplicate_steps", "corrupt_record", "truncated", "non_numeric"
+    message: str
+    path: str | None = None
+    location: str | None = None  # "byte 1234", "row 17", "step 5000"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: its scalars as a tidy table plus what is known about it.
+
+    ``scalars`` has exactly the columns ``tag`` (str), ``step`` (int64), ``wall_time`` (float64,
+    seconds since the epoch; NaN when the format has none) and ``value`` (float64, NaN and +-inf
+    exactly as logged). Rows keep the order the points were logged in, merged across files by
+    step (stable), so repeated steps of a resumed run stay visible.
+    """
+
+    name: str
+    source: str
+    format: str
+    scalars: pd.DataFrame = field(default_factory=empty_scalars, compare=False)
+    hparams: dict[str, Any] = field(default_factory=dict, compare=False)
+    step_axis: str = "step"  # "step", or "epoch" for Keras-style logs
+    annotations: tuple[Annotation, ...] = ()
+    #: What produced the run when known, e.g. the parsed ``lrdoctor-run.json`` of a built-in
+    #: workload (workload name, config, labels); used by verification to rerun it.
+    origin: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def tags(self) -> list[str]:
+        return list(pd.unique(self.scalars["tag"]))
+
+    def series(self, tag: str) -> pd.DataFrame:
+        """The rows of one tag, in logged order."""
+        return self.scalars[self.scalars["tag"] == tag]
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric as plain arrays, steps ascending (stable sort; repeats kept)."""
+
+    tag: str
+    steps: np.ndarray  # int64
+    values: np.ndarray  # float64
+    wall_time: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    id: str
+    kind: str
+    summary: str
+    rationale: str
+    config: dict[str, Any]
+    code: str
+    rank: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "summary": self.summary,
+            "rationale": self.rationale,
+            "config": self.config,
+            "code": self.code,
+        }
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    severity: Severity
+    start_step: int | None
+    end_step: int | None
+    steps: tuple[int, ...]
+    message: str
+    evidence: dict[str, Any]
+    proposals: tuple[Proposal, ...] = ()
+    code: str | None = None  # the rule's code, e.g. LRD001
+    title: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity.value,
+            "start_step": self.start_step,
+            "end_step": self.end_step,
+            "steps": list(self.steps),
+            "message": self.message,
+            "evidence": self.evidence,
+            "proposals": [p.to_dict() for p in self.proposals],
+        }
+
+
+@dataclass(frozen=True)
+class SkippedRule:
+    rule: str
+    reason: str  # e.g. "missing role: val_loss"
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The result of diagnosing one run."""
+
+    run: Run
+    findings: tuple[Finding, ...]
+    skipped_rules: tuple[SkippedRule, ...]
+    roles: dict[str, str]  # role -> tag used
+
+    @property
+    def worst(self) -> Severity | None:
+        if not self.findings:
+            return None
+        return max((f.severity for f in self.findings), key=lambda s: s.rank)
+
+
+class VerdictKind(str, enum.Enum):
+    CONFIRMED = "CONFIRMED"
+    REJECTED = "REJECTED"
+    INCONCLUSIVE = "INCONCLUSIVE"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    rule: str
+    proposal_id: str
+    kind: str
+    verdict: VerdictKind
+    seeds: tuple[int, ...]
+    p_value: float | None
+    ci: tuple[float, float] | None
+    p_better: float | None
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "proposal_id": self.proposal_id,
+            "kind": self.kind,
+            "verdict": self.verdict.value,
+            "seeds": list(self.seeds),
+            "p_value": self.p_value,
+            "ci": list(self.ci) if self.ci is not None else None,
+            "p_better": self.p_better,
+            "reason": self.reason,
+        }

@@ -1,0 +1,158 @@
+"""Metric roles: which logged tag is the training loss, the validation loss, the grad norm, ...
+
+Rules ask for roles, never for tag names, so one rule works on every framework's logs.
+Resolution per role: a ``--role role=tag`` override (or a roles config file) wins; else the first
+exact alias (case-insensitive) from :data:`ALIASES` that the run has; else the first tag that
+matches the role's fallback pattern. The table is documented in README ("Metric roles").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import RoleSpecError
+from .model import Run, Series
+
+ROLES = ("train_loss", "val_loss", "grad_norm", "lr", "val_metric")
+
+#: Exact aliases, most specific first. Matching is case-insensitive.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "train_loss": (
+        "train_loss", "train/loss", "loss/train", "train_loss_step", "train/loss_step",
+        "loss", "training_loss", "train loss", "train_loss_epoch", "train/running_loss",
+        "mean_loss", "train/train_loss", "losses/train",
+    ),
+    "val_loss": (
+        "val_loss", "val/loss", "valid_loss", "validation_loss", "loss/val", "loss/validation",
+        "eval_loss", "eval/loss", "val_loss_epoch", "test_loss", "validation/loss", "val loss",
+    ),
+    "grad_norm": (
+        "grad_norm", "train/grad_norm", "grad_2.0_norm_total", "gradient norm", "gradient_norm",
+        "grad_norm/total", "train/grad_norm_before_clip", "grad_norm_before_clip", "total_grad_norm",
+        "grad-norm", "gradnorm",
+    ),
+    "lr": (
+        "lr", "learning_rate", "train/learning_rate", "train/lr", "learning_rate/group_0",
+        "lr-adamw", "lr-adam", "lr-sgd", "lr/group_0", "x/lr0", "learningrate", "lr_0",
+    ),
+    "val_metric": (
+        "val_acc", "val_accuracy", "val/acc", "val/accuracy", "eval_accuracy", "eval/accuracy",
+        "accuracy/val", "valid_acc", "val_acc_epoch", "metrics/map_0.5", "eval_f1", "val_f1",
+    ),
+}
+
+
+#: Fallback patterns (searched with re.search on the lower-cased tag, tags in logged order).
+PATTERNS: dict[str, tuple[str, ...]] = {
+    "train_loss": (r"^(?!.*(val|valid|eval|test)).*train.*loss", r"^(?!.*(val|valid|eval|test|lr)).*loss$"),
+    "val_loss": (r"(val|valid|validation|eval|test).*loss", r"loss.*(val|valid|validation|eval|test)"),
+    "grad_norm": (r"grad.*norm(?!.*after)",),
+    "lr": (r"(^|[/_\- ])(lr|learning[_ ]?rate)([/_\-]|$)", r"^lr[\-_/]"),
+    "val_metric": (r"(val|valid|eval|test).*(acc|f1|auc|map|bleu|rouge|precision|recall)",),
+}
+
+
+def parse_role_overrides(items: Iterable[str]) -> dict[str, str]:
+    """Parse ``role=tag`` strings (from ``--role``)."""
+    out: dict[str, str] = {}
+    for item in items:
+        role, sep, tag = item.partition("=")
+        role = role.strip()
+        if not sep or not tag:
+            raise RoleSpecError(f"--role expects ROLE=TAG, got {item!r}")
+        if role not in ROLES:
+            raise RoleSpecError(f"unknown role {role!r} in --role (known: {', '.join(ROLES)})")
+        out[role] = tag
+    return out
+
+
+def load_roles_config(path: str | Path) -> dict[str, str]:
+    """A YAML file mapping role -> tag (or ``roles: {role: tag}``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise RoleSpecError(f"cannot read roles config: {exc}", path=str(path)) from exc
+    if isinstance(data, dict) and isinstance(data.get("roles"), dict):
+        data = data["roles"]
+    if not isinstance(data, dict):
+        raise RoleSpecError("expected a mapping of role: tag", path=str(path))
+    return parse_role_overrides(f"{k}={v}" for k, v in data.items())
+
+
+def resolve_roles(tags: Iterable[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Map each role to the tag that plays it (roles with no tag are absent)."""
+    tags = list(tags)
+    lower = {}
+    for t in tags:
+        lower.setdefault(t.lower().strip(), t)
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for role, tag in (overrides or {}).items():
+        if tag not in tags:
+            raise RoleSpecError(f"--role {role}={tag}: the run has no tag {tag!r}")
+        out[role] = tag
+        used.add(tag)
+    for role in ROLES:
+        if role in out:
+            continue
+        for alias in ALIASES[role]:
+            t = lower.get(alias)
+            if t is not None and t not in used:
+                out[role] = t
+                used.add(t)
+                break
+        else:
+            for pat in PATTERNS[role]:
+                rx = re.compile(pat)
+                hit = next((t for t in tags if t not in used and rx.search(t.lower().strip())), None)
+                if hit is not None:
+                    out[role] = hit
+                    used.add(hit)
+                    break
+    return out
+
+
+@dataclass(frozen=True)
+class RoleView:
+    """A run seen through its roles: ``view["train_loss"]`` is a :class:`Series`."""
+
+    run: Run
+    roles: dict[str, str]
+
+    @classmethod
+    def of(cls, run: Run, overrides: Mapping[str, str] | None = None) -> RoleView:
+        return cls(run, resolve_roles(run.tags, overrides))
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+    def __contains__(self, role: str) -> bool:
+        return role in self.roles
+
+    def __getitem__(self, role: str) -> Series:
+        tag = self.roles[role]
+        return series_of(self.run.scalars, tag)
+
+    def get(self, role: str) -> Series | None:
+        return self[role] if role in self.roles else None
+
+
+def series_of(scalars: pd.DataFrame, tag: str) -> Series:
+    """One tag as arrays sorted by step (stable: repeated steps keep their logged order)."""
+    rows = scalars[scalars["tag"] == tag]
+    steps = rows["step"].to_numpy(dtype=np.int64)
+    order = np.argsort(steps, kind="stable")
+    return Series(
+        tag=tag,
+        steps=steps[order],
+        values=rows["value"].to_numpy(dtype=np.float64)[order],
+        wall_time=rows["wall_time"].to_numpy(dtype=np.float64)[order],
+    )
