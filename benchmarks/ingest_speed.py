@@ -1,0 +1,280 @@
+"""Ingest speed and memory: lrdoctor's readers against their peers, measured in the same run.
+
+    python benchmarks/ingest_speed.py                 # 10 tags x 100k steps (~50 MB event file)
+    python benchmarks/ingest_speed.py --steps 10000   # a quick look
+
+Event files (written once into --workdir by the real writers, see tests/tb_writers.py):
+``torch`` = torch SummaryWriter simple_value scalars; ``tf2`` = the same points as TF2-style
+rank-0 tensor scalars (tensor_content, plugin "scalars"). Peers: tensorboard's EventAccumulator
+keeping every point (size_guidance scalars=0, tensors=0), tbparse (which uses it), a plain
+protobuf loop over tensorboard's record loader, and TensorBoard's Rust loader
+(tensorboard_data_server) when its binary is installed: it is a gRPC server, so it is driven by
+running it with ``--reload once --samples-per-plugin scalars=all -v`` and reading the
+"Finished load cycle (N s)" it logs. Memory: each reader runs in a fresh subprocess; "peak MB" is
+tracemalloc's peak above the post-import baseline (numpy reports its buffers to tracemalloc),
+"RSS MB" the growth of the maximum resident set over the post-import RSS.
+CSV readers are timed against a bare ``pandas.read_csv`` of the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+# Each measurement runs as `python ingest_speed.py --measure KIND PATH` in a fresh interpreter.
+_MEASURE = {
+    "lrdoctor": """
+import tensorboard.compat.proto.event_pb2, tensorboard.util.tensor_util  # used on the slow path
+from lrdoctor.readers.tensorboard import read_event_file
+def run(p):
+    df, _, _ = read_event_file(p)
+    return len(df)
+""",
+    "event_accumulator": """
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def run(p):
+    acc = EventAccumulator(p, size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    return sum(len(acc.Scalars(t)) for t in tags["scalars"]) + sum(len(acc.Tensors(t)) for t in tags["tensors"])
+""",
+    "tbparse": """
+from tbparse import SummaryReader
+def run(p):
+    r = SummaryReader(p)
+    return len(r.scalars) + len(r.tensors)
+""",
+    "protobuf_loop": """
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+from tensorboard.compat.proto import event_pb2
+from tensorboard.util import tensor_util
+def run(p):
+    out = []
+    for raw in RawEventFileLoader(p).Load():
+        ev = event_pb2.Event.FromString(raw)
+        for v in ev.summary.value:
+            if v.HasField("simple_value"):
+                out.append((v.tag, ev.step, ev.wall_time, v.simple_value))
+            elif v.HasField("tensor") and not v.tensor.tensor_shape.dim:
+                out.append((v.tag, ev.step, ev.wall_time, float(tensor_util.make_ndarray(v.tensor))))
+    return len(out)
+""",
+    "lrdoctor_csv": """
+from pathlib import Path
+from lrdoctor.readers import find_run_sources, read_source, ReadOptions
+def run(p):
+    (src,) = find_run_sources(p)
+    return len(read_source(src, ReadOptions()).scalars)
+""",
+    "pandas_read_csv": """
+import pandas as pd
+def run(p):
+    df = pd.read_csv(p)
+    return int(df.notna().sum().sum())
+""",
+}
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def measure(kind: str, path: str, repeats: int, memory: bool) -> dict:
+    """Runs inside the subprocess."""
+    import resource
+    import tracemalloc
+
+    ns: dict = {}
+    exec(_MEASURE[kind], ns)
+    base_rss = _rss_kb()
+    out = {"kind": kind}
+    if memory:
+        tracemalloc.start()
+        n = ns["run"](path)
+        out["peak_mb"] = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
+        out["rss_mb"] = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1e3
+    best = None
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        n = ns["run"](path)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if best is None or wall < best[0]:
+            best = (wall, cpu)
+    out.update(n=n, wall=best[0], cpu=best[1])
+    return out
+
+
+def run_measure(kind: str, path: Path, repeats: int = 1, memory: bool = False) -> dict:
+    cmd = [sys.executable, __file__, "--measure", kind, str(path), "--repeats", str(repeats)]
+    if memory:
+        cmd.append("--memory")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return {"kind": kind, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def data_server(logdir: Path) -> dict:
+    try:
+        from tensorboard_data_server import server_binary
+    except ImportError:
+        return {"kind": "tensorboard_data_server", "error": "tensorboard-data-server not installed"}
+    binary = server_binary()
+    if not binary or not Path(binary).exists():
+        return {"kind": "tensorboard_data_server", "error": "no server binary for this platform"}
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [binary, "--logdir", str(logdir), "--reload", "once", "--samples-per-plugin", "scalars=all",
+               "--port", "0", "--port-file", str(Path(tmp) / "port"), "-v"]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        seconds = None
+        try:
+            for line in proc.stderr:
+                m = re.search(r"Finished load cycle \(([\d.]+)(ms|s)\)", line)
+                if m:
+                    seconds = float(m.group(1)) / (1000 if m.group(2) == "ms" else 1)
+                    break
+        finally:
+            wall = time.perf_counter() - t0
+            proc.kill()
+            proc.wait()
+    if seconds is None:
+        return {"kind": "tensorboard_data_server", "error": "no 'Finished load cycle' line"}
+    return {"kind": "tensorboard_data_server", "wall": seconds, "cpu": None, "n": None,
+            "note": f"self-reported load time; {wall:.2f} s from process start (multi-threaded)"}
+
+
+def make_event_files(workdir: Path, tags: int, steps: int) -> dict[str, Path]:
+    from tb_writers import event_files, linear_points, write_tf2, write_torch
+
+    points = linear_points([f"metric_{i}/loss" for i in range(tags)], steps)
+    out = {}
+    for name, write in (("torch", write_torch), ("tf2", write_tf2)):
+        d = workdir / f"{name}_{tags}x{steps}"
+        if not event_files(d):
+            print(f"writing {d} with {name} writer ...", file=sys.stderr, flush=True)
+            tmp = d.with_suffix(".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            write(tmp, points)
+            tmp.rename(d)
+        out[name] = event_files(d)[0]
+    return out
+
+
+def make_csv_files(workdir: Path, tags: int, steps: int) -> dict[str, Path]:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    out = {}
+    wide = workdir / f"csv_{tags}x{steps}" / "metrics_wide.csv"
+    if not wide.exists():
+        wide.parent.mkdir(parents=True, exist_ok=True)
+        cols = {"step": np.arange(steps)} | {f"metric_{i}": rng.standard_normal(steps) for i in range(tags)}
+        pd.DataFrame(cols).to_csv(wide, index=False)
+    out["generic csv (wide)"] = wide
+    light = workdir / f"lightning_{tags}x{steps}" / "lightning_logs" / "version_0" / "metrics.csv"
+    if not light.exists():
+        light.parent.mkdir(parents=True, exist_ok=True)
+        train = pd.DataFrame({"epoch": np.arange(steps) // 1000, "step": np.arange(steps),
+                              "train_loss_step": rng.standard_normal(steps),
+                              "lr-AdamW": np.full(steps, 1e-3)})
+        val_steps = np.arange(999, steps, 1000)
+        val = pd.DataFrame({"epoch": val_steps // 1000, "step": val_steps,
+                            "val_loss": rng.standard_normal(len(val_steps)),
+                            "val_acc": rng.random(len(val_steps))})
+        pd.concat([train, val]).sort_values("step", kind="stable").to_csv(light, index=False)
+        (light.parent / "hparams.yaml").write_text("lr: 0.001\n")
+    out["lightning csv"] = light
+    return out
+
+
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tags", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lrdoctor-bench")
+    ap.add_argument("--repeats", type=int, default=3, help="best of N for lrdoctor and pandas")
+    ap.add_argument("--skip-peers", action="store_true", help="only lrdoctor (peers take minutes)")
+    ap.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    ap.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.measure[0], args.measure[1], args.repeats, args.memory)))
+        return 0
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    files = make_event_files(args.workdir, args.tags, args.steps)
+    expected = args.tags * args.steps
+    print(f"# ingest speed: {args.tags} tags x {args.steps} steps = {expected:,} scalars; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"{'file':<12} {'reader':<26} {'scalars':>9} {'wall s':>7} {'cpu s':>7} {'M/s':>6} "
+          f"{'lrdoctor x':>10} {'peak MB':>8} {'RSS MB':>7} {'peak/file':>9}")
+    ok = True
+    for name, path in files.items():
+        size_mb = path.stat().st_size / 1e6
+        rows = [run_measure("lrdoctor", path, args.repeats)]
+        mem = run_measure("lrdoctor", path, 1, memory=True)
+        rows[0].update({k: mem.get(k) for k in ("peak_mb", "rss_mb")})
+        if not args.skip_peers:
+            rows += [run_measure(k, path, 1) for k in ("event_accumulator", "tbparse", "protobuf_loop")]
+            rows.append(data_server(path.parent))
+        ours = rows[0]
+        for r in rows:
+            if "error" in r:
+                print(f"{name:<12} {r['kind']:<26} skipped: {r['error']}")
+                continue
+            n = r["n"] if r["n"] is not None else expected
+            rate = n / r["wall"] / 1e6
+            ratio = r["wall"] / ours["wall"] if r is not ours else None
+            peak = r.get("peak_mb")
+            print(f"{name:<12} {r['kind']:<26} {n:>9,} {r['wall']:>7.2f} {_fmt(r['cpu'], '7.2f')} {rate:>6.2f} "
+                  f"{_fmt(ratio, '10.1f')} {_fmt(peak, '8.0f')} {_fmt(r.get('rss_mb'), '7.0f')} "
+                  f"{_fmt(None if peak is None else peak / size_mb, '9.2f')}")
+            if r.get("note"):
+                print(f"{'':<12}   ({r['note']})")
+            if r is not ours and r["kind"] in ("event_accumulator", "tbparse") and ratio < 10:
+                ok = False
+        if ours.get("n") != expected:
+            print(f"!! lrdoctor read {ours.get('n')} scalars, expected {expected}")
+            ok = False
+        print(f"{'':<12} file size {size_mb:.1f} MB; targets: >= 1 M/s "
+              f"({'met' if expected / ours['wall'] >= 1e6 else 'MISSED'}), peak < 3x file "
+              f"({'met' if (ours.get('peak_mb') or 0) < 3 * size_mb else 'MISSED'})")
+    try:
+        import lrdoctor.readers  # noqa: F401
+    except ImportError as exc:
+        print(f"# CSV readers skipped: {exc}")
+        return 0 if ok else 1
+    for name, path in make_csv_files(args.workdir, args.tags, args.steps).items():
+        ours = run_measure("lrdoctor_csv", path, args.repeats)
+        bare = run_measure("pandas_read_csv", path, args.repeats)
+        if "error" in ours or "error" in bare:
+            print(f"{name:<20} skipped: {ours.get('error') or bare.get('error')}")
+            continue
+        ratio = ours["wall"] / bare["wall"]
+        print(f"{name:<20} lrdoctor {ours['wall']:.3f} s ({ours['n']:,} points) vs pandas.read_csv "
+              f"{bare['wall']:.3f} s: {ratio:.2f}x ({'within' if ratio <= 2 else 'OVER'} the 2x target)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
