@@ -75,7 +75,8 @@ class Annotation:
 class Run:
     """One training run: its scalars as a tidy table plus what is known about it.
 
-    ``scalars`` has exactly the columns ``tag`` (str), ``step`` (int64), ``wall_time`` (float64,
+    ``scalars`` has exactly the columns ``tag`` (str, or a pandas categorical of str: readers
+    use one to avoid a Python string per point), ``step`` (int64), ``wall_time`` (float64,
     seconds since the epoch; NaN when the format has none) and ``value`` (float64, NaN and +-inf
     exactly as logged). Rows keep the order the points were logged in, merged across files by
     step (stable), so repeated steps of a resumed run stay visible.
@@ -132,6 +133,7 @@ class Proposal:
             "rationale": self.rationale,
             "config": self.config,
             "code": self.code,
+            "rank": self.rank,
         }
 
 

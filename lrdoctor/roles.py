@@ -24,8 +24,10 @@ ROLES = ("train_loss", "val_loss", "grad_norm", "lr", "val_metric")
 #: Exact aliases, most specific first. Matching is case-insensitive.
 ALIASES: dict[str, tuple[str, ...]] = {
     "train_loss": (
-        "train_loss", "train/loss", "loss/train", "train_loss_step", "train/loss_step",
-        "loss", "training_loss", "train loss", "train_loss_epoch", "train/running_loss",
+        # Per-step series before per-epoch ones, and HF's per-step "loss" before its one-point
+        # end-of-training "train_loss" summary.
+        "train_loss_step", "train/loss_step", "train/loss", "loss/train", "loss", "train_loss",
+        "training_loss", "train loss", "train_loss_epoch", "train/running_loss",
         "mean_loss", "train/train_loss", "losses/train",
     ),
     "val_loss": (

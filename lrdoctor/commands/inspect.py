@@ -1,0 +1,119 @@
+"""``lrdoctor inspect PATH``: what lrdoctor reads from a log, run by run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+import numpy as np
+
+from ..errors import RoleSpecError
+from ..model import Run
+from .common import role_overrides, run_input_options
+
+
+def summarize(run: Run, overrides: dict[str, str]) -> dict[str, Any]:
+    """Everything ``inspect`` shows about one run, as plain data (also the ``--json`` output)."""
+    from ..roles import resolve_roles
+
+    sc = run.scalars
+    tags: list[dict[str, Any]] = []
+    if len(sc):
+        values = sc["value"].to_numpy()
+        steps = sc["step"].to_numpy()
+        codes, names = _codes(sc["tag"])
+        k = len(names)
+        count = np.bincount(codes, minlength=k)
+        nan = np.bincount(codes, weights=np.isnan(values), minlength=k).astype(int)
+        inf = np.bincount(codes, weights=np.isinf(values), minlength=k).astype(int)
+        smin = np.full(k, np.iinfo(np.int64).max)
+        smax = np.full(k, np.iinfo(np.int64).min)
+        np.minimum.at(smin, codes, steps)
+        np.maximum.at(smax, codes, steps)
+        tags = [{"tag": str(names[i]), "points": int(count[i]), "nan": int(nan[i]), "inf": int(inf[i]),
+                 "first_step": int(smin[i]), "last_step": int(smax[i])} for i in range(k)]
+    usable = {r: t for r, t in overrides.items() if t in run.tags}
+    roles = resolve_roles(run.tags, usable)
+    return {
+        "name": run.name,
+        "format": run.format,
+        "source": run.source,
+        "step_axis": run.step_axis,
+        "step_range": [int(sc["step"].min()), int(sc["step"].max())] if len(sc) else None,
+        "points": int(len(sc)),
+        "tags": tags,
+        "roles": roles,
+        "unused_role_overrides": {r: t for r, t in overrides.items() if r not in usable},
+        "hparams": len(run.hparams),
+        "origin": run.origin is not None,
+        "annotations": [{"kind": a.kind, "message": a.message, "path": a.path, "location": a.location}
+                        for a in run.annotations],
+    }
+
+
+def _codes(tags):
+    import pandas as pd
+
+    return pd.factorize(tags, sort=False)
+
+
+def render(s: dict[str, Any]) -> str:
+    lines = [f"run {s['name']}",
+             f"  format     {s['format']}",
+             f"  source     {s['source']}"]
+    rng = s["step_range"]
+    lines.append(f"  {s['step_axis']}s      " + (f"{rng[0]} .. {rng[1]} ({s['points']} points)" if rng
+                                                 else "none (no scalars)"))
+    lines.append(f"  hparams    {s['hparams']}" + ("   origin: lrdoctor-run.json" if s["origin"] else ""))
+    width = max((len(t["tag"]) for t in s["tags"]), default=0)
+    lines.append(f"  tags ({len(s['tags'])}):")
+    for t in s["tags"]:
+        bad = ", ".join(f"{t[k]} {k}" for k in ("nan", "inf") if t[k])
+        lines.append(f"    {t['tag']:<{width}}  {t['points']:>8} points  {s['step_axis']} "
+                     f"{t['first_step']}..{t['last_step']}" + (f"  [{bad}]" if bad else ""))
+    roles = ", ".join(f"{r}={t}" for r, t in s["roles"].items()) or "none resolved"
+    lines.append(f"  roles      {roles}")
+    for r, t in s["unused_role_overrides"].items():
+        lines.append(f"  (--role {r}={t} not applied: this run has no tag {t!r})")
+    if s["annotations"]:
+        lines.append(f"  annotations ({len(s['annotations'])}):")
+        for a in s["annotations"]:
+            where = ", ".join(x for x in (a["path"], a["location"]) if x)
+            lines.append(f"    {a['kind']}: {a['message']}" + (f" ({where})" if where else ""))
+    return "\n".join(lines)
+
+
+#: Kept in sync with lrdoctor.readers.supported_formats() by a test (importing the readers here
+#: would make every `lrdoctor --help` pay for pandas).
+FORMATS = ("tensorboard", "mlflow", "hf_trainer_state", "lightning_csv", "keras_csv", "keras_history",
+           "jsonl", "csv")
+HELP = f"""Show the runs found under PATH: format, tags, point counts, step range, resolved roles.
+
+PATH is a log file, one run directory, or a tree of runs (a sweep).
+
+Formats (for --format): {", ".join(FORMATS)}.
+"""
+
+
+@click.command("inspect", help=HELP)
+@run_input_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def inspect_cmd(ctx: click.Context, path: str, fmt: str | None, strict: bool, roles: tuple[str, ...],
+                roles_config: str | None, as_json: bool) -> int:
+    from ..readers import discover
+
+    overrides = role_overrides(roles, roles_config)
+    runs = discover(path, format=fmt, strict=strict, progress=sys.stderr.isatty())
+    summaries = [summarize(run, overrides) for run in runs]
+    for role, tag in overrides.items():
+        if all(role in s["unused_role_overrides"] for s in summaries):
+            raise RoleSpecError(f"--role {role}={tag}: no run has a tag {tag!r}")
+    if as_json:
+        click.echo(json.dumps(summaries, indent=2, default=str))
+    else:
+        click.echo("\n\n".join(render(s) for s in summaries))
+    return 0
+

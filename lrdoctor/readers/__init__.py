@@ -1,0 +1,148 @@
+"""Readers for every supported log format, and discovery of the runs under a path.
+
+``discover(path)`` is the one entry point the rest of lrdoctor uses: it finds the runs under a
+file, a run directory, or a tree of runs, reads each with the reader its files sniff as (or the
+one ``format=`` forces), and returns them as :class:`~lrdoctor.model.Run` objects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import LogFormatError, NoRunsFoundError, UsageError
+from ..model import Annotation, Run
+from .base import ORIGIN_FILE, Reader, ReadOptions, RunSource
+from .discovery import Finder, origin_dir
+from .generic_csv import GenericCSVReader
+from .hf_trainer_state import HFTrainerStateReader
+from .jsonl import JSONLinesReader
+from .keras_csv import KerasCSVReader
+from .keras_history_json import KerasHistoryReader
+from .lightning_csv import LightningCSVReader
+from .mlflow import MLflowReader
+
+log = logging.getLogger(__name__)
+
+try:  # written by another module owner; discovery still works (minus event files) without it
+    from .tensorboard import TensorBoardReader, is_lfs_pointer
+except ImportError:  # pragma: no cover - only while readers/tensorboard.py does not exist yet
+    TensorBoardReader = None  # type: ignore[assignment,misc]
+    is_lfs_pointer = None  # type: ignore[assignment]
+
+#: Readers in sniffing priority order: the most specific content signature first.
+READERS: list[Reader] = [
+    *([TensorBoardReader()] if TensorBoardReader is not None else []),
+    MLflowReader(),
+    HFTrainerStateReader(),
+    LightningCSVReader(),
+    KerasCSVReader(),
+    KerasHistoryReader(),
+    JSONLinesReader(),
+    GenericCSVReader(),
+]
+
+__all__ = ["READERS", "ReadOptions", "RunSource", "discover", "find_run_sources", "get_reader", "read_source",
+           "supported_formats"]
+
+
+def supported_formats() -> list[str]:
+    """Format names accepted by ``--format``, in sniffing priority order."""
+    return [r.name for r in READERS]
+
+
+def get_reader(name: str) -> Reader:
+    for r in READERS:
+        if r.name == name:
+            return r
+    if name == "tensorboard":
+        raise UsageError("the TensorBoard reader is not available in this installation")
+    raise UsageError(f"unknown format {name!r} (supported: {', '.join(supported_formats())})")
+
+
+def find_run_sources(path: str | Path, format: str | None = None) -> list[RunSource]:
+    """The runs under ``path`` (a log file, a run directory, or a tree of runs), not yet read."""
+    path = Path(path)
+    forced = get_reader(format) if format else None
+    finder = Finder(READERS, forced=forced, is_lfs_pointer=is_lfs_pointer)
+    if not path.exists():
+        raise NoRunsFoundError(f"no such file or directory: {path}")
+    if path.is_file():
+        return [finder.for_file(path)]
+    sources = finder.for_tree(path)
+    if not sources:
+        what = f" of format {format!r}" if format else ""
+        msg = f"no runs{what} found under {path}"
+        if finder.lfs_pointers:
+            msg += f" ({len(finder.lfs_pointers)} Git LFS pointer files instead of event files, e.g. " \
+                   f"{finder.lfs_pointers[0]}: run 'git lfs pull')"
+        raise NoRunsFoundError(msg)
+    return sources
+
+
+def read_source(source: RunSource, options: ReadOptions) -> Run:
+    """Read one found run, attaching ``lrdoctor-run.json`` (if present) as ``Run.origin``."""
+    if source.format == "tensorboard" and TensorBoardReader is None:
+        raise LogFormatError("event files found but the TensorBoard reader is not available",
+                             path=str(source.root))
+    reader = get_reader(source.format)
+    run = reader.read(source, options)
+    changes: dict = {}
+    if run.name != source.name:
+        changes["name"] = source.name
+    origin_path = origin_dir(source) / ORIGIN_FILE
+    if origin_path.is_file():
+        try:
+            changes["origin"] = json.loads(origin_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            changes["annotations"] = run.annotations + (
+                Annotation("bad_origin", f"cannot read {ORIGIN_FILE}: {exc}", path=str(origin_path)),)
+    lfs = source.extra.get("lfs_pointers")
+    if lfs:
+        changes["annotations"] = changes.get("annotations", run.annotations) + tuple(
+            Annotation("lfs_pointer", "a Git LFS pointer, not an event file; skipped", path=p) for p in lfs)
+    return replace(run, **changes) if changes else run
+
+
+def discover(path: str | Path, *, format: str | None = None, strict: bool = False,
+             progress: bool = False) -> list[Run]:
+    """Find and read every run under ``path``.
+
+    In a tree, a run that cannot be read is skipped with a warning (an error under ``strict``);
+    a single file that cannot be read is always an error.
+    """
+    sources = find_run_sources(path, format)
+    options = ReadOptions(strict=strict)
+    single = Path(path).is_file()
+    runs: list[Run] = []
+    errors: list[LogFormatError] = []
+    for source in _progress(sources, progress):
+        try:
+            runs.append(read_source(source, options))
+        except LogFormatError as exc:
+            if strict or single:
+                raise
+            log.warning("run %s skipped: %s", source.name, exc)
+            errors.append(exc)
+    if not runs:
+        if errors:
+            raise errors[0]
+        raise NoRunsFoundError(f"no runs found under {path}")
+    return runs
+
+
+def _progress(sources: list[RunSource], enabled: bool):
+    if not enabled or len(sources) < 2:
+        yield from sources
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task("reading runs", total=len(sources))
+        for s in sources:
+            yield s
+            bar.advance(task)
+

@@ -1,0 +1,222 @@
+"""Loading CSV logs with pandas (one vectorised parse) and sniffing their header.
+
+Shared by the Lightning, Keras and generic CSV readers. Cells are parsed so that an empty cell
+stays distinguishable from a logged ``nan``: only ``""`` is NA to pandas, a literal ``nan`` keeps
+its column as text and goes through :func:`tabular.text_column`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import LogFormatError
+from ..model import Annotation
+from .tabular import Column, numeric_column, pick, text_column, to_steps, wall_time_column, wide_to_tidy
+
+#: Step-axis column names, most specific first (case-insensitive).
+STEP_NAMES = ("step", "global_step", "globalstep", "steps", "iteration", "iter", "iterations", "it",
+              "current_steps", "current_step", "_step", "trainer/global_step", "training/iteration",
+              "epoch", "epochs")
+EPOCH_NAMES = ("epoch", "epochs")
+#: Parse with pyarrow when it is installed (faster, and it tells an empty cell from a logged
+#: ``nan`` while parsing); pandas otherwise. Tests switch it off to cover the pandas path.
+USE_ARROW = True
+
+
+def header_of(head: bytes) -> list[str] | None:
+    """The stripped column names of a comma-separated file from its first bytes, or None."""
+    if b"\x00" in head or not head.strip():
+        return None
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = head[:-4].decode("utf-8-sig", errors="strict") if len(head) > 4 else ""
+    first = text.lstrip("\r\n").splitlines()[0] if text.strip() else ""
+    if "," not in first:
+        return None
+    try:
+        names = next(csv.reader(io.StringIO(first)))
+    except (csv.Error, StopIteration):
+        return None
+    names = [n.strip() for n in names]
+    if len(names) < 2 or sum(1 for n in names if n) < len(names) - 1:
+        return None
+    # A header row has names, not numbers.
+    if any(_is_number(n) for n in names if n):
+        return None
+    return names
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_csv(path: Path) -> pd.DataFrame:
+    """Parse a CSV log: headers stripped of padding, values of leading spaces; empty cells NA."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # mixed columns: see text_column
+        return _read_csv(path)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(
+            path, keep_default_na=False, na_values=[""], skipinitialspace=True,
+            encoding="utf-8-sig",
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise LogFormatError(f"cannot parse CSV: {exc}", path=str(path)) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise LogFormatError("empty file", path=str(path)) from exc
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def drop_repeated_headers(df: pd.DataFrame, locs: np.ndarray, path: str
+                          ) -> tuple[pd.DataFrame, np.ndarray, list[Annotation]]:
+    """Rows that repeat the header (logs concatenated by hand) are not data; say where they were."""
+    text_cols = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if len(text_cols) < len(df.columns) or not len(df):
+        return df, locs, []
+    mask = np.ones(len(df), dtype=bool)
+    for c in df.columns:
+        mask &= (df[c].astype("str").str.strip() == c).to_numpy(dtype=bool)
+    if not mask.any():
+        return df, locs, []
+    notes = [Annotation("repeated_header", "the header row repeats here (appended log); row skipped",
+                        path=path, location=f"line {int(locs[i])}") for i in np.flatnonzero(mask)]
+    keep = ~mask
+    # The columns stay text; frame_columns parses them as numbers cell by cell (vectorised).
+    df = df[keep].reset_index(drop=True)
+    return df, locs[keep], notes
+
+
+def frame_columns(df: pd.DataFrame, path: str, locs: np.ndarray, *, strict: bool,
+                  missing: Sequence[str] = ()) -> tuple[dict[str, Column], list[Annotation]]:
+    """Every column of a parsed CSV as numbers (text columns reported and left out)."""
+    out: dict[str, Column] = {}
+    notes: list[Annotation] = []
+    for name in df.columns:
+        raw = df[name]
+        if pd.api.types.is_bool_dtype(raw):
+            out[name] = Column(name, raw.to_numpy(dtype=np.float64), np.ones(len(raw), dtype=bool))
+        elif pd.api.types.is_numeric_dtype(raw):
+            out[name] = numeric_column(raw, name)
+        else:
+            col, more = text_column(raw, name, path, locs, strict=strict, missing=missing)
+            notes += more
+            if col is not None:
+                out[name] = col
+    return out, notes
+
+
+def csv_columns(path: Path, *, strict: bool, missing: Sequence[str] = (), text: Sequence[str] = ()
+                ) -> tuple[dict[str, Column], int, np.ndarray, list[Annotation]]:
+    """Every column of a CSV log as numbers, plus the row count and each row's line number.
+
+    Columns named in ``text`` come back as a Column whose ``values`` is an object array of the
+    stripped strings (for a long table's tag column).
+    """
+    got = _arrow_columns(path, strict=strict, missing=missing, text=text) if USE_ARROW else None
+    if got is not None:
+        return got
+    spath = str(path)
+    df = load_csv(path)
+    locs = np.arange(len(df), dtype=np.int64) + 2  # line numbers: the header is line 1
+    df, locs, notes = drop_repeated_headers(df, locs, spath)
+    texts = {name: _text_values(df[name]) for name in text if name in df.columns}
+    columns, more = frame_columns(df.drop(columns=list(texts)), spath, locs, strict=strict, missing=missing)
+    return {**texts, **columns}, len(df), locs, notes + more
+
+
+def _text_values(raw: pd.Series) -> Column:
+    s = raw.astype("str").str.strip()
+    present = (s.notna() & (s != "")).to_numpy(dtype=bool)
+    return Column(str(raw.name), s.to_numpy(dtype=object), present)
+
+
+def _arrow_columns(path: Path, *, strict: bool, missing: Sequence[str], text: Sequence[str]):
+    """The fast path: pyarrow's CSV parser keeps an empty cell (null) apart from a logged ``nan``
+    (NaN) while parsing floats natively. None when pyarrow is absent or the file needs pandas'
+    leniency (ragged rows, every column text, e.g. repeated header rows)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pcsv
+    except ImportError:
+        return None
+    try:
+        table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
+            null_values=["", *missing], strings_can_be_null=True, quoted_strings_can_be_null=True))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
+        return None
+    names = [str(c).strip() for c in table.column_names]
+    numeric = [pa.types.is_integer(c.type) or pa.types.is_floating(c.type) or pa.types.is_boolean(c.type)
+               or pa.types.is_null(c.type) for c in table.columns]
+    if not any(numeric) or len(set(names)) < len(names):
+        return None
+    spath = str(path)
+    n = table.num_rows
+    locs = np.arange(n, dtype=np.int64) + 2
+    columns: dict[str, Column] = {}
+    notes: list[Annotation] = []
+    for name, col, is_num in zip(names, table.columns, numeric, strict=True):
+        present = ~pc.is_null(col).to_numpy(zero_copy_only=False)
+        if name in text:
+            columns[name] = _text_values(pd.Series(col.to_pandas(), name=name))
+        elif is_num:
+            values = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+            columns[name] = Column(name, np.where(present, values, np.nan) if pa.types.is_null(col.type)
+                                   else values, present)
+        else:
+            raw = pd.Series(pc.cast(col, pa.string()).to_pandas(), name=name)
+            got, more = text_column(raw, name, spath, locs, strict=strict, missing=missing)
+            notes += more
+            if got is not None:
+                columns[name] = got
+    return columns, n, locs, notes
+
+
+def read_wide_csv(path: Path, *, strict: bool, step_names: Sequence[str] = STEP_NAMES,
+                  missing: Sequence[str] = ()) -> tuple[pd.DataFrame, list[Annotation], str]:
+    """A wide CSV log (a step column + one column per metric) as the tidy table.
+
+    Returns the table, the annotations, and the step axis (``"step"``, ``"epoch"``, or ``"row"``
+    when the file has no step column and rows are numbered instead).
+    """
+    spath = str(path)
+    columns, n, locs, notes = csv_columns(path, strict=strict, missing=missing)
+    step_name = pick(list(columns), step_names)
+    wt_name, wall_time = wall_time_column(columns)
+    axis = "step"
+    if step_name is not None and step_name.strip().lower() in EPOCH_NAMES:
+        axis = "epoch"
+        col = columns[step_name]
+        # Several rows per epoch and no global step (a batch counter restarting every epoch):
+        # the row order is the only step axis there is.
+        if len(col.values) > 1 and np.mean(np.diff(col.values[col.present]) == 0) > 0.5:
+            step_name, axis = None, "row"
+    if step_name is None:
+        if axis != "row":
+            axis = "row"
+        notes.append(Annotation("no_step_column", "no step/epoch column; rows are numbered from 0 "
+                                "and used as steps", path=spath))
+        steps = np.arange(n, dtype=np.int64)
+    else:
+        steps, more = to_steps(columns[step_name], spath, locs)
+        notes += more
+    metrics = [c for n, c in columns.items() if n not in (step_name, wt_name)]
+    table, more = wide_to_tidy(steps, locs, metrics, spath, wall_time=wall_time,
+                               axis="epoch" if axis == "epoch" else "step")
+    return table, notes + more, axis

@@ -1,0 +1,215 @@
+"""Finding the runs under a path: a log file, one run directory, or a tree of many runs.
+
+Rules (README "Runs and discovery"):
+- A TensorBoard run is the topmost directory (at or below the searched path) that directly holds
+  event files; event files in its subdirectories (``add_scalars``/``add_hparams``) belong to it.
+- An MLflow run is a directory with ``metrics/`` next to ``meta.yaml``/``params/``/``tags/``.
+- ``trainer_state.json`` copies in ``checkpoint-*/`` are skipped when the run directory has its own;
+  otherwise the copy with the largest ``global_step`` is read.
+- Every other log file is one run, its format sniffed from its first bytes.
+- A run is named by its directory relative to the searched path (the searched directory's own name
+  when the run is the directory itself); runs that share a directory add their file name.
+Nothing here writes anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import LogFormatError
+from .base import ORIGIN_FILE, Reader, RunSource
+from .hf_trainer_state import FILE_NAME as HF_FILE
+from .hf_trainer_state import global_step_of
+from .mlflow import is_run_dir, metric_files, run_name
+
+log = logging.getLogger(__name__)
+
+HEAD_BYTES = 8192
+#: Files never sniffed: not logs (images, weights, configs), or lrdoctor's own provenance file.
+SKIP_SUFFIXES = frozenset({
+    ".png", ".jpg", ".jpeg", ".gif", ".svg", ".pdf", ".pt", ".pth", ".ckpt", ".bin", ".safetensors",
+    ".npy", ".npz", ".pkl", ".pickle", ".h5", ".hdf5", ".onnx", ".zip", ".gz", ".tar", ".yaml", ".yml",
+    ".md", ".rst", ".txt", ".py", ".html", ".ipynb", ".parquet", ".model", ".msgpack", ".lock",
+})
+SKIP_DIRS = frozenset({"__pycache__", "node_modules", ".git", ".trash", "wandb"})
+#: File names fixed by their format: such a run is named by its directory alone.
+FIXED_NAMES = frozenset({"metrics.csv", HF_FILE, "trainer_log.jsonl", "history.json", "results.csv"})
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def is_event_file_name(name: str) -> bool:
+    return "tfevents" in name
+
+
+def _lfs_fallback(head: bytes) -> bool:
+    return head.startswith(b"version https://git-lfs.github.com/spec/")
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(HEAD_BYTES)
+    except OSError as exc:
+        log.warning("%s: cannot read (%s); skipped", path, exc)
+        return b""
+
+
+class Finder:
+    """One search: sniffs files with ``readers`` (priority order) and groups them into runs."""
+
+    def __init__(self, readers: Sequence[Reader], *, forced: Reader | None = None, is_lfs_pointer=None):
+        # Event files and MLflow run directories are grouped by directory, not one file per run.
+        self.readers = [r for r in readers if r.name not in ("tensorboard", "mlflow")]
+        self.mlflow = next((r for r in readers if r.name == "mlflow"), None)
+        self.by_name = {r.name: r for r in readers}
+        self.forced = forced
+        self.is_lfs = is_lfs_pointer or _lfs_fallback
+        self.lfs_pointers: list[Path] = []
+
+    def wants(self, fmt: str) -> bool:
+        return self.forced is None or self.forced.name == fmt
+
+    # -- single file ---------------------------------------------------------------------------
+    def for_file(self, path: Path) -> RunSource:
+        head = _head(path)
+        if self.forced is not None:
+            fmt = self.forced.name
+        elif is_event_file_name(path.name) and self.is_lfs(head):
+            raise LogFormatError("a Git LFS pointer, not an event file (fetch it with 'git lfs pull')",
+                                 path=str(path))
+        else:
+            fmt = self.sniff(path, head)
+            if fmt is None and self.mlflow is not None and self.mlflow.sniff(path, head):
+                fmt = "mlflow"  # one metric file of an MLflow run, passed directly
+            if fmt is None:
+                names = ", ".join(self.by_name)
+                raise LogFormatError(f"not a log format lrdoctor knows (supported: {names}; "
+                                     "use --format to force one)", path=str(path))
+        name = path.parent.resolve().name if path.name in FIXED_NAMES or fmt == "tensorboard" else path.stem
+        return RunSource(name=name or path.name, root=path, files=(path,), format=fmt)
+
+    def sniff(self, path: Path, head: bytes) -> str | None:
+        tb = self.by_name.get("tensorboard")
+        if tb is not None and tb.sniff(path, head):
+            return "tensorboard"
+        if tb is None and is_event_file_name(path.name):
+            return "tensorboard"  # found even while the TensorBoard reader is unavailable
+        for r in self.readers:
+            if r.sniff(path, head):
+                return r.name
+        return None
+
+    # -- tree --------------------------------------------------------------------------------
+    def for_tree(self, root: Path) -> list[RunSource]:
+        tb_runs: dict[Path, list[Path]] = {}
+        found: list[tuple[Path, str, Path]] = []  # (run dir, format, file)
+        mlflow_runs: list[Path] = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            d = Path(dirpath)
+            dirnames[:] = sorted(n for n in dirnames if n not in SKIP_DIRS and not n.startswith("."))
+            if is_run_dir(d) and self.wants("mlflow"):
+                mlflow_runs.append(d)
+                dirnames[:] = []
+                continue
+            tb_root = next((r for r in tb_runs if r == d or r in d.parents), None)
+            for fname in sorted(filenames):
+                path = d / fname
+                if fname == ORIGIN_FILE or path.suffix.lower() in SKIP_SUFFIXES:
+                    continue
+                head = _head(path)
+                if not head:
+                    continue
+                if is_event_file_name(fname) and self.is_lfs(head):
+                    log.warning("%s: a Git LFS pointer, not an event file (fetch it with 'git lfs pull'); "
+                                "skipped", path)
+                    self.lfs_pointers.append(path)
+                    continue
+                fmt = self.forced.name if self.forced and self.forced.sniff(path, head) else (
+                    None if self.forced else self.sniff(path, head))
+                if fmt is None:
+                    continue
+                if fmt == "tensorboard":
+                    if tb_root is None:
+                        tb_root = d
+                        tb_runs[d] = []
+                    tb_runs[tb_root].append(path)
+                else:
+                    found.append((d, fmt, path))
+        sources = [self._tb(root, r, files) for r, files in tb_runs.items()]
+        sources += [self._mlflow(root, r) for r in mlflow_runs]
+        sources += self._files(root, found)
+        return _unique_names(sources, root)
+
+    def _tb(self, root: Path, run_dir: Path, files: list[Path]) -> RunSource:
+        lfs = [p for p in self.lfs_pointers if run_dir in p.parents]
+        return RunSource(name=_rel(root, run_dir), root=run_dir, files=tuple(files), format="tensorboard",
+                         extra={"lfs_pointers": [str(p) for p in lfs]} if lfs else {})
+
+    def _mlflow(self, root: Path, run_dir: Path) -> RunSource:
+        name = run_name(run_dir) or _rel(root, run_dir)
+        return RunSource(name=name, root=run_dir, files=tuple(metric_files(run_dir)), format="mlflow",
+                         extra={"path_name": _rel(root, run_dir)})
+
+    def _files(self, root: Path, found: list[tuple[Path, str, Path]]) -> list[RunSource]:
+        out: list[RunSource] = []
+        hf_dirs = {d for d, fmt, p in found if fmt == "hf_trainer_state" and p.name == HF_FILE}
+        checkpoints: dict[Path, list[Path]] = {}
+        for d, fmt, path in found:
+            m = _CHECKPOINT.match(d.name)
+            if fmt == "hf_trainer_state" and m and d != root:
+                if d.parent not in hf_dirs:
+                    checkpoints.setdefault(d.parent, []).append(path)
+                continue
+            out.append(RunSource(name=_rel(root, d), root=path, files=(path,), format=fmt,
+                                 extra={"dir": str(d)}))
+        for run_dir, copies in checkpoints.items():
+            best = max(copies, key=lambda p: (global_step_of(p), _ckpt_no(p)))
+            note = (f"run directory has no trainer_state.json; read {best.parent.name}/{best.name}, "
+                    f"the latest of {len(copies)} checkpoint copies")
+            out.append(RunSource(name=_rel(root, run_dir), root=best, files=(best,), format="hf_trainer_state",
+                                 extra={"dir": str(run_dir), "note": note}))
+        return out
+
+
+def _ckpt_no(path: Path) -> int:
+    m = _CHECKPOINT.match(path.parent.name)
+    return int(m.group(1)) if m else -1
+
+
+def _rel(root: Path, path: Path) -> str:
+    rel = path.relative_to(root).as_posix()
+    return root.resolve().name if rel == "." else rel
+
+
+def _natural(text: str) -> list:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+def _unique_names(sources: list[RunSource], root: Path) -> list[RunSource]:
+    """Sort by name (naturally: version_2 before version_10); names shared by several runs get
+    the run's file (or path) appended."""
+    from dataclasses import replace
+
+    counts: dict[str, int] = {}
+    for s in sources:
+        counts[s.name] = counts.get(s.name, 0) + 1
+    out = []
+    for s in sources:
+        if counts[s.name] > 1:
+            if s.format == "mlflow":
+                s = replace(s, name=s.extra["path_name"])
+            elif s.format != "tensorboard":
+                s = replace(s, name=_rel(root, s.files[0]))
+        out.append(s)
+    return sorted(out, key=lambda s: _natural(s.name))
+
+
+def origin_dir(source: RunSource) -> Path:
+    """The directory whose ORIGIN_FILE describes this run."""
+    if "dir" in source.extra:
+        return Path(source.extra["dir"])
+    return source.root if source.root.is_dir() else source.root.parent

@@ -1,0 +1,245 @@
+"""CSV readers (Lightning CSVLogger, Keras CSVLogger, generic wide/long) on files written the way
+those tools write them."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reader_fixtures import write_keras_csv, write_lightning_csv
+
+from lrdoctor.errors import LogFormatError
+from lrdoctor.readers import csvfile, discover, find_run_sources
+
+
+@pytest.fixture(autouse=True, params=["arrow", "pandas"])
+def parser(request, monkeypatch):
+    """Every test runs with both CSV parsers (pyarrow when installed; pandas otherwise)."""
+    if request.param == "arrow":
+        pytest.importorskip("pyarrow.csv")
+    monkeypatch.setattr(csvfile, "USE_ARROW", request.param == "arrow")
+    return request.param
+
+
+def values_of(run, tag):
+    s = run.series(tag)
+    return s["step"].tolist(), s["value"].to_numpy()
+
+
+def same(a, b):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+def lightning_rows(n_epochs=3, steps_per_epoch=4, log_every=2):
+    """What Lightning logs: train_loss_step every log_every steps; at epoch end val_loss and
+    train_loss_epoch rows at the epoch's last step; epoch attached to every row."""
+    rows, expect = [], {"train_loss_step": [], "val_loss": [], "train_loss_epoch": []}
+    rng = np.random.default_rng(0)
+    step = 0
+    for epoch in range(n_epochs):
+        for _ in range(steps_per_epoch):
+            if (step + 1) % log_every == 0:
+                v = float(rng.normal(2, 0.3))
+                rows.append({"train_loss_step": v, "epoch": epoch, "step": step})
+                expect["train_loss_step"].append((step, v))
+            step += 1
+        v = float(rng.normal(2, 0.1))
+        rows.append({"val_loss": v, "epoch": epoch, "step": step - 1})
+        expect["val_loss"].append((step - 1, v))
+        v = float(rng.normal(2, 0.1))
+        rows.append({"train_loss_epoch": v, "epoch": epoch, "step": step - 1})
+        expect["train_loss_epoch"].append((step - 1, v))
+    return rows, expect
+
+
+def test_lightning_csvlogger_round_trip(tmp_path):
+    rows, expect = lightning_rows()
+    rows[1]["train_loss_step"] = float("nan")
+    expect["train_loss_step"][1] = (expect["train_loss_step"][1][0], float("nan"))
+    rows.append({"val_loss": float("inf"), "epoch": 2, "step": 11})  # trainer.validate() after fit
+    expect["val_loss"].append((11, float("inf")))
+    d = tmp_path / "lightning_logs" / "version_0"
+    write_lightning_csv(d, rows, hparams={"lr": 0.001, "batch_size": 32}, flush_every=3)
+    assert b"\r\n" in (d / "metrics.csv").read_bytes()
+    [run] = discover(d)
+    assert run.format == "lightning_csv" and run.name == "version_0" and run.step_axis == "step"
+    assert run.hparams == {"lr": 0.001, "batch_size": 32}
+    for tag, pts in expect.items():
+        steps, vals = values_of(run, tag)
+        assert steps == [s for s, _ in pts]
+        assert same(vals, [v for _, v in pts])
+    assert run.series("epoch")["value"].tolist() == [r["epoch"] for r in rows]
+    # validate() repeated the last step with a different value: reported, both kept
+    dup = [a for a in run.annotations if a.kind == "duplicate_steps"]
+    assert len(dup) == 1 and "'val_loss'" in dup[0].message and dup[0].location.startswith("line ")
+    assert list(run.scalars.columns) == ["tag", "step", "wall_time", "value"]
+    assert str(run.scalars["step"].dtype) == "int64" and run.scalars["wall_time"].isna().all()
+
+
+def test_lightning_rows_keep_logged_order(tmp_path):
+    rows, _ = lightning_rows(n_epochs=1)
+    write_lightning_csv(tmp_path / "v", rows)
+    [run] = discover(tmp_path / "v" / "metrics.csv")
+    # row by row, columns in header order within a row
+    expected = []
+    for r in rows:
+        expected += [(k, r[k]) for k in sorted(r) if k != "step"]
+    assert list(zip(run.scalars["tag"], run.scalars["value"], strict=True)) == expected
+
+
+def test_lightning_python_tags_in_hparams(tmp_path):
+    d = tmp_path / "version_3"
+    write_lightning_csv(d, [{"loss": 1.0, "epoch": 0, "step": 0}])
+    (d / "hparams.yaml").write_text("args: !!python/object:argparse.Namespace\n  lr: 0.1\nseed: 7\n")
+    [run] = discover(d)
+    assert run.hparams == {"args": {"lr": 0.1}, "seed": 7}
+
+
+def test_keras_csvlogger_crlf_na_and_append_restart(tmp_path):
+    f = tmp_path / "training.log"  # the name in Keras' docs: content, not the name, decides
+    first = [{"loss": 1.0 / (e + 1), "accuracy": 0.5 + e / 10, "val_loss": 1.2 / (e + 1)} for e in range(4)]
+    first[2]["loss"] = float("nan")
+    del first[1]["val_loss"]  # validation_freq=2: Keras writes NA
+    write_keras_csv(f, first)
+    second = [{"loss": 0.3, "accuracy": 0.9, "val_loss": 0.4}, {"loss": float("inf"), "accuracy": 0.9, "val_loss": 0.5}]
+    write_keras_csv(f, second, append=True)
+    raw = f.read_bytes()
+    assert raw.count(b"\r\n") == 7 and b",NA" in raw
+    [run] = discover(f)
+    assert run.format == "keras_csv" and run.step_axis == "epoch"
+    steps, vals = values_of(run, "loss")
+    assert steps == [0, 1, 2, 3, 0, 1]
+    assert same(vals, [1.0, 0.5, float("nan"), 0.25, 0.3, float("inf")])
+    steps, _ = values_of(run, "val_loss")
+    assert steps == [0, 2, 3, 0, 1]  # NA is "not logged", not NaN
+    restart = [a for a in run.annotations if a.kind == "restart"]
+    assert len(restart) == 1 and restart[0].location == "line 6"
+    assert not [a for a in run.annotations if a.kind == "non_numeric"]
+
+
+YOLO_HEADER = ["epoch", "train/box_loss", "train/obj_loss", "metrics/mAP_0.5", "val/box_loss", "x/lr0"]
+
+
+def test_padded_yolov5_results_csv(tmp_path):
+    f = tmp_path / "exp" / "results.csv"
+    f.parent.mkdir()
+    lines = [",".join(f"{h:>20s}" for h in YOLO_HEADER)]
+    for e in range(5):
+        vals = [0.1 / (e + 1), 0.05, 0.3 + e / 100, 0.04, 0.01 * (e + 1)]
+        lines.append(",".join([f"{e:>20d}"] + [f"{v:>20.5g}" for v in vals]))
+    f.write_text("\n".join(lines) + "\n")
+    [run] = discover(tmp_path)
+    assert run.name == "exp" and run.format == "csv" and run.step_axis == "epoch"
+    assert run.tags == YOLO_HEADER[1:]
+    steps, vals = values_of(run, "x/lr0")
+    assert steps == list(range(5)) and same(vals, [float(f"{0.01 * (e + 1):.5g}") for e in range(5)])
+
+
+def test_sparse_wide_csv_several_rows_per_step(tmp_path):
+    f = tmp_path / "metrics.csv"
+    cols = ["timestamp", "train/loss", "step", "Gen Loss", "eval/loss"]
+    rows = [
+        [1756179661.3, "", 0, "", ""], [1756179662.0, 9.3, 0, 2.5, ""], [1756179663.0, "", 0, "", 9.1],
+        [1756179700.0, 5.0, 50, 1.5, ""], [1756179701.0, "", 50, "", 5.5],
+    ]
+    with f.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        w.writerows(rows)
+    [run] = discover(f)
+    assert run.format == "csv" and run.tags == ["train/loss", "Gen Loss", "eval/loss"]
+    steps, vals = values_of(run, "eval/loss")
+    assert steps == [0, 50] and same(vals, [9.1, 5.5])
+    s = run.series("Gen Loss")
+    assert s["wall_time"].tolist() == [1756179662.0, 1756179700.0]  # the timestamp column is wall time
+    assert not run.annotations
+
+
+def test_non_numeric_cell_becomes_nan_with_annotation_or_error_under_strict(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_text("step,loss,acc\n0,1.5,0.1\n1,oops,0.2\n2,nan,0.3\n3,1.2,0.4\n")
+    [run] = discover(f)
+    steps, vals = values_of(run, "loss")
+    assert steps == [0, 1, 2, 3] and same(vals, [1.5, np.nan, np.nan, 1.2])
+    [note] = run.annotations
+    assert note.kind == "non_numeric" and "'oops'" in note.message
+    assert note.path == str(f) and note.location == "line 3, column 'loss'"
+    with pytest.raises(LogFormatError, match=r"line 3, column 'loss'"):
+        discover(f, strict=True)
+
+
+def test_text_column_reported_not_read(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_text("step,loss,phase\n0,1.0,train\n1,0.9,train\n")
+    [run] = discover(f)
+    assert run.tags == ["loss"]
+    assert [a.kind for a in run.annotations] == ["non_numeric_column"]
+
+
+def test_long_csv_and_duplicate_steps(tmp_path):
+    f = tmp_path / "long.csv"
+    f.write_text("tag,step,value\nloss,0,2.0\nlr,0,0.1\nloss,1,1.5\nloss,1,1.4\nlr,1,inf\nloss,0,9\n")
+    [run] = discover(f)
+    assert run.format == "csv" and run.tags == ["loss", "lr"]
+    steps, vals = values_of(run, "loss")
+    assert steps == [0, 1, 1, 0] and same(vals, [2.0, 1.5, 1.4, 9.0])
+    kinds = sorted(a.kind for a in run.annotations)
+    assert kinds == ["duplicate_steps", "restart"]
+
+
+def test_no_step_column_uses_rows(tmp_path):
+    f = tmp_path / "gan.csv"
+    f.write_text("epoch,batch,Gen Loss,Disc Loss\n0,0,1,2\n0,1,1,2\n1,0,1,2\n1,1,1,2\n")
+    [run] = discover(f)
+    assert run.series("Gen Loss")["step"].tolist() == [0, 1, 2, 3]
+    assert run.series("epoch")["value"].tolist() == [0, 0, 1, 1]
+    assert any(a.kind == "no_step_column" for a in run.annotations)
+
+
+def test_repeated_header_rows_are_reported_not_data(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_text("step,loss\n0,1.0\n1,0.9\nstep,loss\n0,1.1\n1,nan\n")
+    [run] = discover(f)
+    steps, vals = values_of(run, "loss")
+    assert steps == [0, 1, 0, 1] and same(vals, [1.0, 0.9, 1.1, np.nan])
+    notes = {a.kind: a.location for a in run.annotations}
+    assert notes == {"repeated_header": "line 4", "restart": "line 5", "duplicate_steps": "line 5"}
+
+
+def test_forced_format(tmp_path):
+    f = tmp_path / "metrics.csv"
+    write_lightning_csv(tmp_path, [{"loss": 1.0, "epoch": 0, "step": 0}])
+    assert find_run_sources(f)[0].format == "lightning_csv"
+    [run] = discover(f, format="csv")
+    assert run.format == "csv" and run.tags == ["epoch", "loss"]
+
+
+finite_or_not = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), 0.0, -0.0, 5e-324, 1.7976931348623157e308]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.lists(finite_or_not, min_size=2, max_size=2), min_size=1, max_size=40))
+def test_csv_module_floats_round_trip_exactly(tmp_path, values):
+    f = tmp_path / "prop.csv"
+    with f.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "loss", "grad_norm"])
+        for i, (a, b) in enumerate(values):
+            w.writerow([i, a, b])
+    [run] = discover(f)
+    for j, tag in enumerate(["loss", "grad_norm"]):
+        steps, vals = values_of(run, tag)
+        want = [row[j] for row in values]
+        assert steps == list(range(len(values)))
+        assert same(vals, want)
+        assert all(math.copysign(1, a) == math.copysign(1, b) for a, b in zip(vals, want, strict=True)
+                   if a == 0 and b == 0)
+    assert not run.annotations
