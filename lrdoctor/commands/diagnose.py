@@ -1,0 +1,82 @@
+"""``lrdoctor diagnose PATH``: run the rules on every run under PATH."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import UsageError
+from .common import role_overrides, run_input_options
+
+FAIL_ON = ("error", "warning", "info", "never")
+
+
+def load_runs(path: str, fmt: str | None, strict: bool, progress: bool = False) -> list:
+    """Every run under PATH, through the readers' discovery."""
+    from ..readers import discover
+
+    return discover(path, format=fmt, strict=strict, progress=progress)
+
+
+def exit_code(diagnoses, fail_on: str) -> int:
+    """1 when any finding is at or above ``fail_on`` (never: always 0), else 0."""
+    if fail_on == "never":
+        return 0
+    from ..model import Severity
+
+    bar = Severity(fail_on).rank
+    return int(any(f.severity.rank >= bar for d in diagnoses for f in d.findings))
+
+
+@click.command("diagnose")
+@run_input_options
+@click.option("--json", "as_json", is_flag=True, help="Print the diagnosis as JSON on stdout.")
+@click.option(
+    "--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
+    help="Exit 1 when a finding of at least this severity is found (never: always exit 0).",
+)
+@click.option("--rules", "rule_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
+              metavar="DIR", help="Also load the rule YAML files in DIR (repeatable).")
+@click.option("--set", "sets", multiple=True, metavar="RULE.PARAM=VALUE",
+              help="Override a rule's detector parameter, e.g. plateau.window=51 (repeatable).")
+@click.option("--select", multiple=True, metavar="RULE", help="Run only these rules (name or code; repeatable).")
+@click.option("--ignore", multiple=True, metavar="RULE", help="Do not run these rules (repeatable).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes for many runs (default: all cores).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also write the self-contained HTML report to FILE.")
+def diagnose_cmd(path, fmt, strict, roles, roles_config, as_json, fail_on, rule_dirs, sets, select, ignore,
+                 jobs, progress, html_path) -> int:
+    """Diagnose the training runs under PATH (a log file, a run directory, or a tree of runs).
+
+    Exit status: 0 no finding at or above --fail-on, 1 there is one, 2 usage or input error.
+    """
+    from ..engine.diagnose import diagnose_runs
+    from ..engine.spec import apply_overrides, load_rules, parse_set, select_rules
+
+    rules = select_rules(load_rules(rule_dirs), select, ignore)
+    rules = apply_overrides(rules, parse_set(sets))  # before reading: bad --set fails fast
+    if not rules:
+        raise UsageError("no rules left to run after --select/--ignore")
+    overrides = role_overrides(roles, roles_config)
+    show_progress = progress if progress is not None else sys.stderr.isatty()
+    runs = load_runs(path, fmt, strict, show_progress)
+    diagnoses = diagnose_runs(runs, rules=rules, role_overrides=overrides, jobs=jobs, progress=show_progress)
+    if as_json:
+        from ..output.json_out import dumps
+
+        click.echo(dumps(diagnoses))
+    else:
+        from ..output.terminal import render
+
+        render(diagnoses, sys.stdout)
+    if html_path:
+        import os
+
+        from ..report import write_report
+
+        write_report(diagnoses, html_path, workers=min(4, jobs or os.cpu_count() or 1))
+    return exit_code(diagnoses, fail_on)

@@ -1,0 +1,155 @@
+"""Shared pieces of the detectors: the Evidence they return and robust, vectorised statistics.
+
+Every detector is a pure function ``(series..., *, params...) -> Evidence | None``: role series
+(:class:`lrdoctor.model.Series`, steps ascending, one point per step) as positional-or-keyword
+arguments named after their roles, tuning parameters as keyword-only arguments with documented
+defaults. Windows are counted in logged *points*, not steps, so one rule works on per-step,
+every-N-steps (HF) and per-epoch (Keras) logs alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..model import Series
+
+#: MAD -> standard deviation for a normal distribution.
+MAD_TO_SIGMA = 1.4826
+#: At most this many point events are listed in a finding's ``steps``; the count is in evidence.
+MAX_LISTED_STEPS = 200
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a detector found: where, and the numbers that made it fire.
+
+    ``values`` fills the rule's message template and becomes the finding's ``evidence``. A
+    prose ``detail`` value may write ``{axis}`` for the step-axis word (step, or epoch).
+    """
+
+    start_step: int | None
+    end_step: int | None
+    steps: tuple[int, ...] = ()
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def dedupe_steps(series: Series) -> Series:
+    """One point per step, keeping the last logged one: a resumed run re-logs the steps it
+    repeats, and the later values are the ones the surviving model produced."""
+    steps = np.asarray(series.steps, dtype=np.int64)
+    if len(steps) < 2 or bool(np.all(np.diff(steps) > 0)):
+        return series
+    # steps are sorted stably, so the last of a run of equal steps is the last one logged
+    keep = np.ones(len(steps), dtype=bool)
+    keep[:-1] = steps[1:] != steps[:-1]
+    wall = None if series.wall_time is None else np.asarray(series.wall_time)[keep]
+    return Series(tag=series.tag, steps=steps[keep], values=np.asarray(series.values)[keep], wall_time=wall)
+
+
+def finite_part(series: Series) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and values of the finite points."""
+    v = np.asarray(series.values, dtype=np.float64)
+    ok = np.isfinite(v)
+    return np.asarray(series.steps, dtype=np.int64)[ok], v[ok]
+
+
+def odd_window(n: int, window: int, *, fraction: float = 0.2, minimum: int = 3) -> int:
+    """``window`` points, shrunk to ``fraction`` of a short series, odd so it can be centred."""
+    w = int(min(window, max(minimum, int(n * fraction))))
+    return max(minimum, w | 1)
+
+
+def rolling_median(x: np.ndarray, window: int) -> np.ndarray:
+    """Centred running median; the ends are padded with the edge values."""
+    from scipy.ndimage import median_filter
+
+    if len(x) == 0:
+        return np.asarray(x, dtype=np.float64)
+    return median_filter(np.asarray(x, dtype=np.float64), size=max(1, window), mode="nearest")
+
+
+def trailing_median(x: np.ndarray, window: int) -> np.ndarray:
+    """Median of the ``window`` points *before* each point (NaN for the first point; the start is
+    padded with the first value)."""
+    from scipy.ndimage import median_filter
+
+    x = np.asarray(x, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    if len(x) < 2:
+        return out
+    w = max(1, window)
+    # origin (w - 1) // 2 puts the window at [i - w + 1, i]; shifting by one excludes point i
+    m = median_filter(x, size=w, mode="nearest", origin=(w - 1) // 2)
+    out[1:] = m[:-1]
+    return out
+
+
+def mad_sigma(x: np.ndarray) -> float:
+    """Robust standard deviation (scaled median absolute deviation); 0.0 for empty input."""
+    if len(x) == 0:
+        return 0.0
+    return float(MAD_TO_SIGMA * np.median(np.abs(x - np.median(x))))
+
+
+def noise_sigma(x: np.ndarray, window: int, median: np.ndarray | None = None) -> float:
+    """Robust noise level of a curve: MAD of its residuals around a running median.
+
+    Shift-invariant and scales with the curve, so thresholds in units of it are affine-invariant.
+    ``median`` is that running median when the caller already has it.
+    """
+    r = x - (rolling_median(x, window) if median is None else median)
+    sigma = mad_sigma(r)
+    if sigma > 0:
+        return sigma
+    # a perfectly smooth (or quantised) curve: fall back to the typical step-to-step change
+    d = np.abs(np.diff(x))
+    d = d[d > 0]
+    return float(np.median(d)) if len(d) else 0.0
+
+
+#: Rank trends of longer series are taken over this many block medians (same sign, far cheaper).
+TREND_POINTS = 2048
+
+
+def block_medians(y: np.ndarray, blocks: int) -> np.ndarray:
+    """Medians of ``blocks`` consecutive equal blocks (the remainder joins the last block's
+    neighbours by being dropped from the front, so the end of the series is always kept)."""
+    size = len(y) // blocks
+    if size <= 1:
+        return y
+    tail = y[len(y) - size * blocks :]
+    return np.median(tail.reshape(blocks, size), axis=1)
+
+
+def spearman_trend(y: np.ndarray) -> float:
+    """Spearman rank correlation of ``y`` with its index: -1 steadily falling, +1 rising."""
+    from scipy.stats import rankdata
+
+    if len(y) > 2 * TREND_POINTS:
+        y = block_medians(y, TREND_POINTS)
+    n = len(y)
+    if n < 3:
+        return 0.0
+    ranks = rankdata(y)
+    idx = np.arange(n, dtype=np.float64)
+    ranks = ranks - ranks.mean()
+    idx = idx - idx.mean()
+    denom = float(np.sqrt((ranks**2).sum() * (idx**2).sum()))
+    return float((ranks * idx).sum() / denom) if denom > 0 else 0.0
+
+
+def group_events(idx: np.ndarray, max_gap: int = 1) -> list[np.ndarray]:
+    """Split sorted indices into runs whose neighbours are at most ``max_gap`` apart."""
+    if len(idx) == 0:
+        return []
+    breaks = np.nonzero(np.diff(idx) > max_gap)[0] + 1
+    return np.split(idx, breaks)
+
+
+def listed(steps: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(s) for s in steps[:MAX_LISTED_STEPS])
+
+

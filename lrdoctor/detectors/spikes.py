@@ -1,0 +1,234 @@
+"""Transient excursions: loss spikes that recover, and gradient-norm bursts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..model import Series
+from .base import (
+    MAD_TO_SIGMA,
+    Evidence,
+    finite_part,
+    group_events,
+    listed,
+    noise_sigma,
+    odd_window,
+    rolling_median,
+    trailing_median,
+)
+
+
+def loss_spike(
+    train_loss: Series,
+    grad_norm: Series | None = None,
+    *,
+    window: int = 21,
+    z_threshold: float = 20.0,
+    min_rise_over_range: float = 0.5,
+    max_gap: int = 2,
+    recover_fraction: float = 0.5,
+    recover_within: float = 0.3,
+    max_events: int = 20,
+    ignore_start_fraction: float = 0.05,
+    attribute_to_gradients: bool = True,
+    min_points: int = 12,
+) -> Evidence | None:
+    """Sudden jumps of the loss far above its recent level that come back down.
+
+    Each point is compared with the median of the ``window`` points before it (a trailing
+    baseline: a jump stands out however slowly it recovers). A point is a candidate when it is
+    above that baseline by more than ``z_threshold`` robust standard deviations of the loss's
+    noise (MAD of residuals around a running median) *and* by ``min_rise_over_range`` of the
+    curve's robust range (5th-95th percentile of the smoothed curve). Both scales move with the
+    curve, so shifting or scaling the loss changes nothing. Candidates at most ``max_gap`` points
+    apart form one event, starting at its first point (the bad step). An event is a spike when,
+    within ``recover_within`` of the run (in points, at least 3), the loss falls back below the
+    baseline plus ``recover_fraction`` of the jump -- a step up that stays up is not a spike
+    (divergence, or a level shift). More than ``max_events`` events is heavy-tailed noise, not
+    spikes: nothing is reported. The first ``ignore_start_fraction`` of the run (at least 3
+    points) is not judged: warmup often lifts the loss above its first values, and there is no
+    baseline yet. With ``attribute_to_gradients`` and a logged ``grad_norm``, a spike at a step
+    where the gradient norm jumped by a larger factor than the loss did is an exploding gradient
+    (reported by exploding-gradients), not counted here. ``steps`` lists each spike's first step.
+    """
+    steps, x = finite_part(train_loss)
+    n = len(x)
+    if n < min_points:
+        return None
+    w = odd_window(n, window, fraction=0.2, minimum=5)
+    med = rolling_median(x, w)
+    sigma = noise_sigma(x, w, med)
+    rng = float(np.percentile(med, 95) - np.percentile(med, 5))
+    thresh = max(z_threshold * sigma, min_rise_over_range * rng)
+    if thresh <= 0:
+        return None
+    base = trailing_median(x, w)
+    r = x - base
+    first = min(n, max(3, int(ignore_start_fraction * n)))
+    cand = np.nonzero(np.nan_to_num(r[first:], nan=-np.inf) > thresh)[0] + first
+    if len(cand) == 0:
+        return None
+    events = group_events(cand, max_gap=max_gap)
+    if len(events) > max_events:
+        return None
+    # last index by which each event must have recovered; then one vectorised pass per event
+    horizon = max(3, int(recover_within * n))
+    starts, peaks, zs, ratios = [], [], [], []
+    settled = 0  # index by which the previous spike's excursion was back near its baseline
+    for ev in events:  # loops over events (at most max_events), never over steps
+        i0 = int(ev[0])
+        if i0 < settled:
+            continue  # an aftershock inside the previous excursion, not a new spike
+        b0 = float(base[i0])
+        p = int(ev[np.argmax(x[ev])])
+        level = b0 + recover_fraction * (float(x[p]) - b0)
+        after = x[p + 1 : p + 1 + horizon]
+        if len(after) == 0 or float(np.min(after)) > level:
+            continue
+        near = np.nonzero(after < b0 + thresh)[0]
+        settled = p + 1 + (int(near[0]) if len(near) else len(after))
+        starts.append(i0)
+        peaks.append(p)
+        zs.append(float((x[p] - b0) / sigma) if sigma > 0 else float("inf"))
+        ratios.append(float(x[p] / b0) if b0 > 0 and x[p] > 0 else float("nan"))
+    if starts and grad_norm is not None and attribute_to_gradients:
+        idx = np.asarray(starts)
+        grad_jump = jump_ratios(grad_norm, steps[idx], window)
+        loss_jump = x[idx] / base[idx] if bool(np.all(x > 0)) else np.full(len(idx), np.inf)
+        keep = ~(grad_jump > loss_jump)
+        starts = [s_ for s_, k in zip(starts, keep, strict=True) if k]
+        peaks = [p_ for p_, k in zip(peaks, keep, strict=True) if k]
+        zs = [z_ for z_, k in zip(zs, keep, strict=True) if k]
+        ratios = [r_ for r_, k in zip(ratios, keep, strict=True) if k]
+    if not starts:
+        return None
+    st = np.asarray(starts)
+    big = int(np.argmax(np.asarray(x[peaks])))
+    pk = peaks[big]
+    return Evidence(
+        start_step=int(steps[st[0]]),
+        end_step=int(steps[st[-1]]),
+        steps=listed(steps[st]),
+        values={
+            "count": len(starts),
+            "first_step": int(steps[st[0]]),
+            "max_step": int(steps[pk]),
+            "max_value": float(x[pk]),
+            "max_baseline": float(base[starts[big]]),
+            "max_ratio": ratios[big],
+            "max_z": zs[big],
+            "threshold": thresh,
+            "noise_sigma": sigma,
+        },
+    )
+
+
+def jump_ratios(series: Series | None, at_steps: np.ndarray, window: int) -> np.ndarray:
+    """For each step in ``at_steps``: the value logged there over the median of the ``window``
+    points before it (NaN where the series has no point at that step or is not positive)."""
+    out = np.full(len(at_steps), np.nan)
+    if series is None:
+        return out
+    s, v = finite_part(series)
+    if len(v) < 4 or not bool(np.all(v > 0)):
+        return out
+    base = trailing_median(v, odd_window(len(v), window, fraction=0.25, minimum=5))
+    j = np.clip(np.searchsorted(s, at_steps), 0, len(s) - 1)
+    hit = s[j] == at_steps
+    out[hit] = v[j][hit] / base[j][hit]
+    return out
+
+
+def _positive_log(series: Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    steps, g = finite_part(series)
+    ok = g > 0
+    return steps[ok], g[ok], np.log(g[ok])
+
+
+def gradient_bursts(
+    grad_norm: Series,
+    train_loss: Series | None = None,
+    *,
+    baseline_window: int = 51,
+    ratio_over_baseline: float = 10.0,
+    z_threshold: float = 6.0,
+    min_bursts: int = 1,
+    attribute_to_loss: bool = True,
+    min_points: int = 12,
+) -> Evidence | None:
+    """Gradient-norm bursts far above its robust baseline, or NaN/inf gradient norms.
+
+    The baseline of each point is the median of the ``baseline_window`` points before it (so a
+    burst cannot hide in its own baseline, and the large norms at the start of training are the
+    baseline of what follows, not bursts). A burst is a point at least ``ratio_over_baseline`` x
+    its baseline and ``z_threshold`` robust standard deviations above it in log space (gradient
+    norms are positive and span orders of magnitude). Fires on ``min_bursts`` bursts or more;
+    every burst step is listed. With ``attribute_to_loss``, a burst at a step where the train loss
+    jumped by a larger factor (over its own trailing median) than the gradient norm did is the
+    gradient of a bad batch -- a loss spike, reported by loss-spike -- and is not counted: a bad
+    batch moves the loss more than the gradient, an exploding gradient the other way round.
+    """
+    v = np.asarray(grad_norm.values, dtype=np.float64)
+    bad = ~np.isfinite(v)
+    if bad.any():
+        bad_steps = np.asarray(grad_norm.steps, dtype=np.int64)[bad]
+        return Evidence(
+            start_step=int(bad_steps[0]),
+            end_step=int(bad_steps[-1]),
+            steps=listed(bad_steps),
+            values={
+                "kind": "nonfinite",
+                "count": int(bad.sum()),
+                "first_step": int(bad_steps[0]),
+                "max_ratio": float("inf"),
+                "max_value": float("nan"),
+                "max_step": int(bad_steps[0]),
+                "baseline": float("nan"),
+                "detail": f"grad norm is NaN/inf at {int(bad.sum())} point(s) from {{axis}} {int(bad_steps[0])}",
+            },
+        )
+    steps, g, lg = _positive_log(grad_norm)
+    n = len(g)
+    if n < min_points:
+        return None
+    w = odd_window(n, baseline_window, fraction=0.25, minimum=5)
+    base = trailing_median(lg, w)
+    resid = lg - base
+    resid[: min(3, n)] = np.nan  # no baseline yet
+    finite_resid = resid[np.isfinite(resid)]
+    # robust spread of the log-residuals, from the typical points only
+    spread = MAD_TO_SIGMA * float(np.median(np.abs(finite_resid - np.median(finite_resid))))
+    thresh = max(float(np.log(ratio_over_baseline)), z_threshold * spread)
+    burst = np.nonzero(np.nan_to_num(resid, nan=-np.inf) > thresh)[0]
+    if len(burst) and train_loss is not None and attribute_to_loss:
+        loss_jump = jump_ratios(train_loss, steps[burst], baseline_window)
+        burst = burst[~(loss_jump >= np.exp(resid[burst]))]
+    if len(burst) < min_bursts:
+        return None
+    worst = int(burst[np.argmax(resid[burst])])
+    values = {
+        "kind": "bursts",
+        "count": int(len(burst)),
+        "first_step": int(steps[burst[0]]),
+        "max_step": int(steps[worst]),
+        "max_value": float(g[worst]),
+        "baseline": float(np.exp(base[worst])),
+        "max_ratio": float(np.exp(resid[worst])),
+        "ratio_threshold": float(np.exp(thresh)),
+        "detail": (
+            f"{len(burst)} grad-norm burst(s), the worst {float(g[worst]):.4g} at {{axis}} "
+            f"{int(steps[worst])} ({float(np.exp(resid[worst])):.0f}x its baseline "
+            f"{float(np.exp(base[worst])):.3g})"
+        ),
+    }
+    if train_loss is not None and len(train_loss):
+        ls, lv = finite_part(train_loss)
+        if len(ls):
+            j = min(int(np.searchsorted(ls, steps[worst])), len(ls) - 1)
+            values["loss_at_max"] = float(lv[j])
+    return Evidence(
+        start_step=int(steps[burst[0]]),
+        end_step=int(steps[burst[-1]]),
+        steps=listed(steps[burst]),
+        values=values,
+    )

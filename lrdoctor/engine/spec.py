@@ -1,0 +1,292 @@
+"""Rule files: load, validate, override.
+
+A rule is one YAML file (see ``rules/*.yaml`` and ``lrdoctor rules explain NAME``). Built-in rules
+ship inside the package (``lrdoctor/_rules``, a link to the top-level ``rules/`` folder); users add
+directories with ``--rules DIR``. A user rule with the name of a built-in one replaces it.
+Every problem is a :class:`RuleSpecError` naming the file, e.g.
+``rules/plateau.yaml: unknown parameter 'windw' for detector 'plateau' (did you mean 'window'?)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import RuleSpecError
+from ..model import Severity
+from ..roles import ROLES
+from .registry import detector_info
+
+log = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("name", "code", "title", "severity", "requires", "detector", "message", "doc")
+OPTIONAL_KEYS = ("optional", "proposals", "superseded_by")
+DOC_KEYS = ("what", "why", "example", "fix")
+_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_CODE = re.compile(r"^[A-Z]{2,}[0-9]{3,}$")
+_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    name: str
+    code: str
+    title: str
+    severity: Severity
+    requires: tuple[str, ...]
+    optional: tuple[str, ...]
+    kind: str  # detector kind
+    params: dict[str, Any] = field(hash=False)  # full set: detector defaults + the file's values
+    message: str = ""
+    proposals: tuple[str, ...] = ()
+    doc: dict[str, str] = field(default_factory=dict, hash=False)
+    #: when one of these rules fires on the same run, this one is dropped (e.g. a plateau that
+    #: is the stall of vanished gradients)
+    superseded_by: tuple[str, ...] = ()
+    path: str = ""
+
+
+def _display(path: Path) -> str:
+    """Built-in rules are shown as ``rules/NAME.yaml`` (where they live in the source tree)."""
+    return f"rules/{path.name}" if path.parent.name == "_rules" else str(path)
+
+
+def _suggest(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_param_type(default: Any, value: Any) -> Any:
+    """``value`` coerced to the type of ``default``, or ValueError."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"expected true/false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError(f"expected an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(default, str):
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _str_list(data: Mapping, key: str, where: str) -> tuple[str, ...]:
+    raw = data.get(key, [])
+    if raw is None:
+        return ()
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise RuleSpecError(f"{key!r} must be a list of strings", path=where)
+    return tuple(raw)
+
+
+def parse_rule(data: Any, where: str) -> RuleSpec:
+    """Validate one rule's parsed YAML."""
+    if not isinstance(data, dict):
+        raise RuleSpecError("a rule file must be a mapping", path=where)
+    for key in data:
+        if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
+            raise RuleSpecError(f"unknown key {key!r}{_suggest(key, REQUIRED_KEYS + OPTIONAL_KEYS)}", path=where)
+    for key in REQUIRED_KEYS:
+        if key not in data:
+            raise RuleSpecError(f"missing key {key!r}", path=where)
+    name, code = data["name"], data["code"]
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise RuleSpecError(f"name {name!r} must be a lower-case slug like 'loss-spike'", path=where)
+    if not isinstance(code, str) or not _CODE.match(code):
+        raise RuleSpecError(f"code {code!r} must look like 'LRD001'", path=where)
+    for key in ("title", "message"):
+        if not isinstance(data[key], str) or not data[key].strip():
+            raise RuleSpecError(f"{key!r} must be a non-empty string", path=where)
+    try:
+        severity = Severity(str(data["severity"]).lower())
+    except ValueError:
+        raise RuleSpecError(f"severity {data['severity']!r} must be error, warning or info", path=where) from None
+    requires = _str_list(data, "requires", where)
+    optional = _str_list(data, "optional", where)
+    for role in requires + optional:
+        if role not in ROLES:
+            raise RuleSpecError(f"unknown role {role!r}{_suggest(role, ROLES)} (roles: {', '.join(ROLES)})", path=where)
+
+    det = data["detector"]
+    if not isinstance(det, dict) or "kind" not in det:
+        raise RuleSpecError("'detector' must be a mapping with 'kind' (and optional 'params')", path=where)
+    for key in det:
+        if key not in ("kind", "params"):
+            raise RuleSpecError(f"unknown key 'detector.{key}'", path=where)
+    kind = det["kind"]
+    if not isinstance(kind, str) or not _KIND.match(kind):
+        raise RuleSpecError(f"detector kind {kind!r} must be a name like 'loss_spike'", path=where)
+    try:
+        info = detector_info(kind)
+    except RuleSpecError as exc:
+        raise RuleSpecError(exc.message, path=where) from None
+    given = det.get("params") or {}
+    if not isinstance(given, dict):
+        raise RuleSpecError("'detector.params' must be a mapping", path=where)
+    params = dict(info.params)
+    for key, value in given.items():
+        if key not in info.params:
+            raise RuleSpecError(
+                f"unknown parameter {key!r} for detector {kind!r}{_suggest(key, info.params)}", path=where
+            )
+        try:
+            params[key] = check_param_type(info.params[key], value)
+        except ValueError as exc:
+            raise RuleSpecError(f"parameter {key!r}: {exc}", path=where) from None
+    for role in info.required_roles:
+        if role not in requires:
+            raise RuleSpecError(f"detector {kind!r} needs role {role!r}: add it to 'requires'", path=where)
+    for role in requires + optional:
+        if role not in info.roles:
+            raise RuleSpecError(f"detector {kind!r} does not take role {role!r}", path=where)
+
+    doc = data["doc"]
+    if not isinstance(doc, dict):
+        raise RuleSpecError("'doc' must be a mapping with what/why/example/fix", path=where)
+    for key in DOC_KEYS:
+        if not isinstance(doc.get(key), str) or not doc[key].strip():
+            raise RuleSpecError(f"'doc.{key}' must be a non-empty string", path=where)
+    for key in doc:
+        if key not in DOC_KEYS:
+            raise RuleSpecError(f"unknown key 'doc.{key}'{_suggest(key, DOC_KEYS)}", path=where)
+    return RuleSpec(
+        name=name,
+        code=code,
+        title=data["title"].strip(),
+        severity=severity,
+        requires=requires,
+        optional=optional,
+        kind=kind,
+        params=params,
+        message=data["message"].strip(),
+        proposals=_str_list(data, "proposals", where),
+        doc={k: str(doc[k]).strip() for k in DOC_KEYS},
+        superseded_by=_str_list(data, "superseded_by", where),
+        path=where,
+    )
+
+
+def load_rule_file(path: Path) -> RuleSpec:
+    import yaml
+
+    where = _display(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RuleSpecError(f"cannot read rule file: {exc.strerror}", path=where) from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        loc = f"line {mark.line + 1}" if mark is not None else None
+        raise RuleSpecError(f"invalid YAML: {getattr(exc, 'problem', exc)}", path=where, location=loc) from exc
+    return parse_rule(data, where)
+
+
+def builtin_rules_dir() -> Path:
+    return Path(str(importlib.resources.files("lrdoctor") / "_rules"))
+
+
+def _rule_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def load_rules(dirs: Iterable[str | Path] = (), *, builtin: bool = True) -> list[RuleSpec]:
+    """Built-in rules, then every ``*.yaml`` in ``dirs`` (later names replace earlier ones)."""
+    sources: list[Path] = []
+    if builtin:
+        sources.extend(_rule_files(builtin_rules_dir()))
+    for d in dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise RuleSpecError("--rules expects a directory of rule YAML files", path=str(d))
+        sources.extend(_rule_files(d))
+    by_name: dict[str, RuleSpec] = {}
+    for path in sources:
+        rule = load_rule_file(path)
+        if rule.name in by_name:
+            log.info("%s replaces rule %r from %s", rule.path, rule.name, by_name[rule.name].path)
+        by_name[rule.name] = rule
+    codes: dict[str, str] = {}
+    for rule in by_name.values():
+        if rule.code in codes:
+            raise RuleSpecError(f"code {rule.code} is also used by rule {codes[rule.code]!r}", path=rule.path)
+        codes[rule.code] = rule.name
+    return sorted(by_name.values(), key=lambda r: r.code)
+
+
+def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``rule.param=value`` strings (``--set``) -> {rule: {param: value}}; values parsed as YAML."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        lhs, sep, raw = item.partition("=")
+        rule, dot, param = lhs.strip().rpartition(".")
+        if not sep or not dot or not rule or not param or not raw.strip():
+            raise RuleSpecError(f"--set expects RULE.PARAM=VALUE, got {item!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(rule, {})[param] = value
+    return out
+
+
+def apply_overrides(rules: Iterable[RuleSpec], overrides: Mapping[str, Mapping[str, Any]] | None) -> list[RuleSpec]:
+    """Rules with ``--set`` values applied, each checked against the detector's parameter types."""
+    rules = list(rules)
+    if not overrides:
+        return rules
+    names = {r.name for r in rules}
+    for rule_name in overrides:
+        if rule_name not in names:
+            raise RuleSpecError(f"--set: unknown rule {rule_name!r}{_suggest(rule_name, names)}")
+    out = []
+    for rule in rules:
+        changes = overrides.get(rule.name)
+        if not changes:
+            out.append(rule)
+            continue
+        params = dict(rule.params)
+        for key, value in changes.items():
+            if key not in params:
+                raise RuleSpecError(
+                    f"--set {rule.name}.{key}: unknown parameter {key!r}{_suggest(key, params)} "
+                    f"(parameters: {', '.join(params)})"
+                )
+            try:
+                params[key] = check_param_type(params[key], value)
+            except ValueError as exc:
+                raise RuleSpecError(f"--set {rule.name}.{key}: {exc}") from None
+        out.append(replace(rule, params=params))
+    return out
+
+
+def select_rules(rules: Iterable[RuleSpec], select: Iterable[str] = (), ignore: Iterable[str] = ()) -> list[RuleSpec]:
+    """Keep the rules named (by name or code) in ``select`` (all when empty), minus ``ignore``."""
+    rules = list(rules)
+    known = {r.name for r in rules} | {r.code for r in rules}
+    for item in list(select) + list(ignore):
+        if item not in known:
+            raise RuleSpecError(f"unknown rule {item!r}{_suggest(item, known)} in --select/--ignore")
+    sel, ign = set(select), set(ignore)
+    return [
+        r for r in rules
+        if (not sel or r.name in sel or r.code in sel) and r.name not in ign and r.code not in ign
+    ]

@@ -1,0 +1,1 @@
+"""Renderings of diagnoses: terminal summary (rich) and the JSON document."""

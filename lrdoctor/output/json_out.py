@@ -1,0 +1,64 @@
+"""The ``--json`` document of ``lrdoctor diagnose``.
+
+Shape (stable; tested)::
+
+    {"runs": [{"name", "source", "format",
+               "findings": [{"rule", "severity", "start_step", "end_step", "steps", "message",
+                             "evidence", "proposals"}],
+               "skipped_rules": [{"rule", "reason"}]}]}
+
+Non-finite numbers in evidence (a NaN loss, an infinite ratio) are written as the strings
+``"nan"``, ``"inf"`` and ``"-inf"``: the output is always strict JSON (``json.loads`` in any
+language accepts it), and the value is kept rather than blurred into ``null``. ``null`` means
+"not known" (e.g. a finding with no end step).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from ..model import Diagnosis
+
+
+def json_safe(value: Any) -> Any:
+    """Make ``value`` strict-JSON serialisable (non-finite floats -> strings, numpy -> Python)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return value
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    item = getattr(value, "item", None)  # numpy scalars
+    if callable(item):
+        return json_safe(item())
+    tolist = getattr(value, "tolist", None)  # numpy arrays
+    if callable(tolist):
+        return json_safe(tolist())
+    return str(value)
+
+
+def diagnosis_dict(d: Diagnosis) -> dict[str, Any]:
+    return {
+        "name": d.run.name,
+        "source": d.run.source,
+        "format": d.run.format,
+        "findings": [f.to_dict() for f in d.findings],
+        "skipped_rules": [{"rule": s.rule, "reason": s.reason} for s in d.skipped_rules],
+    }
+
+
+def diagnoses_document(diagnoses: Iterable[Diagnosis]) -> dict[str, Any]:
+    return json_safe({"runs": [diagnosis_dict(d) for d in diagnoses]})
+
+
+def dumps(diagnoses: Iterable[Diagnosis], *, indent: int | None = 2) -> str:
+    return json.dumps(diagnoses_document(diagnoses), indent=indent, allow_nan=False)
