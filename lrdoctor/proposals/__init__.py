@@ -1,0 +1,209 @@
+"""Findings -> ranked, concrete proposals (config patch + PyTorch code), computed from the run.
+
+``propose(finding, view)`` reads the run's own numbers (:mod:`.context`), asks the builders that
+fit the finding's rule for drafts, scores each by how strongly the run backs it, and returns
+:class:`~lrdoctor.model.Proposal` objects best-first (``rank`` 1 = best). Ids are
+``"{rule}:{kind}"`` (``":{variant}"`` appended for the decay-schedule family), stable across runs
+and unique per finding. Unknown rules get no proposals. No torch is imported here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from ..model import Finding, Proposal
+from ..roles import RoleView
+from . import lr as lr_kinds
+from . import regularise, schedules
+from .codegen import snippet
+from .common import Draft, relative_drop
+from .context import RunContext, build_context
+from .units import epochs_to_steps
+
+__all__ = ["propose", "RULES", "KINDS"]
+
+log = logging.getLogger(__name__)
+
+#: Every proposal kind this package produces.
+KINDS = ("lower_peak_lr", "add_warmup", "add_decay_schedule", "clip_grad_norm", "weight_decay", "adamw",
+         "early_stop", "rollback_skip", "raise_lr", "rescale_lr_for_batch")
+
+Plan = list[tuple[Callable[[], Draft | None], float]]
+
+
+def _early(ctx: RunContext, share: float = 0.2) -> bool:
+    """Whether the finding falls in the phase a warmup acts on: the first ``share`` of the run
+    and, for Adam-type (or unknown) optimizers, within ten times the 2/(1-beta2) steps their
+    second-moment estimate needs to settle (beta2 0.999 assumed when unknown)."""
+    since = ctx.onset - ctx.first_step
+    if since >= share * ctx.total_steps:
+        return False
+    if ctx.optimizer is None or ctx.adaptive:
+        b2 = ctx.beta2 if ctx.beta2 is not None and ctx.beta2 < 1 else 0.999
+        return since < 10 * 2 / (1 - b2)
+    return True
+
+
+def _grad_jump(ctx: RunContext, over: float) -> bool | None:
+    """Whether the grad norm at the finding exceeded ``over`` times the stable p99."""
+    if ctx.grad_stable is None or ctx.grad_at_onset is None:
+        return None
+    return ctx.grad_at_onset > over * ctx.grad_stable.p99
+
+
+def _divergence(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
+    jump = _grad_jump(ctx, 3.0)
+    return [
+        (lambda: lr_kinds.lower_peak_lr(f, ctx, 1 / 3), 0.9),
+        (lambda: lr_kinds.add_warmup(f, ctx), 0.8 if _early(ctx) and not ctx.existing_warmup else 0.45),
+        (lambda: regularise.clip_grad_norm(f, ctx), 0.75 if jump else 0.5 if jump is not None else 0.3),
+        (lambda: lr_kinds.rescale_lr_for_batch(f, ctx, 1 / 3), 0.2),
+    ]
+
+
+def _loss_spike(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
+    count = f.evidence.get("count")
+    n = int(count) if isinstance(count, (int, float)) and count > 0 else (len(set(f.steps)) or 1)
+    jump = _grad_jump(ctx, 2.0)
+    plan: Plan = [
+        (lambda: regularise.clip_grad_norm(f, ctx), 0.9 if jump else 0.65 if jump is not None else 0.4),
+        (lambda: regularise.rollback_skip(f, ctx), 0.75),
+        (lambda: lr_kinds.lower_peak_lr(f, ctx, 0.5), 0.85 if n >= 5 else 0.5),
+    ]
+    if _early(ctx):
+        plan.append((lambda: lr_kinds.add_warmup(f, ctx), 0.8))
+    return plan
+
+
+def _plateau(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
+    # The detector's own verdict when it gives one (evidence kind "never_moves" vs a stall).
+    kind = f.evidence.get("kind")
+    never = (kind == "never_moves") if isinstance(kind, str) and kind else None
+    if never is None:
+        end = f.end_step if f.end_step is not None else ctx.last_step
+        drop = relative_drop(view, ctx.first_step, ctx.onset, end)
+        never = drop is not None and drop < 0.05
+    if never:
+        moved = "the train loss never moved"
+        return [
+            (lambda: lr_kinds.raise_lr(f, ctx, 10.0, f"{moved} (plateau from {ctx.unit} {ctx.onset})"), 0.9),
+            (lambda: schedules.one_cycle(f, ctx, 10.0), 0.6),
+        ]
+    if ctx.lr_decayed:
+        return [
+            (lambda: schedules.warm_restarts(f, ctx), 0.8),
+            (lambda: schedules.cosine(f, ctx), 0.5),
+        ]
+    return [
+        (lambda: schedules.reduce_on_plateau(f, ctx), 0.9 if ctx.eval_every else 0.75),
+        (lambda: schedules.cosine(f, ctx), 0.85),
+        (lambda: schedules.multistep(f, ctx), 0.7),
+        (lambda: schedules.warm_restarts(f, ctx), 0.4),
+    ]
+
+
+def _overfitting(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
+    return [
+        (lambda: regularise.early_stop(f, ctx, view), 0.9),
+        (lambda: regularise.adamw(f, ctx), 0.8),
+        (lambda: regularise.weight_decay(f, ctx), 0.7),
+    ]
+
+
+def _exploding(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
+    plan: Plan = [
+        (lambda: regularise.clip_grad_norm(f, ctx), 0.9),
+        (lambda: lr_kinds.lower_peak_lr(f, ctx, 0.5), 0.7),
+        (lambda: lr_kinds.rescale_lr_for_batch(f, ctx, 0.5), 0.2),
+    ]
+    bursts = sorted(set(f.steps))
+    if 0 < len(bursts) <= 3 and bool(np.all(np.diff(bursts) >= 10)) and _recovered(view, ctx, f):
+        # A few separate bursts the run recovered from: bad batches, as for loss spikes.
+        plan.append((lambda: regularise.rollback_skip(f, ctx), 0.55))
+    if _early(ctx):
+        plan.append((lambda: lr_kinds.add_warmup(f, ctx), 0.6))
+    return plan
+
+
+def _recovered(view: RoleView, ctx: RunContext, f: Finding) -> bool:
+    """Whether the train loss ends finite and back near its level before the finding (within 2x),
+    or at least an order of magnitude below the worst loss during it."""
+    s = view.get("train_loss")
+    if s is None or not len(s) or not np.isfinite(s.values[-1]):
+        return False
+    ok = np.isfinite(s.values)
+    before = s.values[(s.steps < ctx.onset) & ok]
+    end = f.end_step if f.end_step is not None else ctx.onset
+    during = s.values[(s.steps >= ctx.onset) & (s.steps <= end + 1) & ok]
+    last = s.values[-1]
+    near = len(before) > 0 and last <= 2 * np.median(before[-10:])
+    down = len(during) > 0 and last <= 0.1 * during.max()
+    return bool(near or down)
+
+
+def _vanishing(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
+    note = (" Vanishing gradients usually come from the model (saturating activations, depth without "
+            "residuals or normalisation, initialisation), which no LR change fixes; a larger LR only "
+            "compensates" + (", and little for an adaptive optimizer, which already rescales small "
+                             "gradients." if ctx.adaptive else "."))
+    g = ctx.grad_stable
+    ev = f"gradients vanished from {ctx.unit} {ctx.onset}"
+    if ctx.grad_median_in_finding is not None and g is not None:
+        ev += f" (median grad norm {ctx.grad_median_in_finding:.2g} there vs {g.p50:.2g} before)"
+    return [(lambda: lr_kinds.raise_lr(f, ctx, 3.0, ev, note), 0.4 if ctx.adaptive else 0.6)]
+
+
+#: rule name -> planner (which builders, and how strongly the run's evidence backs each).
+RULES: dict[str, Callable[[Finding, RunContext, RoleView], Plan]] = {
+    "divergence": _divergence,
+    "loss-spike": _loss_spike,
+    "plateau": _plateau,
+    "overfitting": _overfitting,
+    "exploding-gradients": _exploding,
+    "vanishing-gradients": _vanishing,
+}
+
+
+def propose(finding: Finding, view: RoleView) -> list[Proposal]:
+    """Ranked proposals for one finding, best first (empty for rules it has none for)."""
+    planner = RULES.get(finding.rule)
+    if planner is None:
+        return []
+    ctx = build_context(finding, view)
+    drafts: list[tuple[float, int, Draft]] = []
+    for i, (build, score) in enumerate(planner(finding, ctx, view)):
+        try:
+            d = build()
+        except Exception:  # one bad builder must not cost the finding its other proposals
+            log.warning("proposal builder failed for %s", finding.rule, exc_info=True)
+            continue
+        if d is not None:
+            drafts.append((score, i, d))
+    drafts.sort(key=lambda t: (-t[0], t[1]))
+    out: list[Proposal] = []
+    seen: set[str] = set()
+    for rank, (_, _, d) in enumerate(drafts, start=1):
+        pid = f"{finding.rule}:{d.kind}" + (f":{d.variant}" if d.variant else "")
+        if pid in seen:
+            continue
+        seen.add(pid)
+        config, summary, rationale, unit, every = d.config, d.summary, d.rationale, ctx.unit, ctx.eval_every
+        if ctx.unit == "epoch":
+            if ctx.steps_per_epoch:
+                spe = ctx.steps_per_epoch
+                converted = epochs_to_steps(config, spe)
+                if converted != config:
+                    config = converted
+                    rationale += f" Counts in the patch are optimizer steps ({spe} per epoch of the log)."
+                unit, every = "step", every * spe if every else None
+            else:
+                rationale += (" The log counts epochs and its steps per epoch are unknown, so the patch's "
+                              "counts are epochs: step the scheduler once per epoch.")
+        header = summary + (f"\n{d.header}" if d.header else "")
+        code = snippet(config, header=header, unit=unit, eval_every=every)
+        out.append(Proposal(id=pid, kind=d.kind, summary=summary, rationale=rationale,
+                            config=config, code=code, rank=rank))
+    return out

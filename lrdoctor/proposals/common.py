@@ -1,0 +1,82 @@
+"""What the proposal builders share: the draft they return and number formatting."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..roles import RoleView
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A proposal before ranking: ``score`` (0..1) says how strongly the run's evidence backs it."""
+
+    kind: str
+    summary: str
+    rationale: str
+    config: dict[str, Any]
+    score: float
+    variant: str = ""  # tells apart several proposals of one kind (e.g. decay schedules)
+    header: str = field(default="")  # extra comment lines for the snippet
+
+
+def fmt(x: float | None) -> str:
+    """Short human number: 0.0006 -> '6e-4', 0.05 -> '0.05', 1234.5 -> '1.23e+3'."""
+    if x is None:
+        return "?"
+    if x == 0:
+        return "0"
+    if not math.isfinite(x):
+        return str(x)
+    a = abs(x)
+    if 1e-3 <= a < 1e4:
+        return f"{x:.3g}"
+    m, e = f"{x:.2e}".split("e")
+    m = m.rstrip("0").rstrip(".")
+    return f"{m}e{int(e)}"
+
+
+def round_sig(x: float, sig: int = 2) -> float:
+    if x == 0 or not math.isfinite(x):
+        return float(x)
+    return float(f"{x:.{sig - 1}e}")
+
+
+def round_down(x: float, sig: int = 2) -> float:
+    """Round towards zero to ``sig`` significant digits (a lowered LR stays below the target)."""
+    if x <= 0 or not math.isfinite(x):
+        return float(x)
+    e = math.floor(math.log10(x)) - sig + 1
+    return float(f"{math.floor(x / 10**e + 1e-9) * 10**e:.{sig}g}")
+
+
+def nice_steps(n: float) -> int:
+    """A step count rounded to 2 significant digits (at least 1): 1987 -> 2000, 137 -> 140."""
+    n = max(int(round(n)), 1)
+    if n < 100:
+        return n
+    return int(round_sig(float(n), 2))
+
+
+def loss_at(view: RoleView, role: str, first: int, last: int) -> float | None:
+    """Median of the finite values of a role between two steps (None when there are none)."""
+    s = view.get(role)
+    if s is None:
+        return None
+    m = (s.steps >= first) & (s.steps <= last) & np.isfinite(s.values)
+    return float(np.median(s.values[m])) if m.any() else None
+
+
+def relative_drop(view: RoleView, first: int, start: int, end: int) -> float | None:
+    """How much the train loss fell from the run's start to the stretch [start, end], as a
+    fraction of its starting level (0: never moved, 1: went to zero)."""
+    span = max((end - first) // 20, 1)
+    a = loss_at(view, "train_loss", first, first + span)
+    b = loss_at(view, "train_loss", start, end)
+    if a is None or b is None or a == 0:
+        return None
+    return (a - b) / abs(a)

@@ -1,0 +1,284 @@
+"""The numbers a proposal is computed from, read off one run.
+
+Everything here is derived from the run itself: the logged LR at and before a finding's onset
+(else the configured LR from hparams or the built-in workload's config), the optimizer, betas,
+batch size and weight decay from hparams, the run's length, its eval cadence (the steps at which
+``val_loss`` was logged) and the grad-norm distribution of the stable stretch before the onset.
+No torch here: proposals are computed from logs alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..model import Finding
+from ..roles import RoleView
+from .hparams import as_float, as_int, as_pair, hparams_of, lookup, optimizer_name
+
+#: Optimizers whose update is normalised per coordinate (warmup 2/(1-beta2), sqrt batch scaling).
+ADAPTIVE = frozenset({"Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Adafactor"})
+
+
+@dataclass(frozen=True)
+class GradStats:
+    """Percentiles of the finite grad norms in a window (pre-clip norms when clip_grad_norm_'s
+    return value was logged)."""
+
+    first_step: int
+    last_step: int
+    n: int
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+
+    def percentile(self, q: int) -> float:
+        return {50: self.p50, 90: self.p90, 95: self.p95, 99: self.p99}[q]
+
+
+@dataclass(frozen=True)
+class RunContext:
+    unit: str  # "step" or "epoch": what the run's x axis counts
+    first_step: int
+    last_step: int
+    onset: int  # the finding's start (or the run's end when it has none)
+    stable_end: int  # last step of the stable stretch before the onset
+    # LR
+    lr_source: str | None  # "lr role 'train/lr'", "hparams 'optimizer.lr'", None when unknown
+    lr_logged: bool
+    lr_at_onset: float | None
+    lr_stable: float | None  # LR in force at the end of the stable stretch
+    lr_peak: float | None  # the largest LR the run used (configured LR when not logged)
+    lr_constant: bool | None  # LR never moved more than 1% from onset back to the start
+    existing_warmup: int | None  # steps the logged LR took to climb to its peak (None: no warmup)
+    lr_decayed: bool | None  # logged LR at the onset is below half its peak, after the peak
+    # optimizer and data
+    optimizer: str | None
+    betas: tuple[float, float] | None
+    momentum: float | None
+    weight_decay: float | None
+    batch_size: int | None
+    world_size: int | None
+    grad_accum: int | None
+    # cadence and gradients
+    eval_steps: np.ndarray  # steps at which val_loss was logged
+    eval_every: int | None
+    grad_stable: GradStats | None
+    grad_at_onset: float | None  # largest finite grad norm within the finding's steps
+    grad_median_in_finding: float | None = None
+    grad_unstable_from: int | None = None  # grad norm blew up here, before the finding's onset
+    lr_peak_source: str | None = None  # set when the peak is the configured one, not a logged value
+    steps_per_epoch: int | None = None  # for epoch-axis runs, from hparams or the workload config
+
+    @property
+    def total_steps(self) -> int:
+        return max(self.last_step - self.first_step + 1, 1)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.optimizer in ADAPTIVE
+
+    @property
+    def beta2(self) -> float | None:
+        return self.betas[1] if self.betas else None
+
+    @property
+    def effective_batch(self) -> int | None:
+        if self.batch_size is None:
+            return None
+        return self.batch_size * (self.world_size or 1) * (self.grad_accum or 1)
+
+
+# --------------------------------------------------------------------------- series helpers
+
+
+def value_in_force(steps: np.ndarray, values: np.ndarray, step: int) -> float | None:
+    """The last finite value logged at or before ``step`` (the first one when none is)."""
+    ok = np.isfinite(values)
+    steps, values = steps[ok], values[ok]
+    if len(steps) == 0:
+        return None
+    i = int(np.searchsorted(steps, step, side="right")) - 1
+    return float(values[max(i, 0)])
+
+
+def stable_window(first: int, onset: int) -> tuple[int, int]:
+    """The stretch a run was still healthy in: it skips the first 10% before the onset (initial
+    transient) and a margin of 5% just before it (instability starts before it is detected)."""
+    span = max(onset - first, 1)
+    start = first + span // 10
+    end = max(onset - max(span // 20, 1), start)
+    return start, end
+
+
+def grad_stats(view: RoleView, start: int, end: int, exclude: Iterable[int] = (),
+               guard: int = 0) -> GradStats | None:
+    s = view.get("grad_norm")
+    if s is None:
+        return None
+    m = (s.steps >= start) & (s.steps <= end) & np.isfinite(s.values)
+    excl = np.asarray(sorted(set(exclude)), dtype=np.int64)
+    if len(excl):
+        idx = np.searchsorted(excl, s.steps)
+        near_hi = np.abs(excl[np.minimum(idx, len(excl) - 1)] - s.steps) <= guard
+        near_lo = np.abs(excl[np.maximum(idx - 1, 0)] - s.steps) <= guard
+        m &= ~(near_hi | near_lo)
+    vals = s.values[m]
+    if len(vals) < 5:
+        # Too short a stretch: fall back to everything finite before the end.
+        m = (s.steps <= end) & np.isfinite(s.values)
+        vals = s.values[m]
+        if len(vals) == 0:
+            return None
+    p50, p90, p95, p99 = np.percentile(vals, [50, 90, 95, 99])
+    steps = s.steps[m]
+    return GradStats(int(steps.min()), int(steps.max()), int(len(vals)), float(p50), float(p90),
+                     float(p95), float(p99), float(vals.max()))
+
+
+#: A grad norm this many times its early median marks the end of a stable stretch.
+GRAD_BLOWUP = 10.0
+
+
+def grad_blowup(view: RoleView, start: int, end: int, exclude: Iterable[int] = ()) -> int | None:
+    """First step in [start, end] whose grad norm is non-finite or above GRAD_BLOWUP times the
+    median of the first third of that stretch (isolated ``exclude`` steps ignored)."""
+    s = view.get("grad_norm")
+    if s is None:
+        return None
+    m = (s.steps >= start) & (s.steps <= end) & ~np.isin(s.steps, np.asarray(list(exclude), dtype=np.int64))
+    steps, vals = s.steps[m], s.values[m]
+    if len(vals) < 6:
+        return None
+    early = vals[: len(vals) // 3]
+    early = early[np.isfinite(early)]
+    if len(early) < 2:
+        return None
+    bad = ~np.isfinite(vals) | (vals > GRAD_BLOWUP * float(np.median(early)))
+    bad[: len(vals) // 3] &= ~np.isfinite(vals[: len(vals) // 3])
+    return int(steps[np.argmax(bad)]) if bad.any() else None
+
+
+def _warmup_length(steps: np.ndarray, values: np.ndarray) -> int | None:
+    ok = np.isfinite(values)
+    steps, values = steps[ok], values[ok]
+    if len(values) < 3:
+        return None
+    peak = values.max()
+    if peak <= 0 or values[0] > 0.5 * peak:
+        return None
+    reach = int(np.argmax(values >= 0.99 * peak))
+    return int(steps[reach] - steps[0]) or None
+
+
+def build_context(finding: Finding, view: RoleView) -> RunContext:
+    run = view.run
+    scal = run.scalars
+    loss = view.get("train_loss")
+    if loss is not None and len(loss):
+        first, last = int(loss.steps.min()), int(loss.steps.max())
+    elif len(scal):
+        first, last = int(scal["step"].min()), int(scal["step"].max())
+    else:
+        first, last = 0, 0
+    params = hparams_of(view)
+    # A run killed after it diverged is shorter than planned: schedules span the planned length.
+    planned = lookup(params, "max_steps")
+    planned = as_int(planned[1]) if planned is not None else None
+    if planned is not None and run.step_axis == "epoch":
+        spe = lookup(params, "steps_per_epoch")
+        spe = as_int(spe[1]) if spe is not None else None
+        planned = -(-planned // spe) if spe else None
+    if planned is not None and last - first + 1 < planned <= 100 * max(last, 1):
+        last = first + planned - 1
+    onset = finding.start_step if finding.start_step is not None else last
+    onset = int(min(max(onset, first), last))
+    exclude = list(finding.steps) if finding.rule == "loss-spike" else []
+    start, stable_end = stable_window(first, onset)
+    unstable = None
+    if finding.rule in ("divergence", "exploding-gradients", "loss-spike"):
+        # The loss often shows an instability later than the gradients do: end the stable
+        # stretch where the grad norm first blew up, when that came earlier.
+        unstable = grad_blowup(view, start, stable_end, exclude)
+        if unstable is not None:
+            stable_end = max(start, unstable - max((unstable - first) // 20, 1))
+
+    # LR: the logged series wins; hparams give only the configured (peak) value.
+    lr_series = view.get("lr")
+    lr_at = lr_stable = lr_peak = None
+    lr_constant = lr_decayed = None
+    warm = None
+    lr_source = peak_source = None
+    if lr_series is not None and np.isfinite(lr_series.values).any():
+        st, vals = lr_series.steps, lr_series.values
+        lr_at = value_in_force(st, vals, onset)
+        lr_stable = value_in_force(st, vals, stable_end)
+        before = np.isfinite(vals) & (st <= onset)
+        seen = vals[before] if before.any() else vals[np.isfinite(vals)][:1]
+        lr_peak = float(seen.max())
+        lr_constant = bool(np.ptp(seen) <= 0.01 * abs(lr_peak)) if lr_peak else True
+        warm = _warmup_length(st, vals)
+        lr_decayed = bool(lr_at is not None and lr_peak > 0 and lr_at < 0.5 * lr_peak)
+        lr_source = f"lr role '{lr_series.tag}'"
+        hit = lookup(params, "lr")
+        conf = as_float(hit[1]) if hit is not None else None
+        rising = not lr_constant and lr_at is not None and lr_at >= 0.95 * lr_peak
+        if conf is not None and rising and lr_peak * (1 + 1e-6) < conf <= 100 * lr_peak:
+            # Stopped while still warming up: the schedule's peak is the configured one.
+            lr_peak = conf
+            peak_source = f"hparams '{hit[0]}'"
+    else:
+        hit = lookup(params, "lr")
+        if hit is not None and as_float(hit[1]) and as_float(hit[1]) > 0:
+            lr_at = lr_stable = lr_peak = as_float(hit[1])
+            lr_source = f"hparams '{hit[0]}'"
+
+    def get(name: str, conv):
+        hit = lookup(params, name)
+        return conv(hit[1]) if hit is not None else None
+
+    opt = get("optimizer", optimizer_name)
+    betas = get("betas", as_pair)
+    if betas is None:
+        b1, b2 = get("beta1", as_float), get("beta2", as_float)
+        if b2 is not None:
+            betas = (b1 if b1 is not None else 0.9, b2)
+    if betas is None and opt in ("Adam", "AdamW", "NAdam", "RAdam", "Adamax"):
+        betas = (0.9, 0.999)  # torch's default when hparams name the optimizer but not its betas
+    if warm is None and lr_series is None:
+        warm = get("warmup_steps", as_int)
+
+    val = view.get("val_loss")
+    eval_steps = np.unique(val.steps[np.isfinite(val.values)]) if val is not None else np.array([], np.int64)
+    eval_every = int(np.median(np.diff(eval_steps))) if len(eval_steps) >= 2 else None
+
+    grads = grad_stats(view, start, stable_end, exclude, guard=max((onset - first) // 50, 2))
+    g_at = g_med = None
+    gs = view.get("grad_norm")
+    if gs is not None:
+        hi = finding.end_step if finding.end_step is not None else onset
+        m = (gs.steps >= onset) & (gs.steps <= max(hi, onset)) & np.isfinite(gs.values)
+        if finding.steps:
+            m |= np.isin(gs.steps, np.asarray(finding.steps)) & np.isfinite(gs.values)
+        if m.any():
+            g_at = float(gs.values[m].max())
+            g_med = float(np.median(gs.values[m]))
+
+    return RunContext(
+        unit="epoch" if run.step_axis == "epoch" else "step",
+        first_step=first, last_step=last, onset=onset, stable_end=stable_end,
+        lr_source=lr_source, lr_logged=lr_series is not None and lr_source is not None
+        and lr_source.startswith("lr role"),
+        lr_at_onset=lr_at, lr_stable=lr_stable, lr_peak=lr_peak, lr_constant=lr_constant,
+        existing_warmup=warm, lr_decayed=lr_decayed,
+        optimizer=opt, betas=betas, momentum=get("momentum", as_float),
+        weight_decay=get("weight_decay", as_float), batch_size=get("batch_size", as_int),
+        world_size=get("world_size", as_int), grad_accum=get("grad_accum", as_int),
+        eval_steps=eval_steps, eval_every=eval_every, grad_stable=grads, grad_at_onset=g_at,
+        grad_median_in_finding=g_med, grad_unstable_from=unstable, lr_peak_source=peak_source,
+        steps_per_epoch=get("steps_per_epoch", as_int) if run.step_axis == "epoch" else None,
+    )

@@ -1,0 +1,163 @@
+"""Proposals that change the LR's size: lower the peak, raise it, warm it up, rescale it for a
+batch-size change."""
+
+from __future__ import annotations
+
+import math
+
+from ..model import Finding
+from .common import Draft, fmt, nice_steps, round_down, round_sig
+from .context import RunContext
+
+#: Share of the run a proposed warmup may take at most (a warmup longer than this leaves too
+#: little of a short rerun at the peak LR to judge it).
+MAX_WARMUP_SHARE = 0.25
+
+
+def _where(ctx: RunContext) -> str:
+    return f"{ctx.unit} {ctx.onset}"
+
+
+def lr_unknown_note(ctx: RunContext) -> str:
+    return (f"the LR was neither logged (no lr role) nor found in hparams, so this is relative to "
+            f"whatever LR the run used, assumed constant up to {_where(ctx)}")
+
+
+def cut(ctx: RunContext, factor: float) -> tuple[float, bool, str]:
+    """The LR to have at the onset: ``factor`` times the LR in force there, or the last LR the
+    run was still stable at when the LR was rising into the onset and that one is lower.
+    Returns (target LR, whether the LR was rising, why)."""
+    on = ctx.lr_at_onset
+    stable = ctx.lr_stable or on
+    target = on * factor
+    why = f"×{fmt(round_sig(factor, 2))} the LR in force at the onset"
+    rising = stable < 0.95 * on
+    if rising and stable < target:
+        target, why = stable, f"the LR it was still stable at ({ctx.unit} {ctx.stable_end})"
+    return target, rising, why
+
+
+def lower_peak_lr(finding: Finding, ctx: RunContext, factor: float) -> Draft:
+    """Scale the whole schedule so that the LR in force at the onset drops by ``factor`` (or to
+    the last LR the run was still stable at, when the LR was rising into the onset and that is
+    lower)."""
+    if ctx.lr_at_onset is None or ctx.lr_at_onset <= 0:
+        scale = round_sig(factor, 2)
+        return Draft(
+            kind="lower_peak_lr",
+            summary=f"scale the LR ×{fmt(scale)} (LR not logged and not in hparams)",
+            rationale=f"{finding.rule} from {_where(ctx)}; {lr_unknown_note(ctx)}. "
+                      f"×{fmt(scale)} is about half an order of magnitude, one step of a usual LR grid.",
+            config={"lr_scale": scale}, score=0.0,
+        )
+    on, stable = ctx.lr_at_onset, ctx.lr_stable or ctx.lr_at_onset
+    target, rising, why = cut(ctx, factor)
+    peak = ctx.lr_peak or on
+    new_peak = round_down(peak * target / on, 2)
+    if ctx.lr_logged:
+        evidence = (f"the logged LR ({ctx.lr_source}) was {fmt(on)} at the onset ({_where(ctx)})"
+                    + (f" and {fmt(stable)} at {ctx.unit} {ctx.stable_end}, still stable" if rising else
+                       f", unchanged since {ctx.unit} {ctx.stable_end} when the run was still stable"))
+    else:
+        evidence = (f"the configured LR was {fmt(on)} ({ctx.lr_source}; not logged, so assumed in "
+                    f"force at the onset, {_where(ctx)})")
+    if ctx.grad_unstable_from is not None and ctx.grad_unstable_from < ctx.onset:
+        evidence += (f"; the grad norm had already blown up at {ctx.unit} {ctx.grad_unstable_from}, "
+                     f"so the stable stretch ends before that")
+    shape = f"; the schedule's shape is kept, its peak {fmt(peak)} scaled alike" if peak != on else ""
+    if ctx.lr_peak_source:
+        shape += f" (the configured peak, {ctx.lr_peak_source}: the LR was still rising at the onset)"
+    return Draft(
+        kind="lower_peak_lr",
+        summary=f"lower peak LR {fmt(peak)} → {fmt(new_peak)}",
+        rationale=f"{finding.rule} from {_where(ctx)}: {evidence}. New LR at that point: {why}, "
+                  f"{fmt(target)}{shape}.",
+        config={"lr": new_peak}, score=0.0,
+    )
+
+
+def raise_lr(finding: Finding, ctx: RunContext, factor: float, evidence: str, note: str = "") -> Draft:
+    if ctx.lr_peak is None or ctx.lr_peak <= 0:
+        return Draft(
+            kind="raise_lr",
+            summary=f"scale the LR ×{fmt(factor)} (LR not logged and not in hparams)",
+            rationale=f"{evidence}; {lr_unknown_note(ctx)}.{note}",
+            config={"lr_scale": float(factor)}, score=0.0,
+        )
+    new = round_sig(ctx.lr_peak * factor, 2)
+    return Draft(
+        kind="raise_lr",
+        summary=f"raise peak LR {fmt(ctx.lr_peak)} → {fmt(new)} (×{fmt(factor)})",
+        rationale=f"{evidence}; the LR was {fmt(ctx.lr_peak)} ({ctx.lr_source}).{note}",
+        config={"lr": new}, score=0.0,
+    )
+
+
+def warmup_length(ctx: RunContext) -> tuple[int, str] | None:
+    """Warmup steps and why: long enough that the LR at the onset is half its peak, or
+    2/(1-beta2) for Adam-type optimizers (Ma & Yarats 2021), capped at a quarter of the run."""
+    since = max(ctx.onset - ctx.first_step, 1)
+    cands = [(2 * since, f"twice the {since} {ctx.unit}s to the onset, so the LR there is half its peak")]
+    if ctx.existing_warmup:
+        cands.append((2 * ctx.existing_warmup, f"twice the run's own {ctx.existing_warmup}-{ctx.unit} warmup"))
+    if ctx.adaptive and ctx.beta2 is not None and ctx.beta2 < 1:
+        n = 2.0 / (1.0 - ctx.beta2)
+        cands.append((n, f"2/(1-β2) = {n:.0f} for {ctx.optimizer} with β2={ctx.beta2:g}"))
+    n, why = max(cands, key=lambda c: c[0])
+    cap = max(int(MAX_WARMUP_SHARE * ctx.total_steps), 10)
+    if n > cap:
+        n, why = cap, f"{why}, capped at a quarter of the {ctx.total_steps}-{ctx.unit} run"
+    n = nice_steps(n)
+    if ctx.existing_warmup and n <= ctx.existing_warmup:
+        return None
+    return n, why
+
+
+def add_warmup(finding: Finding, ctx: RunContext) -> Draft | None:
+    got = warmup_length(ctx)
+    if got is None:
+        return None
+    n, why = got
+    start = 0.01
+    peak = f" to the peak {fmt(ctx.lr_peak)}" if ctx.lr_peak else " to the peak"
+    head = (f"lengthen warmup {ctx.existing_warmup} → {n} {ctx.unit}s" if ctx.existing_warmup
+            else f"add linear warmup over {n} {ctx.unit}s")
+    return Draft(
+        kind="add_warmup",
+        summary=f"{head} (LR ×{start:g}{peak})",
+        rationale=f"{finding.rule} at {_where(ctx)}, {ctx.onset - ctx.first_step} {ctx.unit}s into the run"
+                  f"{'' if ctx.existing_warmup else ' with no warmup in the logged LR' if ctx.lr_logged else ''}"
+                  f"; length: {why}.",
+        config={"warmup_steps": n, "warmup_start_factor": start}, score=0.0,
+    )
+
+
+def rescale_lr_for_batch(finding: Finding, ctx: RunContext, factor: float) -> Draft | None:
+    """The LR cut ``factor`` expressed as a bigger batch instead: at batch k*B the LR equivalent
+    to ``factor*lr`` at B is ``factor*lr*k`` for SGD (linear rule) and ``factor*lr*sqrt(k)`` for
+    Adam-type optimizers, so part of the cut is bought with batch size (and throughput)."""
+    if ctx.batch_size is None or not ctx.lr_at_onset or ctx.optimizer is None:
+        return None
+    factor = cut(ctx, factor)[0] / ctx.lr_at_onset  # the same cut lower_peak_lr proposes
+    adaptive = ctx.adaptive
+    gain = (lambda k: math.sqrt(k)) if adaptive else (lambda k: float(k))
+    ks = [k for k in (2, 4, 8) if factor * gain(k) < 0.95]
+    if not ks:
+        return None
+    k = ks[-1]
+    peak = ctx.lr_peak or ctx.lr_at_onset
+    new = round_down(peak * factor * gain(k), 2)
+    b = ctx.batch_size
+    rule = "√k rule for Adam-type" if adaptive else "linear rule for SGD"
+    world = ""
+    if (ctx.world_size or 1) > 1 or (ctx.grad_accum or 1) > 1:
+        world = (f"; effective batch {ctx.effective_batch} → {ctx.effective_batch * k} "
+                 f"(world size {ctx.world_size or 1}, accumulation {ctx.grad_accum or 1})")
+    return Draft(
+        kind="rescale_lr_for_batch",
+        summary=f"batch {b} → {b * k} with peak LR {fmt(peak)} → {fmt(new)} ({rule}, k={k})",
+        rationale=f"equivalent to lowering the LR ×{fmt(round_sig(factor, 2))} at batch {b} "
+                  f"({ctx.optimizer}: LR ∝ {'√batch' if adaptive else 'batch'}; Goyal et al. 2017 for SGD)"
+                  f"; each step then sees {k}× the samples{world}. Keep a warmup when scaling up.",
+        config={"batch_size": b * k, "lr": new}, score=0.0,
+    )

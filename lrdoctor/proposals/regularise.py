@@ -1,0 +1,150 @@
+"""Proposals that leave the LR alone: clip gradients, decay weights (or move Adam to AdamW), stop
+early at the best validation step, roll back and skip the batches around an isolated spike."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..model import Finding
+from ..roles import RoleView
+from .common import Draft, fmt, round_sig
+from .context import RunContext
+
+#: The percentile of the stable stretch's pre-clip norms a clip threshold sits at: it touches
+#: about one normal step in ten and cuts anything beyond the healthy distribution.
+CLIP_PERCENTILE = 90
+#: Rollback distance before a spike (PaLM: ~100 steps), shrunk for short runs.
+ROLLBACK_STEPS = 100
+
+
+def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
+    g = ctx.grad_stable
+    if g is None:
+        return Draft(
+            kind="clip_grad_norm",
+            summary="clip grad norm at 1.0 (grad norm not logged: the common default)",
+            rationale=f"{finding.rule} from {ctx.unit} {ctx.onset}, but no grad_norm role was logged, so the "
+                      f"threshold cannot come from the run. Log the value clip_grad_norm_ returns (the norm "
+                      f"before clipping) and set the threshold at its p{CLIP_PERCENTILE} over a stable stretch.",
+            config={"clip_grad_norm": 1.0}, score=0.0,
+        )
+    thr = round_sig(g.percentile(CLIP_PERCENTILE), 2)
+    at = ""
+    if ctx.grad_at_onset is not None and thr > 0:
+        at = (f"; around the onset it reached {fmt(ctx.grad_at_onset)}, "
+              f"{fmt(ctx.grad_at_onset / thr)}× the threshold")
+    return Draft(
+        kind="clip_grad_norm",
+        summary=f"clip grad norm at {fmt(thr)} (p{CLIP_PERCENTILE} of the stable pre-onset norms)",
+        rationale=f"grad norms over the stable stretch {ctx.unit}s {g.first_step}–{g.last_step} (n={g.n}): "
+                  f"median {fmt(g.p50)}, p90 {fmt(g.p90)}, p99 {fmt(g.p99)}, max {fmt(g.max)}{at}.",
+        config={"clip_grad_norm": thr}, score=0.0,
+    )
+
+
+def _val_best(view: RoleView) -> tuple[int, float, float, int] | None:
+    s = view.get("val_loss")
+    if s is None:
+        return None
+    ok = np.isfinite(s.values)
+    if ok.sum() < 2:
+        return None
+    steps, vals = s.steps[ok], s.values[ok]
+    i = int(np.argmin(vals))
+    return int(steps[i]), float(vals[i]), float(vals[-1]), int(steps[-1])
+
+
+def early_stop(finding: Finding, ctx: RunContext, view: RoleView) -> Draft | None:
+    best = _val_best(view)
+    if best is None:
+        return None
+    step, low, final, last = best
+    if step >= last:
+        return None
+    # Stop two evals after the best so a rerun with other seeds still sees its own minimum.
+    margin = 2 * (ctx.eval_every or 0)
+    stop = min(step + margin, last)
+    saved = 1 - (stop - ctx.first_step) / max(ctx.last_step - ctx.first_step, 1)
+    return Draft(
+        kind="early_stop",
+        summary=f"stop at {ctx.unit} {stop} and restore the best checkpoint ({ctx.unit} {step}, val loss "
+                f"{low:.4g} vs {final:.4g} at the end)",
+        rationale=f"val loss was lowest at {ctx.unit} {step} ({low:.4g}) and ended at {final:.4g} "
+                  f"({(final - low) / abs(low) * 100 if low else 0:.0f}% worse) at {ctx.unit} {last}; "
+                  f"stopping {margin} {ctx.unit}s (two evals) after the best saves {saved:.0%} of the run.",
+        config={"early_stop_step": stop}, score=0.0,
+    )
+
+
+def adamw(finding: Finding, ctx: RunContext) -> Draft | None:
+    """Adam's weight_decay is an L2 term that the adaptive step divides away; AdamW decouples it."""
+    if ctx.optimizer != "Adam":
+        return None
+    wd = ctx.weight_decay or 0.0
+    new = round_sig(min(max(0.05, 10 * wd), 0.3), 2)
+    betas = list(ctx.betas or (0.9, 0.999))
+    return Draft(
+        kind="adamw",
+        summary=f"switch Adam → AdamW with weight_decay {fmt(new)} (was {fmt(wd)}), same LR",
+        rationale=f"{_overfit(finding, ctx)}; the run used Adam with weight_decay {fmt(wd)}, an L2 penalty that "
+                  f"Adam's per-coordinate scaling weakens. AdamW decays weights decoupled from the gradient "
+                  f"(Loshchilov & Hutter 2019); {fmt(new)} is in the 0.01–0.1 range it is used with.",
+        config={"optimizer": {"type": "AdamW", "betas": betas}, "weight_decay": new}, score=0.0,
+    )
+
+
+def weight_decay(finding: Finding, ctx: RunContext) -> Draft | None:
+    wd = ctx.weight_decay
+    if ctx.optimizer == "AdamW":
+        new, why = (round_sig(min(wd * 3, 0.3), 2), "×3") if wd else (0.05, "AdamW's usual 0.01–0.1 range")
+    elif ctx.optimizer == "SGD":
+        new, why = (round_sig(min(wd * 3, 5e-3), 2), "×3") if wd else (5e-4, "the usual SGD value")
+    elif wd:
+        new, why = round_sig(wd * 3, 2), f"×3 ({ctx.optimizer or 'optimizer unknown'})"
+    else:
+        return None
+    return Draft(
+        kind="weight_decay",
+        summary=f"raise weight_decay {fmt(wd or 0.0)} → {fmt(new)}",
+        rationale=f"{_overfit(finding, ctx)}; weight decay was {fmt(wd or 0.0)} with {ctx.optimizer or 'an unknown optimizer'}"
+                  f"; new value: {why}.",
+        config={"weight_decay": new}, score=0.0,
+    )
+
+
+def _overfit(finding: Finding, ctx: RunContext) -> str:
+    return f"val loss rose from {ctx.unit} {ctx.onset} while the train loss kept falling"
+
+
+def rollback_skip(finding: Finding, ctx: RunContext) -> Draft | None:
+    """Roll back ~100 steps before each isolated spike and skip the batches from there to as far
+    past it (PaLM), fewer for short runs."""
+    if ctx.unit != "step":
+        return None
+    spikes = sorted(set(finding.steps) or ({finding.start_step} if finding.start_step is not None else set()))
+    count = finding.evidence.get("count")
+    if not spikes or len(spikes) > 3 or (isinstance(count, (int, float)) and count > 3):
+        return None
+    back = int(min(ROLLBACK_STEPS, max(ctx.total_steps // 20, 5)))
+    ranges: list[list[int]] = []
+    for s in spikes:
+        a, b = max(s - back, ctx.first_step), min(s + back, ctx.last_step)
+        if ranges and a <= ranges[-1][1] + 1:
+            ranges[-1][1] = max(ranges[-1][1], b)
+        else:
+            ranges.append([a, b])
+    n = sum(b - a + 1 for a, b in ranges)
+    where = ", ".join(f"{a}–{b}" for a, b in ranges)
+    noun = "spike" if finding.rule == "loss-spike" else "grad-norm burst"
+    many = len(spikes) > 1
+    at = ", ".join(map(str, spikes))
+    return Draft(
+        kind="rollback_skip",
+        summary=f"roll back to step {ranges[0][0]} and skip batches {where} ({n} batches) around the "
+                f"{noun}{'s' if many else ''} at step{'s' if many else ''} {at}",
+        rationale=f"{len(spikes)} isolated {noun}{'s' if many else ''} (step{'s' if many else ''} {at}) the run "
+                  f"recovered from, the mark of bad batches; PaLM restarts ~100 steps before a spike and skips "
+                  f"200–500 batches: here {back} steps back and {back} past ({ctx.total_steps}-step run). "
+                  f"Needs a checkpoint at or before step {ranges[0][0]}.",
+        config={"skip_batches": ranges}, score=0.0,
+    )

@@ -1,0 +1,366 @@
+"""Every proposal snippet is executed against a tiny model + optimizer and stepped; the LR
+trajectory (and clipping, optimizer, stopping, skipping) it produces must match its config patch,
+and, where the workloads' schedule builder exists, match what that builder makes of the same patch.
+
+The patches are the ones ``propose()`` ships, taken from runs shaped to trigger every kind.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrdoctor.model import Finding, Run, Severity, make_scalars
+from lrdoctor.proposals import KINDS, propose
+from lrdoctor.proposals.codegen import snippet
+from lrdoctor.roles import RoleView
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on a shared 2-core box: one thread is ~20x faster than torch's default pool."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+N = 1000  # steps of every shaped run
+
+
+def _run(name, loss, lr=None, grad=None, val_every=None, hparams=None, val=None) -> RoleView:
+    steps = np.arange(1, N + 1)
+    parts = [make_scalars("train/loss", steps, None, loss)]
+    if lr is not None:
+        parts.append(make_scalars("train/lr", steps, None, lr))
+    if grad is not None:
+        parts.append(make_scalars("train/grad_norm", steps, None, grad))
+    if val_every:
+        vs = np.arange(val_every, N + 1, val_every)
+        parts.append(make_scalars("val/loss", vs, None, val(vs) if val else loss[vs - 1] + 0.05))
+    return RoleView.of(Run(name, name, "test", pd.concat(parts, ignore_index=True), hparams=hparams or {}))
+
+
+def _finding(rule, start, end=None, steps=()) -> Finding:
+    return Finding(rule, Severity.ERROR, start, end if end is not None else N, tuple(steps), "", {})
+
+
+def _shaped_proposals():
+    rng = np.random.default_rng(0)
+    s = np.arange(1, N + 1)
+    grad = np.abs(rng.normal(1.0, 0.2, N))
+    # Adam run that diverges at 700, spikes once at 300 and overfits after 500.
+    loss = np.exp(-s / 300) + 0.1
+    loss[699:] = np.linspace(0.3, 40, N - 699)
+    g1 = grad.copy()
+    g1[689:] *= 20
+    adam = _run("adam", loss, lr=np.full(N, 3e-3), grad=g1, val_every=50,
+                hparams={"optimizer": "Adam", "betas": [0.9, 0.98], "batch_size": 64, "weight_decay": 0.0},
+                val=lambda vs: 0.5 + ((vs - 500) / 500.0) ** 2)
+    # SGD run whose loss stalls from 600 at a constant LR.
+    stall = np.maximum(np.exp(-s / 150), np.exp(-600 / 150)) + 0.2 + rng.normal(0, 1e-3, N)
+    sgd = _run("sgd", stall, lr=np.full(N, 0.1), grad=grad, val_every=40,
+               hparams={"optimizer": {"type": "SGD", "momentum": 0.9, "weight_decay": 5e-4}},
+               val=lambda vs: 0.4 + ((vs - 400) / 600.0) ** 2)
+    # A run that never moves, and one whose LR had decayed (after a 100-step warmup) when it stalled.
+    flat = _run("flat", 2.3 + rng.normal(0, 1e-3, N), lr=np.full(N, 1e-5), grad=grad)
+    lr4 = np.where(s < 100, 0.05 * s / 100, 0.05)
+    lr4[499:] = 5e-4
+    decayed = _run("decayed", stall, lr=lr4, grad=grad)
+    # No LR anywhere: relative proposals.
+    nolr = _run("nolr", loss, grad=g1)
+    cases = [
+        (adam, _finding("divergence", 700)), (adam, _finding("loss-spike", 300, 300, (300,))),
+        (adam, _finding("overfitting", 500)), (adam, _finding("exploding-gradients", 690)),
+        (sgd, _finding("plateau", 600)), (sgd, _finding("overfitting", 400)),
+        (flat, _finding("plateau", 1)), (decayed, _finding("plateau", 600)),
+        (nolr, _finding("divergence", 700)), (sgd, _finding("vanishing-gradients", 600)),
+    ]
+    out = []
+    for view, f in cases:
+        for p in propose(f, view):
+            out.append(pytest.param(view, p, id=f"{view.run.name}-{p.id}"))
+    return out
+
+
+PROPOSALS = _shaped_proposals()
+
+
+def test_every_kind_and_schedule_is_exercised():
+    kinds = {p.values[1].kind for p in PROPOSALS}
+    assert kinds == set(KINDS)
+    variants = {p.values[1].id.split(":")[-1] for p in PROPOSALS if p.values[1].kind == "add_decay_schedule"}
+    assert variants == {"cosine", "multistep", "reduce_on_plateau", "warm_restarts", "one_cycle"}
+    assert any("lr_scale" in p.values[1].config for p in PROPOSALS)
+    assert any("warmup_steps" in p.values[1].config and p.values[1].config.get("scheduler") for p in PROPOSALS)
+
+
+# --------------------------------------------------------------------------- harness
+
+
+BASE_LR = 0.02
+
+
+def _model_and_optimizer(kind="Adam"):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    groups = [{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": BASE_LR / 10}]
+    opt = torch.optim.Adam(groups, lr=BASE_LR) if kind == "Adam" else torch.optim.SGD(groups, lr=BASE_LR, momentum=0.9)
+    return model, opt
+
+
+class Trace:
+    def __init__(self):
+        self.lrs, self.steps, self.skipped, self.clipped = [], [], [], []
+        self.stopped_at = self.restored = None
+        self.states = {}
+
+
+def drive(code: str, n: int, *, vals=None, eval_every=None, loss_scale=1.0, opt_kind="Adam"):
+    """Exec the snippet and follow the training loop it documents for ``n`` steps (from 1)."""
+    model, opt = _model_and_optimizer(opt_kind)
+    ns = {"model": model, "optimizer": opt}
+    exec(compile(code, "<snippet>", "exec"), ns)
+    opt = ns["optimizer"]
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    t = Trace()
+    t.ns, t.model, t.opt = ns, model, opt
+    for step in range(1, n + 1):
+        if "skip_batch" in ns and ns["skip_batch"](step):
+            t.skipped.append(step)
+            continue
+        t.lrs.append(opt.param_groups[0]["lr"])
+        t.steps.append(step)
+        opt.zero_grad()
+        loss = loss_scale * ((model(x) - y) ** 2).mean()
+        loss.backward()
+        if "clip_gradients" in ns:
+            pre = ns["clip_gradients"]()
+            post = torch.norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+            t.clipped.append((float(pre), float(post)))
+        opt.step()
+        if "scheduler_step" in ns:
+            ns["scheduler_step"]()
+        if "on_eval" in ns and eval_every and step % eval_every == 0:
+            v = vals(step)
+            t.states[step] = {k: p.detach().clone() for k, p in model.state_dict().items()}
+            ns["on_eval"](step, v)
+        if "should_stop" in ns and ns["should_stop"](step):
+            t.stopped_at = step
+            if "restore_best" in ns:
+                t.restored = ns["restore_best"]()
+            break
+    t.lrs = np.array(t.lrs)
+    return t
+
+
+def close(a, b, rel=1e-9):
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-15)
+
+
+def _horizon(cfg) -> int:
+    w = int(cfg.get("warmup_steps") or 0)
+    s = cfg.get("scheduler") or {}
+    if s.get("type") == "CosineAnnealingLR":
+        return w + s["T_max"]
+    if s.get("type") == "OneCycleLR":
+        return w + s["total_steps"]
+    return max(w, 1) + 400
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+@pytest.mark.parametrize("view,proposal", PROPOSALS)
+def test_snippet_follows_its_config(view, proposal):
+    cfg, kind = proposal.config, proposal.kind
+    variant = proposal.id.split(":")[-1]
+    code = proposal.code
+    assert code == snippet(cfg, header=proposal.summary, unit="step",
+                           eval_every=code and _eval_every(view)), "code is generated from the config"
+    start = BASE_LR
+    if "lr" in cfg:
+        start = cfg["lr"]
+    if "lr_scale" in cfg:
+        start = BASE_LR * cfg["lr_scale"]
+
+    if kind in ("lower_peak_lr", "raise_lr", "rescale_lr_for_batch") and "scheduler" not in cfg:
+        t = drive(code, 5)
+        assert close(t.lrs[0], start)
+        assert close(t.opt.param_groups[1]["lr"], start / 10), "group ratios are kept"
+        if kind == "rescale_lr_for_batch":
+            assert t.ns["BATCH_SIZE"] == cfg["batch_size"]
+        return
+
+    if kind == "add_warmup":
+        w, sf = cfg["warmup_steps"], cfg["warmup_start_factor"]
+        t = drive(code, w + 50)
+        assert close(t.lrs[0], BASE_LR * sf)
+        assert t.lrs[w - 1] < BASE_LR and close(t.lrs[w], BASE_LR), "reaches the peak exactly at step W"
+        assert np.all(np.diff(t.lrs[: w + 1]) > 0)
+        assert np.allclose(t.lrs[w:], BASE_LR, rtol=1e-12)
+        return
+
+    if kind == "add_decay_schedule":
+        _check_schedule(variant, cfg, code, view)
+        return
+
+    if kind == "clip_grad_norm":
+        t = drive(code, 20, loss_scale=1e4)
+        thr = cfg["clip_grad_norm"]
+        assert any(pre > thr for pre, _ in t.clipped), "large gradients were there to clip"
+        assert all(post <= thr * (1 + 1e-5) for _, post in t.clipped), "threshold applied"
+        return
+
+    if kind == "adamw":
+        t = drive(code, 3)
+        assert isinstance(t.opt, torch.optim.AdamW)
+        assert close(t.opt.param_groups[0]["lr"], BASE_LR) and close(t.opt.param_groups[1]["lr"], BASE_LR / 10)
+        assert all(g["weight_decay"] == cfg["weight_decay"] for g in t.opt.param_groups)
+        assert tuple(t.opt.param_groups[0]["betas"]) == tuple(cfg["optimizer"]["betas"])
+        assert sum(p.numel() for g in t.opt.param_groups for p in g["params"]) == 4 * 8 + 8 + 8 + 1
+        return
+
+    if kind == "weight_decay":
+        t = drive(code, 3, opt_kind="SGD")
+        assert all(g["weight_decay"] == cfg["weight_decay"] for g in t.opt.param_groups)
+        return
+
+    if kind == "early_stop":
+        stop = cfg["early_stop_step"]
+        best = max(10, (stop // 2) // 10 * 10)
+        t = drive(code, stop + 100, vals=lambda s: 1.0 + abs(s - best) / 100, eval_every=10)
+        assert t.stopped_at == stop
+        assert t.restored == best
+        for k, v in t.model.state_dict().items():
+            assert torch.equal(v, t.states[best][k]), "the best checkpoint is restored"
+        return
+
+    if kind == "rollback_skip":
+        (a, b), *_ = cfg["skip_batches"]
+        t = drive(code, b + 20)
+        want = [s for lo, hi in cfg["skip_batches"] for s in range(lo, hi + 1) if s <= b + 20]
+        assert t.skipped == want
+        assert len(t.steps) == b + 20 - len(want)
+        return
+
+    raise AssertionError(f"no check for {proposal.id}")
+
+
+def _eval_every(view):
+    from lrdoctor.proposals.context import build_context
+
+    return build_context(_finding("plateau", 1), view).eval_every
+
+
+def _check_schedule(variant, cfg, code, view):
+    s = cfg["scheduler"]
+    w = int(cfg.get("warmup_steps") or 0)
+    peak = BASE_LR
+    if variant == "cosine":
+        T, floor = s["T_max"], s["eta_min"]
+        t = drive(code, w + T + 60)
+        lrs = t.lrs
+        assert close(lrs[w], peak)
+        if w:
+            assert close(lrs[0], peak * cfg["warmup_start_factor"])
+        assert np.all(np.diff(lrs[w : w + T + 1]) <= 1e-15), "cosine only decays up to T_max"
+        assert close(lrs[w + T], floor, 1e-6), "ends at its floor"
+        assert np.allclose(lrs[w + T :], floor, rtol=1e-9, atol=1e-15), "does not rise past T_max"
+        mid = floor + (peak - floor) * 0.5
+        assert close(lrs[w + T // 2], mid, 1e-2)
+    elif variant == "multistep":
+        m1, m2 = s["milestones"]
+        t = drive(code, w + m2 + 5)
+        assert close(t.lrs[w + m1 - 1], peak) and close(t.lrs[w + m1], peak * s["gamma"])
+        assert close(t.lrs[w + m2], peak * s["gamma"] ** 2)
+    elif variant == "reduce_on_plateau":
+        every, p = _eval_every(view) or 1, s["patience"]
+        assert f"EVAL_EVERY = {every}" in code
+        # Val loss improves for 3 evals, then stalls: the cut comes after `patience` more
+        # non-improving evals (torch cuts when bad evals exceed patience), counted in evals.
+        t = drive(code, every * (p + 10), eval_every=every,
+                  vals=lambda st: 1.0 - 0.1 * min(st // every, 3))
+        first_cut = int(np.argmax(t.lrs < peak)) + 1  # the step whose LR is the first reduced one
+        assert first_cut == every * (3 + p + 1) + 1
+        assert close(t.lrs[first_cut - 1], max(peak * s["factor"], s["min_lr"]))
+        assert t.lrs.min() >= s["min_lr"] * (1 - 1e-9)
+    elif variant == "warm_restarts":
+        t0 = s["T_0"]
+        t = drive(code, w + 3 * t0 + 5)
+        lrs = t.lrs
+        assert close(lrs[w], peak)
+        assert lrs[w + t0 - 1] < 0.05 * peak + s["eta_min"] and close(lrs[w + t0], peak), "restart at T_0"
+        assert close(lrs[w + 3 * t0], peak), "second restart after T_0*T_mult more"
+    elif variant == "one_cycle":
+        n, mx = s["total_steps"], s["max_lr"]
+        t = drive(code, n + 60)
+        lrs = t.lrs
+        assert close(lrs[0], mx / s["div_factor"])
+        assert close(lrs.max(), mx, 1e-6) and abs(int(np.argmax(lrs)) - (s["pct_start"] * n - 1)) <= 1
+        final = mx / s["div_factor"] / s["final_div_factor"]
+        assert close(lrs[n - 1], final, 1e-6), "anneals to its final LR at total_steps"
+        assert np.allclose(lrs[n - 1 :], final, rtol=1e-9), "not stepped past total_steps"
+    else:
+        raise AssertionError(variant)
+
+
+# --------------------------------------------------------------------------- vs the workloads
+
+
+def _workload_builders():
+    try:
+        from lrdoctor.workloads.config import WorkloadConfig
+        from lrdoctor.workloads.schedules import build_optimizer, build_scheduler
+    except ImportError:
+        return None
+    return WorkloadConfig, build_optimizer, build_scheduler
+
+
+LR_PROPOSALS = [p for p in PROPOSALS
+                if {"lr", "lr_scale", "warmup_steps", "scheduler", "optimizer", "weight_decay"} & set(p.values[1].config)]
+
+
+@pytest.mark.parametrize("view,proposal", LR_PROPOSALS)
+def test_snippet_matches_workload_schedule_builder(view, proposal):
+    """The snippet and the verification harness (WorkloadConfig.apply_patch + build_scheduler)
+    produce the same LR trajectory, step for step, for the same patch."""
+    builders = _workload_builders()
+    if builders is None:
+        pytest.skip("lrdoctor.workloads.schedules not available")
+    WorkloadConfig, build_optimizer, build_scheduler = builders
+    cfg = proposal.config
+    n = _horizon(cfg) + 30
+    every = _eval_every(view) or 10
+    plateau = (cfg.get("scheduler") or {}).get("type") == "ReduceLROnPlateau"
+
+    def vals(st):
+        return 1.0 - 0.1 * min(st // every, 3)
+
+    t = drive(proposal.code, n, eval_every=every if plateau else None, vals=vals)
+
+    wc = WorkloadConfig(lr=BASE_LR, max_steps=n, optimizer={"type": "Adam"}).apply_patch(cfg)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = build_optimizer(model.parameters(), wc)
+    sched = build_scheduler(opt, wc)
+    ref = []
+    for step in range(1, n + 1):
+        ref.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if sched is None:
+            continue
+        if plateau:
+            if step % every == 0:
+                sched.step(vals(step))
+        else:
+            sched.step()
+    assert np.allclose(t.lrs, ref, rtol=1e-9, atol=1e-15)
+    if "optimizer" in cfg:
+        assert type(opt) is type(t.opt)
+    if "weight_decay" in cfg:
+        assert opt.param_groups[0]["weight_decay"] == t.opt.param_groups[0]["weight_decay"]
