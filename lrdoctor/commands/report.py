@@ -1,0 +1,67 @@
+"""``lrdoctor report PATH -o report.html``: diagnose the runs under PATH and write one HTML page."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import UsageError
+from .common import role_overrides, run_input_options
+
+
+@click.command("report")
+@run_input_options
+@click.option("-o", "--output", "output", default="report.html", show_default=True,
+              type=click.Path(dir_okay=False, writable=True), help="Where to write the HTML page.")
+@click.option("--title", default=None, help="Page title (default: the run's name or the run count).")
+@click.option("--rules", "rule_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
+              metavar="DIR", help="Also load the rule YAML files in DIR (repeatable).")
+@click.option("--set", "sets", multiple=True, metavar="RULE.PARAM=VALUE",
+              help="Override a rule's detector parameter, e.g. plateau.window=51 (repeatable).")
+@click.option("--select", multiple=True, metavar="RULE", help="Run only these rules (name or code; repeatable).")
+@click.option("--ignore", multiple=True, metavar="RULE", help="Do not run these rules (repeatable).")
+@click.option("--max-figures", type=click.IntRange(min=0), default=100, show_default=True,
+              help="Draw learning curves for at most this many runs (the most severe first).")
+@click.option("--max-points", type=click.IntRange(min=20), default=1000, show_default=True,
+              help="Points per curve after min/max downsampling (spikes and NaNs always kept).")
+@click.option("--figure-format", type=click.Choice(["png", "svg"]), default="png", show_default=True,
+              help="PNG keeps large reports small; SVG stays sharp when zoomed.")
+@click.option("--verdicts", "verdicts_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Include verification results: the JSON printed by 'lrdoctor verify --json'.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes for diagnosing and drawing (default: all cores, at most 4 for drawing).")
+def report_cmd(path, fmt, strict, roles, roles_config, output, title, rule_dirs, sets, select, ignore,
+               max_figures, max_points, figure_format, verdicts_file, jobs) -> int:
+    """Write a self-contained HTML report for the runs under PATH.
+
+    One page, no network needed to view it: per run the learning curves with each finding drawn
+    on them, the proposed fixes with copyable code, and for a sweep a sortable table, overlaid
+    curves and loss against learning rate.
+    """
+    from ..engine.diagnose import diagnose_runs
+    from ..engine.spec import apply_overrides, load_rules, parse_set, select_rules
+    from ..report import write_report
+    from .diagnose import load_runs
+
+    verdicts = None
+    if verdicts_file:
+        from ..report.verdicts import load_verdicts
+
+        verdicts = load_verdicts(verdicts_file)  # before the slow part: a bad file fails fast
+    rules = select_rules(load_rules(rule_dirs), select, ignore)
+    rules = apply_overrides(rules, parse_set(sets))
+    if not rules:
+        raise UsageError("no rules left to run after --select/--ignore")
+    overrides = role_overrides(roles, roles_config)
+    runs = load_runs(path, fmt, strict)
+    diagnoses = diagnose_runs(runs, rules=rules, role_overrides=overrides, jobs=jobs,
+                              progress=sys.stderr.isatty())
+    import os
+
+    workers = min(4, jobs or os.cpu_count() or 1)
+    out = write_report(diagnoses, output, verdicts=verdicts, title=title, max_figures=max_figures, max_points=max_points,
+                       figure_format=figure_format, workers=workers)
+    n = len(diagnoses)
+    click.echo(f"wrote {out} ({n} run{'' if n == 1 else 's'}, {out.stat().st_size / 1e6:.1f} MB)", err=True)
+    return 0

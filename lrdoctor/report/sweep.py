@@ -1,0 +1,110 @@
+"""Sweep-level facts for the index: each run's learning rate and which LRs trained stably."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .data import RunView, flatten
+
+#: hparam keys (flattened, lower-cased) that name the peak learning rate, most specific first.
+LR_KEYS = ("lr", "learning_rate", "learning-rate", "learningrate", "peak_lr", "max_lr", "base_lr", "init_lr")
+_NAME_LR = re.compile(r"(?:^|[^a-z])(?:lr|learning[_-]?rate)[_=\-]?(\d+(?:\.\d*)?(?:e[-+]?\d+)?)", re.IGNORECASE)
+#: Findings that mean "this LR is too high to train stably".
+UNSTABLE_RULES = frozenset({"divergence", "loss-spike", "exploding-gradients"})
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    key: str
+    name: str
+    lr: float
+    loss: float | None  # best val loss when every run has one, else final train loss
+    stable: bool
+
+
+@dataclass(frozen=True)
+class LrSweep:
+    points: tuple[SweepPoint, ...]
+    loss_label: str
+    stable_range: tuple[float, float] | None
+    best: SweepPoint | None
+
+
+def _as_lr(value: Any) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) and 0 < x < 100 else None
+
+
+def run_lr(hparams: Mapping[str, Any], origin: Mapping[str, Any] | None, name: str) -> float | None:
+    """The run's (peak) LR from its hparams, its workload config, or its name (``lr_1e-3``, ``lr=0.01``)."""
+    flat = {k.lower(): v for k, v in flatten(hparams).items()}
+    for key in LR_KEYS:
+        for k, v in flat.items():
+            if k == key or k.endswith("." + key) or k.endswith("/" + key):
+                lr = _as_lr(v)
+                if lr is not None:
+                    return lr
+    config = (origin or {}).get("config") if isinstance(origin, Mapping) else None
+    if isinstance(config, Mapping):
+        lr = _as_lr(config.get("lr"))
+        if lr is not None:
+            return lr
+    hits = list(_NAME_LR.finditer(name))  # the last one: "sweep_lr/lr_1e-3" names the run's own LR
+    return _as_lr(hits[-1].group(1)) if hits else None
+
+
+def is_stable(view: RunView) -> bool:
+    if any(f.rule in UNSTABLE_RULES for f in view.diagnosis.findings):
+        return False
+    return view.final_train_loss is None or math.isfinite(view.final_train_loss)
+
+
+def comparable_key(view: RunView) -> tuple:
+    """Runs are points of one sweep only when they train the same thing: the same built-in
+    workload when known, else the same format and the same loss tags."""
+    origin = view.run.origin if isinstance(view.run.origin, Mapping) else {}
+    if origin.get("workload"):
+        return ("workload", str(origin["workload"]))
+    roles = view.diagnosis.roles
+    return ("tags", view.run.format, roles.get("train_loss"), roles.get("val_loss"))
+
+
+def lr_sweep(views: Sequence[RunView]) -> LrSweep | None:
+    """The largest group of comparable runs whose LRs differ; None when there is no such group
+    (LRs unknown, all equal, or only across different tasks, whose losses do not compare)."""
+    groups: dict[tuple, list[tuple[RunView, float]]] = {}
+    for v in views:
+        lr = run_lr(v.run.hparams, v.run.origin, v.run.name)
+        if lr is not None:
+            groups.setdefault(comparable_key(v), []).append((v, lr))
+    groups = {k: rows for k, rows in groups.items() if len({lr for _, lr in rows}) >= 2}
+    if not groups:
+        return None
+    rows = max(groups.values(), key=len)
+    use_val = all(v.best_val_loss is not None for v, _ in rows)
+    points = tuple(
+        SweepPoint(v.key, v.run.name, lr, v.best_val_loss if use_val else v.final_train_loss, is_stable(v))
+        for v, lr in sorted(rows, key=lambda r: r[1])
+    )
+    # An LR is stable when every run at it is; the stable range is the longest run of stable LRs.
+    lrs = sorted({p.lr for p in points})
+    ok = {lr: all(p.stable for p in points if p.lr == lr) for lr in lrs}
+    best_span: tuple[float, float] | None = None
+    best_len, start = 0, None
+    for i, lr in enumerate([*lrs, None]):
+        if lr is not None and ok[lr]:
+            start = i if start is None else start
+            continue
+        if start is not None and i - start > best_len:
+            best_len, best_span = i - start, (lrs[start], lrs[i - 1])
+        start = None
+    finite = [p for p in points if p.stable and p.loss is not None and math.isfinite(p.loss)]
+    best = min(finite, key=lambda p: p.loss) if finite else None
+    return LrSweep(points, "best val loss" if use_val else "final train loss", best_span, best)
