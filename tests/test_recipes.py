@@ -1,0 +1,117 @@
+"""Each recipe produces its pathology on 3 seeds (real CPU trainings, checked on the raw history,
+independently of the labeller), and the labels say so.
+
+Step counts are cut to just past where each pathology shows, to keep this file fast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from lrdoctor.errors import UsageError  # noqa: E402
+from lrdoctor.workloads.recipes import RECIPES, recipe_config  # noqa: E402
+from lrdoctor.workloads.train import train  # noqa: E402
+
+SEEDS = (0, 1, 2)
+
+
+def run(tmp_path, recipe, seed, workload=None, **changes):
+    cfg = recipe_config(recipe, workload, seed, num_threads=1, **changes)
+    return train(cfg, tmp_path / f"{recipe}-{seed}", "jsonl", device="cpu")
+
+
+def rules(res, primary_only=True):
+    return {lab["rule"] for lab in res.labels if lab.get("primary", True) or not primary_only}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_healthy_trains_without_pathology(tmp_path, seed):
+    res = run(tmp_path, "healthy", seed, max_steps=300)
+    h = res.history
+    assert np.isfinite(h.train_loss).all()
+    assert res.final_train_loss < 0.5 * h.train_loss[:10].mean()
+    assert h.val_loss[-1] <= 1.1 * h.val_loss.min()
+    assert res.labels == ()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_divergence_blows_up(tmp_path, seed):
+    res = run(tmp_path, "divergence", seed)
+    loss = res.history.train_loss
+    assert (~np.isfinite(loss)).any() or np.nanmax(loss) > 100 * np.nanmin(loss)
+    assert rules(res) == {"divergence"}
+    assert res.labels[0]["onset_step"] > 10  # it learns first, then blows up
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_loss_spike_at_the_poisoned_steps(tmp_path, seed):
+    res = run(tmp_path, "loss-spike", seed, max_steps=260)
+    h = res.history
+    i = int(np.nonzero(h.steps == 250)[0][0])
+    assert h.train_loss[i] >= 3 * np.median(h.train_loss[i - 20:i])
+    assert rules(res) == {"loss-spike"} and res.labels[0]["onset_step"] == 250
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_plateau_stays_near_its_start(tmp_path, seed):
+    res = run(tmp_path, "plateau", seed, max_steps=200)
+    loss = res.history.train_loss
+    assert abs(loss[-20:].mean() - loss[:20].mean()) < 0.1 * loss[:20].mean()
+    assert rules(res) == {"plateau"}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_overfitting_val_loss_turns_up_while_train_loss_falls(tmp_path, seed):
+    res = run(tmp_path, "overfitting", seed, max_steps=300)
+    h = res.history
+    best = int(np.argmin(h.val_loss))
+    assert h.val_loss[best:].max() >= 1.15 * h.val_loss[best]
+    at_best = np.nonzero(h.steps == h.eval_steps[best])[0][0]
+    assert h.train_loss[-20:].mean() < 0.5 * h.train_loss[at_best - 5:at_best + 5].mean()
+    assert rules(res) == {"overfitting"}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_exploding_gradient_bursts(tmp_path, seed):
+    res = run(tmp_path, "exploding-gradients", seed, max_steps=260)
+    g = res.history.grad_norm
+    bursts = g[np.isin(res.history.steps, [150, 250])]
+    assert (bursts >= 10 * np.median(g[20:])).all()
+    assert rules(res) == {"exploding-gradients"}
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_vanishing_gradients_tiny_and_loss_stalled(tmp_path, seed):
+    res = run(tmp_path, "vanishing-gradients", seed, max_steps=200)
+    h = res.history
+    assert np.median(h.grad_norm) < 0.1
+    assert h.train_loss[-20:].mean() > 0.95 * h.train_loss[:20].mean()
+    assert rules(res) == {"vanishing-gradients"} and rules(res, primary_only=False) == {"vanishing-gradients", "plateau"}
+
+
+def test_a_fix_removes_the_label(tmp_path):
+    """The labeller reads the run, not the recipe: a patched divergence run that trains is unlabelled."""
+    cfg = recipe_config("divergence", seed=0, num_threads=1).apply_patch({"lr": 0.01})
+    res = train(cfg, tmp_path, "jsonl", device="cpu")
+    assert np.isfinite(res.history.train_loss).all() and res.labels == ()
+
+
+def test_recipe_workload_validity():
+    assert RECIPES["exploding-gradients"].workloads == ("gru_lm",)
+    assert RECIPES["vanishing-gradients"].workloads == ("deep_sigmoid_mlp",)
+    with pytest.raises(UsageError, match="not defined for workload"):
+        recipe_config("vanishing-gradients", "cnn_classifier")
+    for name, rec in RECIPES.items():
+        for w in rec.workloads:
+            cfg = recipe_config(name, w, 1)
+            assert cfg.recipe == name and cfg.workload == w and cfg.seed == 1
+
+
+@pytest.mark.parametrize("recipe,workload", [(r, w) for r, rec in RECIPES.items() for w in rec.workloads[1:]])
+def test_every_recipe_on_its_other_workloads(tmp_path, recipe, workload):
+    """One more seed, full length, on every other workload the recipe claims (labeller-checked)."""
+    res = run(tmp_path, recipe, 5, workload)
+    assert rules(res) == ({RECIPES[recipe].rule} if RECIPES[recipe].rule else set())
