@@ -1,0 +1,93 @@
+"""``lrdoctor verify RUN``: confirm or reject proposals with short paired reruns."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..errors import UsageError
+from .common import role_overrides, run_input_options
+
+
+def _print(results, out) -> None:
+    colours = {"CONFIRMED": "green", "REJECTED": "red", "INCONCLUSIVE": "yellow", "ERROR": "magenta"}
+    for r in results:
+        click.echo(click.style(r.name, bold=True), file=out)
+        if not r.verdicts:
+            click.echo("  nothing to verify (no finding with a proposal)", file=out)
+        for v in r.verdicts:
+            stats = [f"n={len(v.seeds)}"]
+            if v.p_value is not None:
+                stats.append(f"p={v.p_value:.3g}")
+            if v.ci is not None:
+                stats.append(f"CI=[{v.ci[0]:.3g}, {v.ci[1]:.3g}]")
+            if v.p_better is not None:
+                stats.append(f"P(better)={v.p_better:.2f}")
+            head = click.style(f"{v.verdict.value:<12}", fg=colours[v.verdict.value])
+            click.echo(f"  {head} {v.rule or '(healthy)'} / {v.proposal_id}  {'  '.join(stats)}", file=out)
+            click.echo(f"               {v.reason}", file=out)
+            if "out" in v.details:
+                click.echo(f"               reruns: {v.details['out']}", file=out)
+
+
+@click.command("verify")
+@run_input_options
+@click.option("--proposal", "proposal_id", default=None, metavar="ID",
+              help="Verify this proposal of each finding (default: the top proposal of each finding; "
+                   "'patch': only --patch).")
+@click.option("--rule", default=None, metavar="RULE", help="Only verify findings of this rule.")
+@click.option("--patch", "patch_json", default=None, metavar="JSON",
+              help='Also verify this config patch (e.g. \'{"lr_scale": 10}\', or \'{}\' as a no-op control); on a '
+                   "run without findings it is checked for harm.")
+@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Paired seeds per arm (3 allowed, but a paired test cannot then reach p < 0.05).")
+@click.option("--budget-steps", type=click.IntRange(min=1), default=None,
+              help="Steps per rerun (default: past the onset plus a recovery margin).")
+@click.option("--out", "out_dir", default="lrdoctor-verify", show_default=True, type=click.Path(file_okay=False),
+              help="Where reruns and their logs go (never inside the input run); finished reruns are reused.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where reruns train (auto: CUDA when torch sees a GPU).")
+@click.option("--executor", "executor_kind", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True, help="local: a process pool; ray: a Ray cluster (pip install 'lrdoctor[ray]').")
+@click.option("--ray-address", default=None, metavar="ADDR", help="Ray cluster address (default: start a local one).")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Parallel reruns for --executor local (default: all cores).")
+@click.option("--train", "train", default=None, metavar="CMD",
+              help="Rerun command template, e.g. \"python train.py --lr {lr} --max-steps {max_steps} "
+                   "--seed {seed} --logdir {logdir}\" (also given LRDOCTOR_* env vars for lrdoctor.Controller).")
+@click.option("--rules", "rule_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
+              metavar="DIR", help="Also load the rule YAML files in DIR (as for diagnose; reruns use the same rules).")
+@click.option("--set", "sets", multiple=True, metavar="RULE.PARAM=VALUE",
+              help="Override a rule's detector parameter (as for diagnose).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON on stdout.")
+def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_json, seeds, budget_steps, out_dir,
+               device, executor_kind, ray_address, jobs, train, rule_dirs, sets, as_json) -> int:
+    """Rerun each run under PATH briefly, with and without each proposal on the same seeds, and give
+    each proposal a verdict: CONFIRMED, REJECTED, INCONCLUSIVE or ERROR.
+
+    Exit status: 0 verified (whatever the verdicts), 1 some verdict is ERROR, 2 usage or input error.
+    """
+    from ..engine.spec import apply_overrides, load_rules, parse_set
+    from ..verify.entry import verify_path
+
+    patch = None
+    if patch_json is not None:
+        try:
+            patch = json.loads(patch_json)
+        except ValueError as exc:
+            raise UsageError(f"--patch is not valid JSON: {exc}") from exc
+        if not isinstance(patch, dict):
+            raise UsageError("--patch must be a JSON object (a config patch)")
+    rules = apply_overrides(load_rules(rule_dirs), parse_set(sets))
+    results = verify_path(
+        path, proposal_id=proposal_id, rule=rule, patch=patch, seeds=seeds, budget_steps=budget_steps, out=out_dir,
+        device=device, executor=executor_kind, ray_address=ray_address, jobs=jobs, train=train, fmt=fmt,
+        strict=strict, role_overrides=role_overrides(roles, roles_config), rules=rules,
+    )
+    if as_json:
+        click.echo(json.dumps({"runs": [r.to_dict() for r in results]}, indent=2))
+    else:
+        _print(results, sys.stdout)
+    return int(any(v.verdict.value == "ERROR" for r in results for v in r.verdicts))

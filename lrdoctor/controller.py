@@ -1,0 +1,319 @@
+"""In-script integration: two lines let ``lrdoctor verify`` rerun any PyTorch training loop.
+
+::
+
+    ctl = lrdoctor.Controller.from_env(optimizer, model)     # after building the optimizer
+    for batch in loader:
+        loss = compute_loss(model, batch)
+        ctl.step(loss)          # replaces: optimizer.zero_grad(); loss.backward(); optimizer.step()
+        if ctl.should_stop:
+            break
+
+``ctl.step(loss)`` does the backward pass, measures the total gradient norm (before clipping),
+clips, steps the optimizer and the LR schedule, zeroes the gradients and logs ``train_loss``,
+``grad_norm`` and ``lr``. ``ctl.log(val_loss=...)`` records evaluation numbers.
+
+Under ``lrdoctor verify --train "python train.py"`` the harness passes the rerun in environment
+variables (see :mod:`lrdoctor.verify.backends`): the config patch in ``LRDOCTOR_VERIFY_CONFIG``
+(LR or LR scale, optimizer, weight decay, warmup, scheduler, clipping), the budget in
+``LRDOCTOR_MAX_STEPS``, the seed in ``LRDOCTOR_SEED`` (torch, numpy and random are seeded in
+``from_env``; call :func:`seed_from_env` before building the model to seed its initialisation too)
+and the log directory in
+``LRDOCTOR_LOGDIR``. At the budget ``should_stop`` turns true and, with ``raise_at_budget=True``,
+:class:`StopTraining` is raised (it subclasses ``SystemExit`` with code 0, so an unhandled one ends
+the script cleanly).
+
+Without those variables the controller is a pass-through: the optimizer is untouched, nothing
+stops, and metrics go to ``logdir`` when one is given (else only to ``logging`` at debug level).
+Metrics are JSON Lines (``lrdoctor-metrics.jsonl``: ``{"step", "train_loss", "grad_norm", "lr"}``
+per step), which ``lrdoctor diagnose`` reads like any other log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "lrdoctor-metrics.jsonl"
+
+
+class StopTraining(SystemExit):
+    """The rerun budget is reached. Exits the script with code 0 when left unhandled."""
+
+    def __init__(self, step: int):
+        super().__init__(0)
+        self.step = step
+
+
+def _jsonable(x: float) -> float | str:
+    # json.dumps writes NaN/Infinity literals; lrdoctor's JSONL reader keeps them as NaN/inf
+    return float(x)
+
+
+class Controller:
+    def __init__(self, optimizer, model=None, *, patch: dict[str, Any] | None = None,
+                 max_steps: int | None = None, logdir: str | os.PathLike | None = None,
+                 scheduler=None, seed: int | None = None, raise_at_budget: bool = False,
+                 log_every: int = 1, active: bool = True):
+        self.model = model
+        self.optimizer = optimizer
+        self.patch = dict(patch or {})
+        self.max_steps = max_steps
+        self.seed = seed
+        self.raise_at_budget = raise_at_budget
+        self.log_every = max(1, int(log_every))
+        self.active = active
+        self.step_count = 0
+        self.scheduler = scheduler
+        self.clip_grad_norm: float | None = None
+        self.clip_grad_value: float | None = None
+        self._file = None
+        if logdir is not None:
+            Path(logdir).mkdir(parents=True, exist_ok=True)
+            self._file = open(Path(logdir) / METRICS_FILE, "a", buffering=1)  # noqa: SIM115 - lives with self
+        if self.patch:
+            self._apply(self.patch)
+
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def from_env(cls, optimizer, model=None, *, scheduler=None, logdir: str | None = None,
+                 raise_at_budget: bool = False, env: dict[str, str] | None = None,
+                 log_every: int = 1) -> Controller:
+        """Read the harness's environment variables; a pass-through when they are absent.
+
+        ``scheduler`` is the script's own LR scheduler: the controller steps it, and replaces it
+        when the harness passes a warmup or a scheduler.
+        """
+        from .verify.backends import ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED
+
+        env = os.environ if env is None else env
+        raw = env.get(ENV_CONFIG)
+        if raw is None and ENV_LOGDIR not in env:
+            return cls(optimizer, model, scheduler=scheduler, logdir=logdir, active=False, log_every=log_every)
+        try:
+            patch = json.loads(raw) if raw else {}
+        except ValueError as exc:
+            raise ValueError(f"{ENV_CONFIG} is not valid JSON: {exc}") from exc
+        max_steps = env.get(ENV_MAX_STEPS) or patch.get("max_steps")
+        seed = env.get(ENV_SEED, patch.get("seed"))
+        seed = None if seed in (None, "") else int(seed)
+        if seed is not None:
+            seed_everything(seed)
+        patch = {k: v for k, v in patch.items() if k not in ("max_steps", "seed")}
+        return cls(
+            optimizer, model, patch=patch, max_steps=int(max_steps) if max_steps else None,
+            logdir=env.get(ENV_LOGDIR) or logdir, scheduler=scheduler, seed=seed,
+            raise_at_budget=raise_at_budget, log_every=log_every,
+        )
+
+    def _base_config(self, max_steps: int):
+        from .workloads.config import OPTIMIZERS, WorkloadConfig
+
+        opt = self.optimizer
+        name = type(opt).__name__
+        group = opt.param_groups[0]
+        kwargs: dict[str, Any] = {"type": name if name in OPTIMIZERS else "SGD"}
+        for k in ("momentum", "betas", "eps", "nesterov", "alpha"):
+            if k in group and k in opt.defaults:
+                kwargs[k] = list(group[k]) if isinstance(group[k], tuple) else group[k]
+        return WorkloadConfig(
+            lr=float(group.get("initial_lr", group["lr"])), optimizer=kwargs,
+            weight_decay=float(group.get("weight_decay", 0.0) or 0.0), max_steps=max(1, max_steps),
+        )
+
+    def _apply(self, patch: dict[str, Any]) -> None:
+        from .workloads.schedules import build_optimizer, build_scheduler
+
+        unknown = set(patch) - {
+            "lr", "lr_scale", "optimizer", "weight_decay", "warmup_steps", "warmup_start_factor", "scheduler",
+            "clip_grad_norm", "clip_grad_value", "batch_size", "early_stop_step", "skip_batches",
+        }
+        if unknown:
+            log.warning("controller ignores patch keys it cannot apply in a script: %s", ", ".join(sorted(unknown)))
+        for key in ("batch_size", "early_stop_step", "skip_batches"):
+            if key in patch:
+                log.warning("controller cannot apply %r from inside the loop; the script must read it from "
+                            "LRDOCTOR_VERIFY_CONFIG itself", key)
+        base = self._base_config(self.max_steps or 1_000_000)
+        known = {k: v for k, v in patch.items()
+                 if k in ("lr", "lr_scale", "optimizer", "weight_decay", "warmup_steps", "warmup_start_factor",
+                          "scheduler", "clip_grad_norm", "clip_grad_value")}
+        cfg = base.apply_patch(known)
+        opt_changed = "optimizer" in patch and cfg.optimizer != base.optimizer
+        if opt_changed:
+            if self.model is None:
+                raise ValueError("changing the optimizer type needs Controller.from_env(optimizer, model)")
+            self.optimizer = build_optimizer(self.model.parameters(), cfg)
+        else:
+            factor = cfg.lr / base.lr
+            for g in self.optimizer.param_groups:
+                g["lr"] = float(g.get("initial_lr", g["lr"])) * factor
+                g.pop("initial_lr", None)  # schedulers built below record the new LR as initial
+                if "weight_decay" in patch:
+                    g["weight_decay"] = cfg.weight_decay
+        if "warmup_steps" in patch or "scheduler" in patch or (opt_changed and self.scheduler is not None):
+            self.scheduler = build_scheduler(self.optimizer, cfg)
+        elif self.scheduler is not None and ("lr" in patch or "lr_scale" in patch):
+            # the script's own scheduler keeps its shape but from the new peak
+            self.scheduler.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.clip_grad_norm = cfg.clip_grad_norm
+        self.clip_grad_value = cfg.clip_grad_value
+        log.info("controller applied patch %s", json.dumps(patch, sort_keys=True))
+
+    # ---------------------------------------------------------------- the loop
+
+    @property
+    def should_stop(self) -> bool:
+        return self.active and self.max_steps is not None and self.step_count >= self.max_steps
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _params(self):
+        for g in self.optimizer.param_groups:
+            yield from (p for p in g["params"] if p.grad is not None)
+
+    def step(self, loss) -> float:
+        """Backward, measure, clip, step, schedule, zero, log. Returns the grad norm before clipping."""
+        import torch
+
+        if self.should_stop:
+            raise StopTraining(self.step_count)
+        loss.backward()
+        params = list(self._params())
+        if params:
+            # clip_grad_norm_ returns the total norm before clipping; inf max_norm measures only
+            max_norm = self.clip_grad_norm if self.clip_grad_norm is not None else math.inf
+            gnorm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        else:
+            gnorm = 0.0
+        if self.clip_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(params, self.clip_grad_value)
+        lr = self.lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        if self.scheduler is not None and not _is_plateau(self.scheduler):
+            self.scheduler.step()
+        if self.step_count % self.log_every == 0:
+            self.log(train_loss=float(loss.detach()), grad_norm=gnorm, lr=lr)
+        if self.should_stop and self.raise_at_budget:
+            raise StopTraining(self.step_count)
+        return gnorm
+
+    def log(self, step: int | None = None, **metrics: float) -> None:
+        """Record metrics (e.g. ``val_loss=...``) at ``step`` (default: the current step)."""
+        row = {"step": self.step_count if step is None else int(step)}
+        row.update({k: _jsonable(v) for k, v in metrics.items()})
+        if self._file is not None:
+            self._file.write(json.dumps(row) + "\n")
+        else:
+            log.debug("step %s: %s", row["step"], metrics)
+        if "val_loss" in metrics and self.scheduler is not None and _is_plateau(self.scheduler):
+            self.scheduler.step(metrics["val_loss"])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> Controller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def _is_plateau(sched) -> bool:
+    return type(sched).__name__ == "ReduceLROnPlateau"
+
+
+def seed_from_env(default: int | None = None, env: dict[str, str] | None = None) -> int | None:
+    """Seed python, numpy and torch with ``LRDOCTOR_SEED`` (else ``default``) and return it.
+
+    Call it before building the model and data loader so that each paired seed of a verify rerun
+    gets its own initialisation and data order (``from_env`` seeds too, but after the model exists).
+    """
+    from .verify.backends import ENV_SEED
+
+    env = os.environ if env is None else env
+    raw = env.get(ENV_SEED)
+    seed = int(raw) if raw not in (None, "") else default
+    if seed is not None:
+        seed_everything(seed)
+    return seed
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    import torch
+
+    torch.manual_seed(seed)
+
+
+# Framework callbacks are defined only when their framework is importable; neither is installed
+# in lrdoctor's test environment, so they are untested there.
+try:  # pragma: no cover
+    from transformers import TrainerCallback as _HFCallback
+except ImportError:  # pragma: no cover
+    _HFCallback = None
+
+if _HFCallback is not None:  # pragma: no cover
+
+    class HFVerifyCallback(_HFCallback):
+        """Stops a HuggingFace Trainer at the harness's budget. The Trainer does the logging
+        (``trainer_state.json``, which lrdoctor reads); LR/clipping come from the patch through
+        ``TrainingArguments`` - see :func:`hf_training_overrides`."""
+
+        def __init__(self, env: dict[str, str] | None = None):
+            from .verify.backends import ENV_MAX_STEPS
+
+            env = os.environ if env is None else env
+            self.max_steps = int(env[ENV_MAX_STEPS]) if env.get(ENV_MAX_STEPS) else None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.max_steps is not None and state.global_step >= self.max_steps:
+                control.should_training_stop = True
+            return control
+
+
+def hf_training_overrides(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """TrainingArguments keyword overrides from the harness's patch (empty outside ``verify``)."""
+    from .verify.backends import ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED
+
+    env = os.environ if env is None else env
+    if ENV_CONFIG not in env:
+        return {}
+    patch = json.loads(env[ENV_CONFIG])
+    out: dict[str, Any] = {"output_dir": env.get(ENV_LOGDIR), "logging_steps": 1,
+                           "logging_nan_inf_filter": False}
+    if env.get(ENV_MAX_STEPS):
+        out["max_steps"] = int(env[ENV_MAX_STEPS])
+    if env.get(ENV_SEED):
+        out["seed"] = int(env[ENV_SEED])
+    for src, dst in (("lr", "learning_rate"), ("weight_decay", "weight_decay"),
+                     ("warmup_steps", "warmup_steps"), ("clip_grad_norm", "max_grad_norm")):
+        if src in patch:
+            out[dst] = patch[src]
+    return out

@@ -1,0 +1,342 @@
+"""How one rerun is executed: three backends, one task type.
+
+a. :class:`WorkloadBackend` - the run came from a built-in workload (``lrdoctor-run.json`` became
+   ``Run.origin``): its config is patched and trained again in the worker.
+b. :class:`CommandBackend` with a template - ``--train "python train.py --lr {lr} --seed {seed}
+   --logdir {logdir} --max-steps {max_steps}"``: placeholders are filled from the arm's config and
+   the budget (see :data:`PLACEHOLDERS`); the command must write its logs into ``{logdir}``.
+c. :class:`CommandBackend` without placeholders, for a script that uses
+   :class:`lrdoctor.Controller`: everything travels in environment variables (:data:`ENV_*`).
+   Both b and c get the environment variables, so a script may mix them.
+
+The worker function :func:`run_rerun` never raises: it returns a :class:`RerunOutcome` with the
+return code and the tail of stderr, and writes :data:`MARKER` into the rerun directory when the
+rerun finished, so that a repeated ``lrdoctor verify`` does not redo it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import VerifyError
+
+ENV_CONFIG = "LRDOCTOR_VERIFY_CONFIG"  # JSON: the arm's config patch, with max_steps and seed
+ENV_LOGDIR = "LRDOCTOR_LOGDIR"
+ENV_MAX_STEPS = "LRDOCTOR_MAX_STEPS"
+ENV_SEED = "LRDOCTOR_SEED"
+ENV_DEVICE = "LRDOCTOR_DEVICE"
+ENV_ARM = "LRDOCTOR_ARM"  # "baseline" or "candidate"
+
+MARKER = "lrdoctor-rerun.done"
+LOGS_SUBDIR = "logs"
+STDERR_TAIL_LINES = 15
+
+#: Placeholders a --train template may use. Knobs the arm does not set are filled from the run's
+#: hparams when known, else with the neutral value shown (0 = off for clipping and warmup).
+PLACEHOLDERS = {
+    "lr": "peak LR (the proposal's 'lr', or the run's LR times 'lr_scale')",
+    "lr_scale": "LR multiplier (1 in the baseline arm)",
+    "max_steps": "the rerun budget in optimizer steps",
+    "seed": "the paired seed",
+    "logdir": "directory the command must write its logs into",
+    "warmup_steps": "linear warmup steps (0 = none)",
+    "warmup_start_factor": "warmup start factor (0.01)",
+    "clip_grad_norm": "gradient-norm clip (0 = none)",
+    "clip_grad_value": "gradient-value clip (0 = none)",
+    "weight_decay": "weight decay",
+    "optimizer": "optimizer class name",
+    "scheduler": "scheduler spec as JSON ('{\"type\": \"constant\"}' when none)",
+    "batch_size": "batch size",
+    "early_stop_step": "stop-and-restore-best step (0 = none)",
+    "device": "cpu or cuda",
+    "arm": "baseline or candidate",
+    "config_json": "the arm's whole config patch as JSON (with max_steps and seed)",
+}
+
+
+@dataclass(frozen=True)
+class RerunTask:
+    """One rerun, picklable: sent to a process-pool or Ray worker."""
+
+    key: str
+    arm: str
+    seed: int
+    max_steps: int
+    patch: dict[str, Any]  # the arm's config patch (empty for the baseline)
+    rerun_dir: str
+    device: str
+    backend: WorkloadBackend | CommandBackend
+    digest: str = ""
+
+    @property
+    def logdir(self) -> str:
+        return str(Path(self.rerun_dir) / LOGS_SUBDIR)
+
+    def full_patch(self) -> dict[str, Any]:
+        return {**self.patch, "max_steps": int(self.max_steps), "seed": int(self.seed)}
+
+
+@dataclass(frozen=True)
+class RerunOutcome:
+    key: str
+    ok: bool
+    logdir: str
+    seconds: float = 0.0
+    returncode: int | None = 0
+    stderr_tail: str = ""
+    reused: bool = False
+
+
+def task_digest(backend: Any, arm_patch: dict, max_steps: int, seed: int, device: str) -> str:
+    """What makes a rerun the same rerun: a finished one with this digest is not redone."""
+    blob = json.dumps(
+        {"backend": backend.identity(), "patch": arm_patch, "max_steps": max_steps, "seed": seed, "device": device},
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def finished(task: RerunTask) -> bool:
+    marker = Path(task.rerun_dir) / MARKER
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return data.get("digest") == task.digest and data.get("ok") is True
+
+
+def _write_marker(task: RerunTask, seconds: float) -> None:
+    (Path(task.rerun_dir) / MARKER).write_text(
+        json.dumps({"digest": task.digest, "ok": True, "seconds": round(seconds, 3), "key": task.key}) + "\n"
+    )
+
+
+def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def run_rerun(task: RerunTask) -> RerunOutcome:
+    """Execute one rerun (in a worker). Never raises: failures come back in the outcome."""
+    rerun_dir = Path(task.rerun_dir)
+    logdir = Path(task.logdir)
+    t0 = time.perf_counter()
+    try:
+        if logdir.exists():
+            # an interrupted earlier attempt: its partial logs would be merged with the new ones
+            import shutil
+
+            shutil.rmtree(logdir)
+        logdir.mkdir(parents=True)
+        rc, err = task.backend.execute(task)
+    except Exception:  # noqa: BLE001 - a rerun's crash is that rerun's ERROR, not the harness's
+        rc, err = 1, traceback.format_exc()
+    seconds = time.perf_counter() - t0
+    if rc == 0:
+        _write_marker(task, seconds)
+    else:
+        rerun_dir.mkdir(parents=True, exist_ok=True)
+        (rerun_dir / "error.log").write_text(err)
+    return RerunOutcome(task.key, rc == 0, str(logdir), seconds, rc, _tail(err) if rc != 0 else "")
+
+
+# --------------------------------------------------------------------------------------------
+# a. built-in workloads
+
+
+@dataclass(frozen=True)
+class WorkloadBackend:
+    """Rerun a built-in workload from its ``lrdoctor-run.json`` (``Run.origin``)."""
+
+    origin: dict[str, Any]
+    fmt: str | None = None  # log format for the reruns; default: the original run's
+
+    name = "workload"
+
+    def identity(self) -> Any:
+        return {"workload": self.origin.get("workload"), "config": self.origin.get("config"), "fmt": self._fmt(),
+                "code": _workloads_code_hash()}
+
+    def _fmt(self) -> str:
+        return self.fmt or self.origin.get("format") or "jsonl"
+
+    def execute(self, task: RerunTask) -> tuple[int, str]:
+        from ..workloads.config import WorkloadConfig
+        from ..workloads.train import train
+
+        cfg = WorkloadConfig.from_dict(self.origin["config"])
+        # the budget goes in as max_steps: length-relative scheduler defaults then follow the
+        # budget, identically in both arms of a pair
+        cfg = cfg.apply_patch({**task.patch, "max_steps": int(task.max_steps)})
+        cfg = cfg.replace(seed=int(task.seed), num_threads=1 if task.device == "cpu" else cfg.num_threads)
+        train(cfg, task.logdir, self._fmt(), task.device)
+        return 0, ""
+
+
+def _workloads_code_hash() -> str:
+    """A changed workload implementation makes different reruns: finished ones are then redone."""
+    h = hashlib.sha256()
+    for f in sorted((Path(__file__).parents[1] / "workloads").glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# b./c. a user command (template placeholders and/or the Controller's environment variables)
+
+
+class _Strict(dict):
+    def __missing__(self, key: str) -> str:
+        raise VerifyError(
+            f"--train template uses unknown placeholder {{{key}}} (known: {', '.join(sorted(PLACEHOLDERS))})"
+        )
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, float):
+        return repr(x) if math.isfinite(x) else str(x)
+    return str(x)
+
+
+@dataclass(frozen=True)
+class CommandBackend:
+    """Run ``--train "CMD TEMPLATE"`` once per rerun (no shell: the template is split with shlex
+    first and each word filled on its own, so values never need quoting)."""
+
+    template: str
+    base: dict[str, Any] = field(default_factory=dict)  # the run's own knobs (lr, weight_decay, ...)
+    cwd: str | None = None
+    timeout_s: float | None = None
+
+    name = "command"
+
+    def identity(self) -> Any:
+        return {"template": self.template, "base": self.base}
+
+    def words(self) -> list[str]:
+        try:
+            words = shlex.split(self.template)
+        except ValueError as exc:
+            raise VerifyError(f"--train template cannot be parsed: {exc}") from exc
+        if not words:
+            raise VerifyError("--train template is empty")
+        return words
+
+    def placeholders_used(self) -> set[str]:
+        import string
+
+        used = set()
+        for w in self.words():
+            for _, name, _, _ in string.Formatter().parse(w):
+                if name:
+                    used.add(name)
+        return used
+
+    def values(self, task: RerunTask) -> dict[str, str]:
+        patch = task.full_patch()
+        base = self.base
+        scale = float(patch.get("lr_scale", 1.0))
+        lr = patch.get("lr")
+        if lr is None and base.get("lr") is not None:
+            lr = float(base["lr"]) * scale
+        sched = patch.get("scheduler", base.get("scheduler")) or {"type": "constant"}
+        opt = patch.get("optimizer", base.get("optimizer"))
+        opt_name = opt.get("type") if isinstance(opt, dict) else opt
+
+        def knob(name: str, neutral: Any) -> Any:
+            v = patch.get(name, base.get(name))
+            return neutral if v is None else v
+
+        return {
+            "lr": _num(lr) if lr is not None else "",
+            "lr_scale": _num(scale),
+            "max_steps": str(int(task.max_steps)),
+            "seed": str(int(task.seed)),
+            "logdir": task.logdir,
+            "warmup_steps": _num(knob("warmup_steps", 0)),
+            "warmup_start_factor": _num(knob("warmup_start_factor", 0.01)),
+            "clip_grad_norm": _num(knob("clip_grad_norm", 0)),
+            "clip_grad_value": _num(knob("clip_grad_value", 0)),
+            "weight_decay": _num(knob("weight_decay", 0.0)),
+            "optimizer": str(opt_name or ""),
+            "scheduler": json.dumps(sched, sort_keys=True),
+            "batch_size": _num(knob("batch_size", "")),
+            "early_stop_step": _num(knob("early_stop_step", 0)),
+            "device": task.device,
+            "arm": task.arm,
+            "config_json": json.dumps(patch, sort_keys=True),
+        }
+
+    def check(self, lr_needed: bool) -> None:
+        """Fail early, before any rerun, on a template that cannot be filled."""
+        used = self.placeholders_used()
+        unknown = used - set(PLACEHOLDERS)
+        if unknown:
+            raise VerifyError(
+                f"--train template uses unknown placeholder {{{sorted(unknown)[0]}}} "
+                f"(known: {', '.join(sorted(PLACEHOLDERS))})"
+            )
+        if "lr" in used and lr_needed and self.base.get("lr") is None:
+            raise VerifyError(
+                "--train uses {lr} but the run's LR is unknown (not logged, not in hparams) and a proposal "
+                "only scales it; use {lr_scale} in the template or the Controller"
+            )
+        for name in ("batch_size",):
+            if name in used and self.base.get(name) is None:
+                raise VerifyError(f"--train uses {{{name}}} but the run's {name} is unknown (not in hparams)")
+
+    def command(self, task: RerunTask) -> list[str]:
+        vals = _Strict(self.values(task))
+        return [w.format_map(vals) for w in self.words()]
+
+    def env(self, task: RerunTask) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({
+            ENV_CONFIG: json.dumps(task.full_patch(), sort_keys=True),
+            ENV_LOGDIR: task.logdir,
+            ENV_MAX_STEPS: str(int(task.max_steps)),
+            ENV_SEED: str(int(task.seed)),
+            ENV_DEVICE: task.device,
+            ENV_ARM: task.arm,
+            "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+            "PYTHONUNBUFFERED": "1",
+        })
+        if self.base.get("lr") is not None:
+            env["LRDOCTOR_BASE_LR"] = _num(float(self.base["lr"]))
+        return env
+
+    def execute(self, task: RerunTask) -> tuple[int, str]:
+        argv = self.command(task)
+        rerun_dir = Path(task.rerun_dir)
+        (rerun_dir / "command.json").write_text(json.dumps({"argv": argv}, indent=1) + "\n")
+        with open(rerun_dir / "stdout.log", "wb") as out, open(rerun_dir / "stderr.log", "wb") as err:
+            try:
+                proc = subprocess.run(
+                    argv, stdout=out, stderr=err, env=self.env(task), cwd=self.cwd,
+                    timeout=self.timeout_s, check=False,
+                )
+                rc = proc.returncode
+            except FileNotFoundError as exc:
+                return 127, f"cannot run {argv[0]!r}: {exc}"
+            except subprocess.TimeoutExpired:
+                return 124, f"timed out after {self.timeout_s}s"
+        stderr = (rerun_dir / "stderr.log").read_text(errors="replace")
+        if rc != 0:
+            return rc, f"exit code {rc}\n{stderr}"
+        return 0, ""
+
+
+def python_command(script: str, *args: str) -> str:
+    """A --train template running ``script`` with this interpreter (for tests and examples)."""
+    return " ".join(shlex.quote(x) for x in (sys.executable, script, *args))

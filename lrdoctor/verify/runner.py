@@ -1,0 +1,340 @@
+"""Orchestration: plan the paired reruns of every proposal, run them, read them back, decide.
+
+Layout under ``--out`` (default ``./lrdoctor-verify/``), one directory per rerun::
+
+    OUT/<run>/baseline-b<budget>/seed<k>/            shared by every proposal with that budget
+    OUT/<run>/<rule>--<proposal id>-<config hash>-b<budget>/seed<k>/
+        logs/                 what the rerun logged (read back with lrdoctor's readers)
+        lrdoctor-rerun.done   written when it finished; a repeat with the same digest skips it
+        stdout.log stderr.log command.json error.log   (command backend / failures)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LrdoctorError, VerifyError
+from ..model import Diagnosis, Finding, Proposal, Run, Verdict
+from ..roles import RoleView
+from .backends import (
+    CommandBackend,
+    RerunOutcome,
+    RerunTask,
+    WorkloadBackend,
+    finished,
+    run_rerun,
+    task_digest,
+)
+from .executors import Executor, SerialExecutor
+from .protocol import VerifyConfig, budget_for
+from .stats import smoothed_final
+from .verdict import ArmResult, decide
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = "lrdoctor-verify"
+CANONICAL_RULES = ("divergence", "loss-spike", "plateau", "overfitting", "exploding-gradients", "vanishing-gradients")
+
+HOW_TO_RERUN = (
+    "cannot rerun {name}: set it up one of three ways: (a) a run directory written by an lrdoctor "
+    "workload (it holds lrdoctor-run.json); (b) --train \"python train.py --lr {{lr}} --max-steps {{max_steps}} "
+    "--seed {{seed}} --logdir {{logdir}}\"; (c) --train \"python train.py\" with "
+    "lrdoctor.Controller.from_env(optimizer, model) and ctl.step(loss) in the script"
+)
+
+
+@dataclass(frozen=True)
+class RunVerification:
+    name: str
+    verdicts: tuple[Verdict, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "verdicts": [v.to_dict() for v in self.verdicts]}
+
+
+@dataclass(frozen=True)
+class _Job:
+    run: Run
+    rule: str | None
+    proposal: Proposal
+    budget: int
+    baseline: tuple[str, ...]
+    candidate: tuple[str, ...]
+    base_lr: float | None = None
+
+
+@dataclass
+class _Plan:
+    tasks: dict[str, RerunTask] = field(default_factory=dict)
+    jobs: list[_Job] = field(default_factory=list)
+
+
+def _short_hash(config: dict) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "run"
+
+
+def run_length(run: Run) -> int | None:
+    """The original run's length: its configured max_steps when known, else its last logged step."""
+    cfg = (run.origin or {}).get("config")
+    if isinstance(cfg, dict) and isinstance(cfg.get("max_steps"), int):
+        return int(cfg["max_steps"])
+    for key in ("max_steps", "total_steps", "num_training_steps"):
+        v = run.hparams.get(key)
+        if isinstance(v, (int, float)) and v > 0:
+            return int(v)
+    view = RoleView.of(run)
+    s = view.get("train_loss")
+    steps = s.steps if s is not None and len(s) else run.scalars["step"].to_numpy()
+    return int(np.max(steps)) if len(steps) else None
+
+
+def base_lr_of(run: Run) -> float | None:
+    if run.origin and isinstance(run.origin.get("config"), dict) and "lr" in run.origin["config"]:
+        return float(run.origin["config"]["lr"])
+    for key in ("lr", "learning_rate", "lr0", "base_lr"):
+        v = run.hparams.get(key)
+        try:
+            if v is not None:
+                return float(v)
+        except (TypeError, ValueError):
+            pass
+    s = RoleView.of(run).get("lr")
+    if s is not None and len(s):
+        finite = s.values[np.isfinite(s.values)]
+        if finite.size:
+            return float(np.max(finite))  # the peak: warmup starts low
+    return None
+
+
+def base_clip_of(run: Run) -> float | None:
+    cfg = (run.origin or {}).get("config")
+    v = cfg.get("clip_grad_norm") if isinstance(cfg, dict) else run.hparams.get("clip_grad_norm")
+    try:
+        return float(v) if v not in (None, "", 0, 0.0) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def applied_grad_norm(run: Run, clip: float | None) -> Run:
+    """The run with its grad-norm role capped at the clip threshold.
+
+    Logged grad norms are taken before clipping, so a clipped run still logs its bursts; what
+    clipping changes is the gradient that reaches the optimizer. Gradient rules therefore judge
+    ``min(norm, clip)`` - a NaN/inf norm stays NaN/inf (clipping does not repair it).
+    """
+    if clip is None:
+        return run
+    from dataclasses import replace
+
+    tag = RoleView.of(run).roles.get("grad_norm")
+    if tag is None:
+        return run
+    df = run.scalars.copy()
+    rows = (df["tag"] == tag).to_numpy()
+    v = df.loc[rows, "value"].to_numpy()
+    df.loc[rows, "value"] = np.where(np.isfinite(v), np.minimum(v, clip), v)
+    return replace(run, scalars=df)
+
+
+def backend_for(run: Run, train: str | None, *, fmt: str | None = None, cwd: str | None = None):
+    if train:
+        base: dict[str, Any] = {"lr": base_lr_of(run)}
+        for key in ("weight_decay", "batch_size", "warmup_steps", "clip_grad_norm"):
+            if key in run.hparams:
+                base[key] = run.hparams[key]
+        return CommandBackend(train, base=base, cwd=cwd)
+    if run.origin and run.origin.get("config") is not None:
+        return WorkloadBackend(run.origin, fmt=fmt)
+    raise VerifyError(HOW_TO_RERUN.format(name=run.name))
+
+
+def onset_of(finding: Finding) -> int | None:
+    if finding.start_step is not None:
+        return int(finding.start_step)
+    return int(min(finding.steps)) if finding.steps else None
+
+
+def last_event_of(finding: Finding) -> int | None:
+    """Where the finding ends: its last point event or the end of its stretch (a trend rule such
+    as overfitting grows over its whole stretch, so a rerun that stops early under-reproduces it)."""
+    ends = [int(s) for s in finding.steps]
+    if finding.end_step is not None:
+        ends.append(int(finding.end_step))
+    return max(ends) if ends else None
+
+
+def _check_out(out: Path, runs: Sequence[Run]) -> None:
+    out_r = out.resolve()
+    for run in runs:
+        src = Path(run.source).resolve()
+        root = src if src.is_dir() else src.parent
+        if out_r == root or root in out_r.parents:
+            raise VerifyError(f"--out {out} is inside the input run {run.source}; reruns never write there")
+
+
+def plan(
+    items: Sequence[tuple[Run, Finding | None, Sequence[Proposal]]],
+    cfg: VerifyConfig,
+    out: Path,
+    train: str | None = None,
+) -> _Plan:
+    """Every rerun needed, deduplicated (a baseline is shared by the proposals of one budget)."""
+    p = _Plan()
+    for run, finding, proposals in items:
+        backend = backend_for(run, train)
+        base_lr = base_lr_of(run)
+        if isinstance(backend, CommandBackend):
+            backend.check(lr_needed=any("lr_scale" in pr.config or "lr" in pr.config for pr in proposals))
+        rule = finding.rule if finding is not None else None
+        budget = budget_for(cfg, onset_of(finding) if finding is not None else None, run_length(run),
+                            last_event_of(finding) if finding is not None else None)
+        run_dir = out / _safe(run.name)
+        for prop in proposals:
+            keys: dict[str, list[str]] = {"baseline": [], "candidate": []}
+            for arm, patch, sub in (
+                ("baseline", {}, f"baseline-b{budget}"),
+                ("candidate", dict(prop.config),
+                 f"{_safe(rule or 'healthy')}--{_safe(prop.id)}-{_short_hash(prop.config)}-b{budget}"),
+            ):
+                for seed in cfg.seed_list():
+                    rerun_dir = run_dir / sub / f"seed{seed}"
+                    key = str(rerun_dir)
+                    if key not in p.tasks:
+                        p.tasks[key] = RerunTask(
+                            key=key, arm=arm, seed=seed, max_steps=budget, patch=patch, rerun_dir=key,
+                            device=cfg.device, backend=backend,
+                            digest=task_digest(backend, patch, budget, seed, cfg.device),
+                        )
+                    keys[arm].append(key)
+            p.jobs.append(_Job(run, rule, prop, budget, tuple(keys["baseline"]), tuple(keys["candidate"]), base_lr))
+    return p
+
+
+def _progress(total: int):
+    if not sys.stderr.isatty() or total == 0:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn("verify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True)
+    prog.start()
+    prog.add_task("reruns", total=total)
+    return prog
+
+
+def execute(tasks: Sequence[RerunTask], executor: Executor) -> dict[str, RerunOutcome]:
+    """Run what is not finished yet; a rerun with a matching marker is reused as is."""
+    outcomes: dict[str, RerunOutcome] = {}
+    todo = []
+    for t in tasks:
+        if finished(t):
+            outcomes[t.key] = RerunOutcome(t.key, True, t.logdir, reused=True)
+        else:
+            todo.append(t)
+    if len(outcomes):
+        log.info("reusing %d finished reruns", len(outcomes))
+    prog = _progress(len(todo))
+    try:
+        for i, res in executor.run(run_rerun, todo):
+            t = todo[i]
+            if isinstance(res, BaseException):
+                res = RerunOutcome(t.key, False, t.logdir, returncode=None,
+                                   stderr_tail=f"{type(res).__name__}: {res}")
+            outcomes[t.key] = res
+            if res.ok and not any(Path(t.logdir).iterdir()):
+                # a misconfigured command: every other rerun would do the same, so stop now
+                raise VerifyError(
+                    f"the rerun finished but wrote no logs in {t.logdir}; the command must write its logs "
+                    "into {logdir} (or LRDOCTOR_LOGDIR, which lrdoctor.Controller uses)"
+                )
+            log.debug("rerun %s: %s in %.1fs", t.key, "ok" if res.ok else "failed", res.seconds)
+            if prog is not None:
+                prog.advance(prog.task_ids[0])
+    finally:
+        if prog is not None:
+            prog.stop()
+    return outcomes
+
+
+def _read_back(task: RerunTask, outcome: RerunOutcome, diagnose_fn, cfg: VerifyConfig,
+               base_clip: float | None = None) -> ArmResult:
+    from ..readers import discover
+
+    if not outcome.ok:
+        return ArmResult(task.seed, False, error=outcome.stderr_tail or "failed", logdir=task.logdir)
+    try:
+        runs = discover(task.logdir)
+    except LrdoctorError as exc:
+        runs, why = [], str(exc)
+    else:
+        why = "no runs found"
+    if not runs:
+        raise VerifyError(
+            f"the rerun finished but wrote no logs lrdoctor can read in {task.logdir} ({why}); the command must "
+            "write its logs into {logdir} (or LRDOCTOR_LOGDIR, which the Controller uses)"
+        )
+    run = max(runs, key=lambda r: len(r.scalars))
+    clip = task.patch.get("clip_grad_norm", base_clip)
+    (diag,) = diagnose_fn([applied_grad_norm(run, float(clip) if clip else None)])
+    view = RoleView.of(run)
+    if view.has("val_loss") and len(view["val_loss"]):
+        role, window = "val_loss", cfg.smooth_window
+    elif view.has("train_loss") and len(view["train_loss"]):
+        role = "train_loss"
+        window = max(cfg.smooth_window, len(view["train_loss"]) // 20)
+    else:
+        raise VerifyError(f"the rerun's logs in {task.logdir} have neither a train nor a val loss")
+    target = smoothed_final(view[role].values, window)
+    rules = tuple(sorted({f.rule for f in diag.findings}))
+    return ArmResult(task.seed, True, rules=rules, target=target, target_role=role, logdir=task.logdir)
+
+
+def verify_items(
+    items: Sequence[tuple[Run, Finding | None, Sequence[Proposal]]],
+    diagnose_fn: Callable[[list[Run]], list[Diagnosis]],
+    cfg: VerifyConfig,
+    *,
+    out: str | Path = DEFAULT_OUT,
+    executor: Executor | None = None,
+    train: str | None = None,
+) -> list[RunVerification]:
+    """Verify each (run, finding, proposals) item; ``finding=None`` checks proposals on a healthy run."""
+    cfg = cfg.check()
+    out = Path(out)
+    _check_out(out, [run for run, _, _ in items])
+    p = plan(items, cfg, out, train)
+    executor = executor or SerialExecutor()
+    outcomes = execute(list(p.tasks.values()), executor)
+    arms: dict[str, ArmResult] = {}
+    clips = {k: base_clip_of(job.run) for job in p.jobs for k in (*job.baseline, *job.candidate)}
+    for key, task in p.tasks.items():
+        arms[key] = _read_back(task, outcomes[key], diagnose_fn, cfg, clips.get(key))
+    by_run: dict[str, list[Verdict]] = {}
+    for job in p.jobs:
+        def mark(a: ArmResult, rule=job.rule) -> ArmResult:
+            hit = (rule in a.rules) if rule else any(r in CANONICAL_RULES for r in a.rules)
+            return ArmResult(a.seed, a.ok, hit, a.rules, a.target, a.target_role, a.error, a.logdir)
+
+        v = decide(job.rule, job.proposal, [mark(arms[k]) for k in job.baseline],
+                   [mark(arms[k]) for k in job.candidate], cfg, base_lr=job.base_lr)
+        v.details["budget_steps"] = job.budget
+        v.details["out"] = str(Path(job.candidate[0]).parent)
+        by_run.setdefault(job.run.name, []).append(v)
+    names = list(dict.fromkeys(run.name for run, _, _ in items))
+    return [RunVerification(n, tuple(by_run.get(n, ()))) for n in names]

@@ -1,0 +1,131 @@
+"""lrdoctor.Controller: applies the harness's patch in a real torch loop, logs, stops at the budget."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lrdoctor.controller import METRICS_FILE, Controller, StopTraining, seed_from_env  # noqa: E402
+from lrdoctor.verify.backends import ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED  # noqa: E402
+
+SCRIPT = str(Path(__file__).with_name("verify_train.py"))
+
+
+def problem(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    return model, x, y
+
+
+def env(tmp_path, patch, max_steps=20, seed=3):
+    return {ENV_CONFIG: json.dumps(patch), ENV_LOGDIR: str(tmp_path / "logs"), ENV_MAX_STEPS: str(max_steps),
+            ENV_SEED: str(seed)}
+
+
+def rows(tmp_path):
+    return [json.loads(line) for line in (tmp_path / "logs" / METRICS_FILE).read_text().splitlines()]
+
+
+def loop(ctl, model, x, y, n=1000):
+    for _ in range(n):
+        ctl.step(torch.nn.functional.mse_loss(model(x), y))
+        if ctl.should_stop:
+            break
+
+
+def test_pass_through_without_env_changes_nothing(tmp_path):
+    model, x, y = problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ctl = Controller.from_env(opt, model, env={})
+    assert not ctl.active and ctl.optimizer is opt
+    ref, _, _ = problem()
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    loop(ctl, model, x, y, n=5)
+    for _ in range(5):
+        ref_opt.zero_grad()
+        torch.nn.functional.mse_loss(ref(x), y).backward()
+        ref_opt.step()
+    assert ctl.step_count == 5 and not ctl.should_stop
+    for a, b in zip(model.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(a, b)  # bitwise the same training as the plain loop
+    assert not any(tmp_path.iterdir())  # nothing written without a logdir
+
+
+def test_warmup_then_cosine_lr_scale_and_budget(tmp_path):
+    model, x, y = problem()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    patch = {"lr_scale": 0.5, "warmup_steps": 5, "scheduler": {"type": "CosineAnnealingLR", "T_max": 10}}
+    ctl = Controller.from_env(opt, model, env=env(tmp_path, patch, max_steps=15))
+    loop(ctl, model, x, y)
+    ctl.close()
+    got = rows(tmp_path)
+    lrs = [r["lr"] for r in got]
+    assert [r["step"] for r in got] == list(range(1, 16))  # stopped exactly at the budget
+    assert lrs[0] == pytest.approx(5e-3 * 0.01)  # warmup starts at start_factor * the scaled peak
+    assert lrs[5] == pytest.approx(5e-3)  # peak reached after W steps
+    assert lrs[-1] < 5e-3 * 0.1  # cosine decays towards 0 over T_max
+    assert all(math.isfinite(r["train_loss"]) and r["grad_norm"] > 0 for r in got)
+
+
+def test_clipping_logs_norm_before_clip_and_clips(tmp_path):
+    model, x, y = problem()
+    y = y * 1000  # huge gradients
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+    ctl = Controller.from_env(opt, model, env=env(tmp_path, {"clip_grad_norm": 0.5}, max_steps=3))
+    seen = []
+    handle = opt.register_step_pre_hook(lambda o, a, k: seen.append(
+        float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])))))
+    loop(ctl, model, x, y)
+    handle.remove()
+    ctl.close()
+    logged = [r["grad_norm"] for r in rows(tmp_path)]
+    assert all(g > 10 for g in logged)  # the raw norm, before clipping
+    assert all(s == pytest.approx(0.5, rel=1e-4) for s in seen)  # what the optimizer saw
+
+
+def test_weight_decay_optimizer_swap_and_stop_raises(tmp_path):
+    model, x, y = problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    patch = {"optimizer": {"type": "AdamW"}, "weight_decay": 0.05, "lr": 3e-3}
+    ctl = Controller.from_env(opt, model, env=env(tmp_path, patch, max_steps=2), raise_at_budget=True)
+    assert isinstance(ctl.optimizer, torch.optim.AdamW)
+    assert ctl.optimizer.param_groups[0]["weight_decay"] == 0.05 and ctl.lr == pytest.approx(3e-3)
+    ctl.step(torch.nn.functional.mse_loss(model(x), y))
+    with pytest.raises(StopTraining) as exc:
+        ctl.step(torch.nn.functional.mse_loss(model(x), y))
+    assert exc.value.code == 0 and exc.value.step == 2
+
+
+def test_seed_from_env_pairs_initialisation():
+    assert seed_from_env(default=1, env={ENV_SEED: "7"}) == 7
+    a = torch.randn(3)
+    seed_from_env(default=1, env={ENV_SEED: "7"})
+    assert torch.equal(a, torch.randn(3))
+    assert seed_from_env(default=None, env={}) is None
+
+
+def test_script_under_env_protocol_writes_logs_lrdoctor_reads(tmp_path):
+    patch = {"lr": 0.01, "clip_grad_norm": 1.0}
+    e = {**env(tmp_path, patch, max_steps=40, seed=1), "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, SCRIPT, "--controller", "--max-steps", "500"], env={**os.environ, **e},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = rows(tmp_path)
+    assert len(got) == 40 and got[0]["lr"] == pytest.approx(0.01)
+    from lrdoctor.readers import discover
+    from lrdoctor.roles import RoleView
+
+    fn = getattr(discover, "discover", discover)
+    (run,) = list(fn(str(tmp_path / "logs")))
+    view = RoleView.of(run)
+    assert {"train_loss", "grad_norm", "lr"} <= set(view.roles)
+    assert len(view["train_loss"]) == 40

@@ -1,0 +1,143 @@
+"""``lrdoctor verify`` end to end: real trainings rerun through each backend, real verdicts."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from lrdoctor.cli import main  # noqa: E402
+
+SCRIPT = str(Path(__file__).with_name("verify_train.py"))
+PY = shlex.quote(sys.executable)
+TEMPLATE = f"{PY} {shlex.quote(SCRIPT)} --lr {{lr}} --max-steps {{max_steps}} --seed {{seed}} --logdir {{logdir}}"
+
+
+def verdicts(capsys) -> list[dict]:
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"runs"}
+    return [v for r in out["runs"] for v in r["verdicts"]]
+
+
+@pytest.fixture(scope="module")
+def script_run(tmp_path_factory) -> Path:
+    """A run of the tiny script at an LR that diverges (SGD momentum 0.9, lr 0.5), logged as CSV."""
+    d = tmp_path_factory.mktemp("script_run") / "lr0.5"
+    subprocess.run([sys.executable, SCRIPT, "--lr", "0.5", "--max-steps", "300", "--seed", "0", "--logdir", str(d)],
+                   check=True, timeout=120)
+    return d
+
+
+def test_workload_divergence_good_fix_confirmed_noop_control_not(tmp_path, capsys):
+    """A built-in workload's run (way a). The candidates are fixed patches so that this test checks
+    the harness, not the proposal ranking (the top proposals are scored by the benchmark)."""
+    from lrdoctor.workloads.recipes import recipe_config
+    from lrdoctor.workloads.train import train
+
+    run = tmp_path / "divergence"
+    train(recipe_config("divergence", "mlp_regressor", seed=0), run, "jsonl", "cpu")
+    out = tmp_path / "verify"
+    base = ["verify", str(run), "--rule", "divergence", "--proposal", "patch", "--seeds", "5", "--jobs", "2",
+            "--out", str(out), "--device", "auto", "--json"]
+    assert main([*base, "--patch", '{"lr": 0.1}']) == 0  # 30x lower peak LR: a fix that works
+    (good,) = verdicts(capsys)
+    assert set(good) == {"rule", "proposal_id", "kind", "verdict", "seeds", "p_value", "ci", "p_better", "reason"}
+    assert good["verdict"] == "CONFIRMED", good["reason"]
+    assert good["seeds"] == [0, 1, 2, 3, 4] and good["p_value"] < 0.05
+    assert good["ci"][1] < 0 and good["p_better"] > 0.9
+    assert main([*base, "--patch", "{}"]) == 0  # no-op control, sharing the baseline reruns
+    (noop,) = verdicts(capsys)
+    assert noop["verdict"] == "REJECTED" and "not removed" in noop["reason"]
+    assert sorted(p.name for p in run.iterdir()) == ["lrdoctor-run.json", "metrics.jsonl"]  # input untouched
+    markers = sorted(out.rglob("lrdoctor-rerun.done"))
+    assert len(markers) == 15  # 5 baselines shared by both patches + 5 candidates each
+    before = [m.stat().st_mtime_ns for m in markers]
+    assert main([*base, "--patch", "{}"]) == 0  # repeated: nothing is redone, same verdict
+    assert verdicts(capsys)[0]["verdict"] == "REJECTED"
+    assert [m.stat().st_mtime_ns for m in markers] == before
+
+
+def test_command_template_confirms_lower_lr(script_run, tmp_path, capsys):
+    """Way b: placeholders filled per arm, on a run that is not a workload's (CSV written by the script)."""
+    rc = main(["verify", str(script_run), "--rule", "divergence", "--proposal", "patch", "--patch", '{"lr": 0.02}',
+               "--budget-steps", "100", "--train", TEMPLATE, "--jobs", "2", "--out", str(tmp_path / "v"), "--json"])
+    (v,) = verdicts(capsys)
+    assert rc == 0 and v["verdict"] == "CONFIRMED", v["reason"]
+    lrs = set()
+    for f in (tmp_path / "v").rglob("command.json"):
+        argv = json.loads(f.read_text())["argv"]
+        assert argv[argv.index("--max-steps") + 1] == "100"
+        lrs.add(argv[argv.index("--lr") + 1])
+    assert lrs == {"0.5", "0.02"}  # baseline arm: the run's own LR (read from its logged lr)
+
+
+def test_controller_env_protocol_three_seeds(script_run, tmp_path, capsys, caplog):
+    """Way c: no placeholders; the script's Controller takes LR, budget, seed and logdir from the env.
+    With 3 seeds even a perfect fix stays at Fisher p = 1/20: INCONCLUSIVE, as the protocol warns."""
+    train = f"{PY} {shlex.quote(SCRIPT)} --controller --lr 0.5 --max-steps 1000"
+    rc = main(["verify", str(script_run), "--rule", "divergence", "--proposal", "patch", "--patch", '{"lr": 0.02}',
+               "--seeds", "3", "--budget-steps", "100", "--train", train, "--jobs", "2", "--out", str(tmp_path / "v"),
+               "--json"])
+    (v,) = verdicts(capsys)
+    assert rc == 0 and v["verdict"] == "INCONCLUSIVE", v["reason"]
+    assert "3/3 vs candidate 0/3" in v["reason"] and v["p_value"] == pytest.approx(0.05)
+    assert v["p_better"] == 1.0
+    logs = sorted((tmp_path / "v").rglob("lrdoctor-metrics.jsonl"))
+    assert len(logs) == 6 and all(len(f.read_text().splitlines()) == 100 for f in logs)  # stopped at the budget
+
+
+def test_failing_command_gives_error_verdict_with_stderr(script_run, tmp_path, capsys):
+    rc = main(["verify", str(script_run), "--rule", "divergence", "--seeds", "3", "--jobs", "2",
+               "--train", f"{PY} {shlex.quote(SCRIPT)} --fail --logdir {{logdir}}", "--out", str(tmp_path), "--json"])
+    (v,) = verdicts(capsys)
+    assert rc == 1 and v["verdict"] == "ERROR"
+    assert "out of memory (simulated)" in v["reason"] and "exit code 3" in v["reason"]
+
+
+def test_command_that_writes_no_logs_names_the_logdir(script_run, tmp_path, capsys):
+    rc = main(["verify", str(script_run), "--rule", "divergence", "--seeds", "3", "--jobs", "1",
+               "--train", TEMPLATE + " --no-logs", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("lrdoctor: error:")]
+    assert rc == 2 and "wrote no logs" in line and str(tmp_path) in line
+    assert len(list(tmp_path.rglob("lrdoctor-rerun.done"))) == 1  # stopped at the first rerun
+
+
+def test_run_without_a_way_to_rerun_says_the_three_ways(script_run, tmp_path, capsys):
+    rc = main(["verify", str(script_run), "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "lrdoctor-run.json" in err and "--train" in err and "Controller.from_env" in err
+
+
+def test_out_inside_the_input_run_is_refused(script_run, capsys):
+    rc = main(["verify", str(script_run), "--train", TEMPLATE, "--out", str(script_run / "verify")])
+    assert rc == 2 and "inside the input run" in capsys.readouterr().err
+    assert not (script_run / "verify").exists()
+
+
+def test_bad_template_placeholder_fails_before_any_rerun(script_run, tmp_path, capsys):
+    rc = main(["verify", str(script_run), "--train", TEMPLATE + " --x {learning_rate}", "--out", str(tmp_path)])
+    assert rc == 2 and "{learning_rate}" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_with_ray_executor_on_a_local_instance(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ray")
+    from lrdoctor.workloads.recipes import recipe_config
+    from lrdoctor.workloads.train import train
+
+    monkeypatch.setenv("RAY_DISABLE_USAGE_STATS", "1")
+    run = tmp_path / "divergence"
+    train(recipe_config("divergence", "mlp_regressor", seed=0), run, "jsonl", "cpu")
+    rc = main(["verify", str(run), "--rule", "divergence", "--proposal", "patch", "--patch", '{"lr": 0.1}',
+               "--budget-steps", "150", "--executor", "ray", "--out", str(tmp_path / "v"), "--json"])
+    (v,) = verdicts(capsys)  # stdout stays pure JSON with Ray's logging on
+    assert rc == 0 and v["verdict"] == "CONFIRMED", v["reason"]
+    assert len(list((tmp_path / "v").rglob("lrdoctor-rerun.done"))) == 10
