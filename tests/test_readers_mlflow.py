@@ -44,3 +44,15 @@ def test_mlflow_experiment_tree_names_and_resumed_metric(tmp_path):
     notes = {a.kind: a for a in r2.annotations}
     assert set(notes) == {"restart", "duplicate_steps"}  # step 0 again, with another value
     assert notes["restart"].location == "line 3" and notes["duplicate_steps"].location == "line 3"
+
+
+def test_mlflow_run_in_a_sweep_is_named_by_its_path_and_run_name(tmp_path):
+    """The opaque mlruns/<exp>/<run_id> part is replaced by the run's name; the path above stays,
+    so two sweeps' runs with the same MLflow name stay apart."""
+    from lrdoctor.readers import discover
+
+    for sweep in ("lr_1e-3", "lr_1e-2"):
+        write_mlflow_run(tmp_path / sweep / "mlruns", "0", f"id{sweep[-1]}", {"loss": [(1, 1.0, 0), (2, 0.5, 1)]},
+                         run_name="baseline")
+    names = sorted(r.name for r in discover(tmp_path))
+    assert names == ["lr_1e-2/baseline", "lr_1e-3/baseline"]

@@ -150,7 +150,13 @@ class Finder:
                          extra={"lfs_pointers": [str(p) for p in lfs]} if lfs else {})
 
     def _mlflow(self, root: Path, run_dir: Path) -> RunSource:
-        name = run_name(run_dir) or _rel(root, run_dir)
+        # Named like every other run, by its path, but with the store's "mlruns/<exp>/<run_id>"
+        # (opaque ids) replaced by the run's own name from meta.yaml: "sweep/lr_1e-3/my-run".
+        rel = _rel(root, run_dir)
+        parts = Path(rel).parts
+        prefix = parts[: parts.index("mlruns")] if "mlruns" in parts else ()
+        own = run_name(run_dir)
+        name = "/".join((*prefix, own)) if own else rel
         return RunSource(name=name, root=run_dir, files=tuple(metric_files(run_dir)), format="mlflow",
                          extra={"path_name": _rel(root, run_dir)})
 
