@@ -95,10 +95,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except BrokenPipeError:
+        _silence_stdout()
         return 0
+    except SystemExit as exc:
+        # With standalone_mode=False click re-raises every error but one: a closed stdout pipe
+        # (EPIPE), which it turns into sys.exit(1). `lrdoctor export runs -o - | head` is fine.
+        if exc.code == 1:
+            _silence_stdout()
+            return 0
+        raise
+    except OSError as exc:
+        # An output path that cannot be written (missing directory, permissions, /proc) or an
+        # input that vanished mid-read: the user's problem, told in one line.
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"lrdoctor: error: {where}{exc.strerror or exc}", err=True)
+        return 2
     except KeyboardInterrupt:
         return 130
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `lrdoctor diagnose runs | head -1`: the reader left; that is not a failure.
+        _silence_stdout()
     return rv if isinstance(rv, int) else 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again (see the
+    Python docs on SIGPIPE)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

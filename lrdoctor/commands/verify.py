@@ -41,7 +41,7 @@ def _print(results, out) -> None:
 @click.option("--patch", "patch_json", default=None, metavar="JSON",
               help='Also verify this config patch (e.g. \'{"lr_scale": 10}\', or \'{}\' as a no-op control); on a '
                    "run without findings it is checked for harm.")
-@click.option("--seeds", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--seeds", type=click.IntRange(min=3), default=5, show_default=True,
               help="Paired seeds per arm (3 allowed, but a paired test cannot then reach p < 0.05).")
 @click.option("--budget-steps", type=click.IntRange(min=1), default=None,
               help="Steps per rerun (default: past the onset plus a recovery margin).")

@@ -54,10 +54,10 @@ class VerifyConfig:
     def seed_list(self) -> tuple[int, ...]:
         return tuple(range(self.first_seed, self.first_seed + self.seeds))
 
-    def check(self) -> VerifyConfig:
+    def check(self, *, warn: bool = True) -> VerifyConfig:
         if self.seeds < 3:
             raise VerifyError(f"--seeds {self.seeds}: a paired test needs at least 3 seeds (5 recommended)")
-        if self.seeds < 5:
+        if self.seeds < 5 and warn:
             log.warning(
                 "%d paired seeds: a one-sided paired test cannot go below p = %.3f, so it cannot reach "
                 "p < 0.05; use 5 seeds for a conclusive verdict", self.seeds, 2.0 ** -self.seeds,

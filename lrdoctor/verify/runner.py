@@ -315,7 +315,7 @@ def verify_items(
     train: str | None = None,
 ) -> list[RunVerification]:
     """Verify each (run, finding, proposals) item; ``finding=None`` checks proposals on a healthy run."""
-    cfg = cfg.check()
+    cfg = cfg.check(warn=False)  # verify_path already checked it and warned once
     out = Path(out)
     _check_out(out, [run for run, _, _ in items])
     p = plan(items, cfg, out, train)

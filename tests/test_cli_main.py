@@ -1,0 +1,43 @@
+"""The CLI shell: one-line errors with exit 2, and a closed pipe is not a failure."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from lrdoctor.cli import main
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_logs"
+
+
+def test_unwritable_output_path_is_one_line_and_exit_2(tmp_path, capsys):
+    rc = main(["export", str(SAMPLES / "healthy-mlp-tensorboard"), "-o", str(tmp_path / "missing" / "x.csv")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("lrdoctor: error:") and "\n" not in err and "Traceback" not in err
+
+
+def test_report_into_an_unwritable_place_is_one_line_and_exit_2(tmp_path, capsys):
+    target = tmp_path / "ro"
+    target.write_text("a file, not a directory")
+    rc = main(["report", str(SAMPLES / "healthy-mlp-tensorboard"), "-o", str(target / "r.html")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and "Traceback" not in err
+
+
+def test_reader_closing_the_pipe_early_is_exit_0():
+    # export of all samples to stdout is far more than a pipe buffer (64 KiB), so the write fails
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lrdoctor.cli", "export", str(SAMPLES), "-o", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    proc.stdout.read(20)
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 0
+    assert b"Traceback" not in proc.stderr.read()
+
+
+def test_unknown_subcommand_is_exit_2(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "frobnicate" in capsys.readouterr().err
