@@ -8,6 +8,7 @@ matches the role's fallback pattern. The table is documented in README ("Metric 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import pandas as pd
 from .errors import RoleSpecError
 from .model import Run, Series
 
+log = logging.getLogger(__name__)
+
 ROLES = ("train_loss", "val_loss", "grad_norm", "lr", "val_metric")
 
 #: Exact aliases, most specific first. Matching is case-insensitive.
@@ -29,10 +32,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
         "train_loss_step", "train/loss_step", "train/loss", "loss/train", "loss", "train_loss",
         "training_loss", "train loss", "train_loss_epoch", "train/running_loss",
         "mean_loss", "train/train_loss", "losses/train",
+        # Keras's TensorBoard callback: logs/train/ + logs/validation/ read as one run.
+        "train/epoch_loss", "epoch_loss",
     ),
     "val_loss": (
         "val_loss", "val/loss", "valid_loss", "validation_loss", "loss/val", "loss/validation",
         "eval_loss", "eval/loss", "val_loss_epoch", "test_loss", "validation/loss", "val loss",
+        "validation/epoch_loss", "val/epoch_loss", "eval/epoch_loss",
     ),
     "grad_norm": (
         "grad_norm", "train/grad_norm", "grad_2.0_norm_total", "gradient norm", "gradient_norm",
@@ -46,6 +52,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "val_metric": (
         "val_acc", "val_accuracy", "val/acc", "val/accuracy", "eval_accuracy", "eval/accuracy",
         "accuracy/val", "valid_acc", "val_acc_epoch", "metrics/map_0.5", "eval_f1", "val_f1",
+        "validation/epoch_accuracy", "val/epoch_accuracy", "eval/epoch_accuracy",
+        "validation/epoch_acc", "val/epoch_acc",
     ),
 }
 
@@ -60,15 +68,19 @@ PATTERNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def parse_role_overrides(items: Iterable[str]) -> dict[str, str]:
-    """Parse ``role=tag`` strings (from ``--role``)."""
+def parse_role_overrides(items: Iterable[str], *, source: str | None = None) -> dict[str, str]:
+    """Parse ``role=tag`` strings (from ``--role``, or from the roles config file ``source``)."""
     out: dict[str, str] = {}
     for item in items:
         role, sep, tag = item.partition("=")
         role = role.strip()
         if not sep or not tag:
+            if source:
+                raise RoleSpecError(f"expected 'role: tag', got {item!r}", path=source)
             raise RoleSpecError(f"--role expects ROLE=TAG, got {item!r}")
         if role not in ROLES:
+            if source:
+                raise RoleSpecError(f"unknown role {role!r} (known: {', '.join(ROLES)})", path=source)
             raise RoleSpecError(f"unknown role {role!r} in --role (known: {', '.join(ROLES)})")
         out[role] = tag
     return out
@@ -79,18 +91,26 @@ def load_roles_config(path: str | Path) -> dict[str, str]:
     import yaml
 
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise RoleSpecError(f"cannot read roles config: {exc}", path=str(path)) from exc
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        what = getattr(exc, "problem", None) or exc
+        raise RoleSpecError(f"cannot read roles config: {' '.join(str(what).split())}", path=str(path),
+                            location=f"line {mark.line + 1}, column {mark.column + 1}" if mark else None) from exc
     if isinstance(data, dict) and isinstance(data.get("roles"), dict):
         data = data["roles"]
     if not isinstance(data, dict):
         raise RoleSpecError("expected a mapping of role: tag", path=str(path))
-    return parse_role_overrides(f"{k}={v}" for k, v in data.items())
+    return parse_role_overrides((f"{k}={v}" for k, v in data.items()), source=str(path))
 
 
-def resolve_roles(tags: Iterable[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Map each role to the tag that plays it (roles with no tag are absent)."""
+def resolve_roles(tags: Iterable[str], overrides: Mapping[str, str] | None = None, *,
+                  run_name: str | None = None) -> dict[str, str]:
+    """Map each role to the tag that plays it (roles with no tag are absent).
+
+    An override whose tag this run lacks (one run of a sweep logs under another name) is not
+    applied: a warning names the run and the role is resolved as usual.
+    """
     tags = list(tags)
     lower = {}
     for t in tags:
@@ -99,7 +119,9 @@ def resolve_roles(tags: Iterable[str], overrides: Mapping[str, str] | None = Non
     used: set[str] = set()
     for role, tag in (overrides or {}).items():
         if tag not in tags:
-            raise RoleSpecError(f"--role {role}={tag}: the run has no tag {tag!r}")
+            log.warning("run %s has no tag %r: --role %s=%s not applied to it, %s resolved as usual",
+                        run_name or "?", tag, role, tag, role)
+            continue
         out[role] = tag
         used.add(tag)
     for role in ROLES:
@@ -131,7 +153,7 @@ class RoleView:
 
     @classmethod
     def of(cls, run: Run, overrides: Mapping[str, str] | None = None) -> RoleView:
-        return cls(run, resolve_roles(run.tags, overrides))
+        return cls(run, resolve_roles(run.tags, overrides, run_name=run.name))
 
     def has(self, role: str) -> bool:
         return role in self.roles

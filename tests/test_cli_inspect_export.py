@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -68,7 +69,7 @@ def test_export_csv_round_trip(tree, tmp_path, capsys):
     out = tmp_path / "all.csv"
     assert main(["export", str(tree), "-o", str(out)]) == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == ["run", "tag", "step", "wall_time", "value"]
+    assert list(table.columns) == ["run", "tag", "step", "wall_time", "value", "step_axis"]
     from lrdoctor.readers import discover
 
     runs = discover(tree)
@@ -80,7 +81,8 @@ def test_export_csv_round_trip(tree, tmp_path, capsys):
         a, b = mine["value"].to_numpy(), r.scalars["value"].to_numpy()
         assert np.array_equal(a, b, equal_nan=True)
     text = out.read_text()
-    assert ",nan\n" in text and ",inf\n" in text and ",-inf\n" in text
+    for lit in ("nan", "inf", "-inf"):  # the value column, then step_axis
+        assert re.search(rf",{lit},(step|epoch)\n", text), lit
     assert "wrote" in capsys.readouterr().err
 
 
@@ -95,3 +97,37 @@ def test_export_parquet(tree, tmp_path):
 def test_export_bad_suffix(tree, tmp_path, capsys):
     assert main(["export", str(tree), "-o", str(tmp_path / "x.xlsx")]) == 2
     assert ".csv or .parquet" in capsys.readouterr().err
+
+
+def _two_csv_runs(root):
+    for name, tag in (("a", "my/loss"), ("b", "other/loss")):
+        (root / name).mkdir(parents=True)
+        (root / name / "log.csv").write_text(f"step,{tag}\n" + "".join(f"{i},{1.0 / (i + 1)}\n" for i in range(30)))
+
+
+@pytest.mark.parametrize("cmd", ["inspect", "diagnose"])
+def test_role_override_on_a_sweep_applies_where_the_tag_exists(tmp_path, capsys, cmd):
+    _two_csv_runs(tmp_path)
+    assert main([cmd, str(tmp_path), "--role", "train_loss=my/loss"]) == 0
+    cap = capsys.readouterr()
+    warned = [line for line in cap.err.splitlines() if "not applied" in line]
+    assert len(warned) == 1 and "run b" in warned[0] and "'my/loss'" in warned[0]
+    if cmd == "inspect":
+        assert "train_loss=my/loss" in cap.out and "train_loss=other/loss" in cap.out
+
+
+def test_errors_are_one_line_and_name_the_file(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("step,loss\n0,1.0\n1,0.5,7\n2,0.4\n")
+    assert main(["inspect", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err and "line 3" in err
+    cfg = tmp_path / "roles.yaml"
+    cfg.write_text("train_loss: [a\nval_loss: b\n")
+    assert main(["inspect", str(bad), "--roles-config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(cfg) in err and "line " in err
+    cfg.write_text("trian_loss: my/loss\n")
+    assert main(["inspect", str(bad), "--roles-config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(cfg) in err and "'trian_loss'" in err and "--role" not in err

@@ -160,12 +160,13 @@ def test_sparse_wide_csv_several_rows_per_step(tmp_path):
     assert not run.annotations
 
 
-def test_non_numeric_cell_becomes_nan_with_annotation_or_error_under_strict(tmp_path):
+def test_non_numeric_cell_is_no_point_but_an_annotation_or_error_under_strict(tmp_path):
     f = tmp_path / "log.csv"
     f.write_text("step,loss,acc\n0,1.5,0.1\n1,oops,0.2\n2,nan,0.3\n3,1.2,0.4\n")
     [run] = discover(f)
     steps, vals = values_of(run, "loss")
-    assert steps == [0, 1, 2, 3] and same(vals, [1.5, np.nan, np.nan, 1.2])
+    # the logged nan literal is a NaN point; the text is none (a NaN would read as a divergence)
+    assert steps == [0, 2, 3] and same(vals, [1.5, np.nan, 1.2])
     [note] = run.annotations
     assert note.kind == "non_numeric" and "'oops'" in note.message
     assert note.path == str(f) and note.location == "line 3, column 'loss'"
@@ -243,3 +244,31 @@ def test_csv_module_floats_round_trip_exactly(tmp_path, values):
         assert all(math.copysign(1, a) == math.copysign(1, b) for a, b in zip(vals, want, strict=True)
                    if a == 0 and b == 0)
     assert not run.annotations
+
+
+def test_utf16_csv_with_bom_is_read(tmp_path):
+    f = tmp_path / "log.csv"
+    with f.open("w", encoding="utf-16", newline="") as fh:  # what Excel / PowerShell write
+        csv.writer(fh).writerows([["step", "loss"], [1, 0.5], [2, 0.25]])
+    assert f.read_bytes()[:2] in (b"\xff\xfe", b"\xfe\xff")
+    [run] = discover(f)
+    steps, vals = values_of(run, "loss")
+    assert run.format == "csv" and steps == [1, 2] and same(vals, [0.5, 0.25])
+
+
+def test_annotation_numbers_are_plain(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_text("step,loss\n0,1.0\n6.5,0.9\n")
+    [run] = discover(f)
+    [note] = run.annotations
+    assert note.kind == "fractional_step" and "(first 6.5)" in note.message and "np." not in note.message
+
+
+def test_text_in_step_column_keeps_the_row(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_text("step,loss\n0,1.0\nabc,0.9\n2,0.8\n")
+    [run] = discover(f)
+    steps, vals = values_of(run, "loss")
+    assert steps == [0, 0, 2] and same(vals, [1.0, 0.9, 0.8])
+    [note] = [a for a in run.annotations if a.kind == "non_numeric"]
+    assert "'abc'" in note.message and "previous row's step" in note.message

@@ -10,7 +10,10 @@ import click
 from ..errors import UsageError
 from .common import run_input_options
 
-COLUMNS = ["run", "tag", "step", "wall_time", "value"]
+#: The issue's tidy columns, then ``step_axis``: what ``step`` counts for that run ("step", or
+#: "epoch" for Keras logs, "row" never: row-numbered logs say "step"). One table holds runs of
+#: both kinds, so the axis is a column rather than the name of the step column.
+COLUMNS = ["run", "tag", "step", "wall_time", "value", "step_axis"]
 
 
 @click.command("export")
@@ -20,14 +23,17 @@ COLUMNS = ["run", "tag", "step", "wall_time", "value"]
 @click.pass_context
 def export_cmd(ctx: click.Context, path: str, fmt: str | None, strict: bool, roles: tuple[str, ...],
                roles_config: str | None, output: str) -> int:
-    """Write all scalars under PATH with columns run, tag, step, wall_time, value.
+    """Write all scalars under PATH with columns run, tag, step, wall_time, value, step_axis.
+
+    step_axis says what the step column counts for that run: "step", or "epoch" (Keras logs).
 
     Every point is written, tags keep their logged names, NaN and +-inf are kept (in CSV as
     nan, inf, -inf, which pandas and numpy read back).
     """
     import pandas as pd
 
-    from ..readers import discover
+    from ..readers import discover_with_errors
+    from .inspect import report_unreadable
 
     out = Path(output)
     kind = "csv" if output == "-" or out.suffix.lower() == ".csv" else (
@@ -40,8 +46,8 @@ def export_cmd(ctx: click.Context, path: str, fmt: str | None, strict: bool, rol
         except ImportError as exc:
             raise UsageError("parquet output needs pyarrow: pip install 'lrdoctor[parquet]' "
                              "(or write .csv)") from exc
-    runs = discover(path, format=fmt, strict=strict, progress=sys.stderr.isatty())
-    frames = [run.scalars.assign(run=run.name)[COLUMNS] for run in runs]
+    runs, errors = discover_with_errors(path, format=fmt, strict=strict, progress=sys.stderr.isatty())
+    frames = [run.scalars.assign(run=run.name, step_axis=run.step_axis)[COLUMNS] for run in runs]
     table = pd.concat(frames, ignore_index=True)
     if kind == "parquet":
         table.to_parquet(out, index=False)
@@ -51,4 +57,4 @@ def export_cmd(ctx: click.Context, path: str, fmt: str | None, strict: bool, rol
         table.to_csv(target, index=False, na_rep="nan", lineterminator="\n")
     if output != "-":
         click.echo(f"wrote {len(table)} points from {len(runs)} runs to {out}", err=True)
-    return 0
+    return report_unreadable(errors)

@@ -35,7 +35,7 @@ def summarize(run: Run, overrides: dict[str, str]) -> dict[str, Any]:
         tags = [{"tag": str(names[i]), "points": int(count[i]), "nan": int(nan[i]), "inf": int(inf[i]),
                  "first_step": int(smin[i]), "last_step": int(smax[i])} for i in range(k)]
     usable = {r: t for r, t in overrides.items() if t in run.tags}
-    roles = resolve_roles(run.tags, usable)
+    roles = resolve_roles(run.tags, overrides, run_name=run.name)
     return {
         "name": run.name,
         "format": run.format,
@@ -103,10 +103,10 @@ Formats (for --format): {", ".join(FORMATS)}.
 @click.pass_context
 def inspect_cmd(ctx: click.Context, path: str, fmt: str | None, strict: bool, roles: tuple[str, ...],
                 roles_config: str | None, as_json: bool) -> int:
-    from ..readers import discover
+    from ..readers import discover_with_errors
 
     overrides = role_overrides(roles, roles_config)
-    runs = discover(path, format=fmt, strict=strict, progress=sys.stderr.isatty())
+    runs, errors = discover_with_errors(path, format=fmt, strict=strict, progress=sys.stderr.isatty())
     summaries = [summarize(run, overrides) for run in runs]
     for role, tag in overrides.items():
         if all(role in s["unused_role_overrides"] for s in summaries):
@@ -115,5 +115,12 @@ def inspect_cmd(ctx: click.Context, path: str, fmt: str | None, strict: bool, ro
         click.echo(json.dumps(summaries, indent=2, default=str))
     else:
         click.echo("\n\n".join(render(s) for s in summaries))
-    return 0
+    return report_unreadable(errors)
+
+
+def report_unreadable(errors: list) -> int:
+    """One stderr line per run that could not be read (shown even with -q); exit code 2 if any."""
+    for exc in errors:
+        click.echo(f"lrdoctor: error: run not read: {exc}", err=True)
+    return 2 if errors else 0
 

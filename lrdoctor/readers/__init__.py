@@ -12,7 +12,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import LogFormatError, NoRunsFoundError, UsageError
+from ..errors import LogFormatError, LrdoctorError, NoRunsFoundError, UsageError
 from ..model import Annotation, Run
 from .base import ORIGIN_FILE, Reader, ReadOptions, RunSource
 from .discovery import Finder, origin_dir
@@ -23,6 +23,7 @@ from .keras_csv import KerasCSVReader
 from .keras_history_json import KerasHistoryReader
 from .lightning_csv import LightningCSVReader
 from .mlflow import MLflowReader
+from .tabular import one_line
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,8 @@ READERS: list[Reader] = [
     GenericCSVReader(),
 ]
 
-__all__ = ["READERS", "ReadOptions", "RunSource", "discover", "find_run_sources", "get_reader", "read_source",
-           "supported_formats"]
+__all__ = ["READERS", "ReadOptions", "RunSource", "discover", "discover_with_errors", "find_run_sources",
+           "get_reader", "read_source", "supported_formats"]
 
 
 def supported_formats() -> list[str]:
@@ -76,7 +77,7 @@ def find_run_sources(path: str | Path, format: str | None = None) -> list[RunSou
         what = f" of format {format!r}" if format else ""
         msg = f"no runs{what} found under {path}"
         if finder.lfs_pointers:
-            msg += f" ({len(finder.lfs_pointers)} Git LFS pointer files instead of event files, e.g. " \
+            msg += f" ({len(finder.lfs_pointers)} Git LFS pointer files instead of logs, e.g. " \
                    f"{finder.lfs_pointers[0]}: run 'git lfs pull')"
         raise NoRunsFoundError(msg)
     return sources
@@ -89,6 +90,10 @@ def read_source(source: RunSource, options: ReadOptions) -> Run:
                              path=str(source.root))
     reader = get_reader(source.format)
     run = reader.read(source, options)
+    if not len(run.scalars):
+        # A run with nothing to diagnose must not read as a healthy one.
+        where = source.files[0] if len(source.files) == 1 else source.root
+        raise LogFormatError(f"no scalar values (read as {source.format})", path=str(where))
     changes: dict = {}
     if run.name != source.name:
         changes["name"] = source.name
@@ -98,12 +103,43 @@ def read_source(source: RunSource, options: ReadOptions) -> Run:
             changes["origin"] = json.loads(origin_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             changes["annotations"] = run.annotations + (
-                Annotation("bad_origin", f"cannot read {ORIGIN_FILE}: {exc}", path=str(origin_path)),)
+                Annotation("bad_origin", f"cannot read {ORIGIN_FILE}: {one_line(exc)}", path=str(origin_path)),)
     lfs = source.extra.get("lfs_pointers")
     if lfs:
         changes["annotations"] = changes.get("annotations", run.annotations) + tuple(
-            Annotation("lfs_pointer", "a Git LFS pointer, not an event file; skipped", path=p) for p in lfs)
+            Annotation("lfs_pointer", "a Git LFS pointer, not the log file itself ('git lfs pull' fetches it); "
+                       "skipped", path=p) for p in lfs)
     return replace(run, **changes) if changes else run
+
+
+def discover_with_errors(path: str | Path, *, format: str | None = None, strict: bool = False,
+                         progress: bool = False) -> tuple[list[Run], list[LrdoctorError]]:
+    """Find and read every run under ``path``: the runs that could be read, and one error per run
+    that could not (each names its file; nothing is logged here, the caller reports them).
+
+    Raises when nothing can be read: a single file that cannot be read, any unreadable run under
+    ``strict``, or a tree whose every run fails (the only error, or a summary naming the first).
+    """
+    sources = find_run_sources(path, format)
+    options = ReadOptions(strict=strict)
+    single = Path(path).is_file()
+    runs: list[Run] = []
+    errors: list[LrdoctorError] = []
+    for source in _progress(sources, progress):
+        try:
+            runs.append(read_source(source, options))
+        except LogFormatError as exc:
+            if strict or single:
+                raise
+            errors.append(exc)
+    if not runs:
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise LogFormatError(f"none of the {len(errors)} runs found could be read (first: {errors[0]})",
+                                 path=str(path))
+        raise NoRunsFoundError(f"no runs found under {path}")
+    return runs, errors
 
 
 def discover(path: str | Path, *, format: str | None = None, strict: bool = False,
@@ -111,25 +147,12 @@ def discover(path: str | Path, *, format: str | None = None, strict: bool = Fals
     """Find and read every run under ``path``.
 
     In a tree, a run that cannot be read is skipped with a warning (an error under ``strict``);
-    a single file that cannot be read is always an error.
+    a single file that cannot be read is always an error. :func:`discover_with_errors` returns
+    the skipped runs' errors instead of only logging them.
     """
-    sources = find_run_sources(path, format)
-    options = ReadOptions(strict=strict)
-    single = Path(path).is_file()
-    runs: list[Run] = []
-    errors: list[LogFormatError] = []
-    for source in _progress(sources, progress):
-        try:
-            runs.append(read_source(source, options))
-        except LogFormatError as exc:
-            if strict or single:
-                raise
-            log.warning("run %s skipped: %s", source.name, exc)
-            errors.append(exc)
-    if not runs:
-        if errors:
-            raise errors[0]
-        raise NoRunsFoundError(f"no runs found under {path}")
+    runs, errors = discover_with_errors(path, format=format, strict=strict, progress=progress)
+    for exc in errors:
+        log.warning("run skipped: %s", exc)
     return runs
 
 

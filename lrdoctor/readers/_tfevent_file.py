@@ -137,13 +137,13 @@ def _slow(chunk: Chunk, f: dict, v: fast.Views, records: np.ndarray, problems: P
         d, end = int(f["d"][i]), int(f["end"][i])
         at = chunk.base + int(chunk.starts[i])
         if fast.record_crc(data, d, end) != want:
-            problems.corrupt(at, f"corrupt record at byte {at}: data checksum mismatch; record skipped")
+            problems.corrupt(at, f"corrupt record at byte {at}: data checksum mismatch")
             continue
         if f["what"][i] in SKIP_WHAT or (f["single"][i] and f["kind"][i] in SKIP_VALUE_KIND):
             continue  # image, histogram, audio, graph, ...: not parsed
         ev = parse_event(data[d:end])
         if ev is None:
-            problems.corrupt(at, f"record at byte {at} does not decode as an Event; record skipped")
+            problems.corrupt(at, f"record at byte {at} does not decode as an Event")
             continue
         extract(ev, at, dec)
     for tag, plugin in dec.plugins.items():

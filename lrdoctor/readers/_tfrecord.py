@@ -51,12 +51,13 @@ class Problems:
     strict: bool
     annotations: list[Annotation] = field(default_factory=list)
 
-    def corrupt(self, offset: int, message: str) -> None:
+    def corrupt(self, offset: int, message: str, action: str = "record skipped") -> None:
+        """``message`` says what is wrong; ``action`` what reading does about it (not under strict,
+        where it is an error: "(--strict)" instead)."""
         if self.strict:
-            raise LogFormatError(message, path=self.path, location=f"byte {offset}")
-        self.annotations.append(
-            Annotation(kind="corrupt_record", message=message, path=self.path, location=f"byte {offset}")
-        )
+            raise LogFormatError(f"{message} (--strict)", path=self.path, location=f"byte {offset}")
+        self.annotations.append(Annotation(kind="corrupt_record", message=f"{message}; {action}",
+                                           path=self.path, location=f"byte {offset}"))
 
     def truncated(self, offset: int, size: int) -> None:
         self.annotations.append(
@@ -181,12 +182,12 @@ def iter_chunks(path: str | Path, problems: Problems, chunk_size: int = CHUNK_SI
                 found = _resync(data, 0)
                 if found is None:
                     if at_eof:
-                        problems.corrupt(bad_since, f"garbage from byte {bad_since} to the end of the file "
-                                         f"({size - bad_since} bytes skipped)")
+                        problems.corrupt(bad_since, f"garbage from byte {bad_since} to the end of the file",
+                                         f"{size - bad_since} bytes skipped")
                         return
                     pos += max(len(data) - HEADER, 1)
                     continue
-                problems.corrupt(bad_since, f"corrupt record at byte {bad_since}: bad length checksum; "
+                problems.corrupt(bad_since, f"corrupt record at byte {bad_since}: bad length checksum",
                                  f"skipped {pos + found - bad_since} bytes to the next valid record")
                 bad_since = None
                 if found:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,16 @@ import pandas as pd
 
 from ..errors import LogFormatError
 from ..model import Annotation
-from .tabular import Column, numeric_column, pick, text_column, to_steps, wall_time_column, wide_to_tidy
+from .tabular import (
+    Column,
+    numeric_column,
+    one_line,
+    pick,
+    text_column,
+    to_steps,
+    wall_time_column,
+    wide_to_tidy,
+)
 
 #: Step-axis column names, most specific first (case-insensitive).
 STEP_NAMES = ("step", "global_step", "globalstep", "steps", "iteration", "iter", "iterations", "it",
@@ -30,14 +41,31 @@ EPOCH_NAMES = ("epoch", "epochs")
 USE_ARROW = True
 
 
+def encoding_of(head: bytes) -> str:
+    """The text encoding a CSV log's byte-order mark announces (Windows tools write UTF-16)."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    return "utf-8-sig"
+
+
 def header_of(head: bytes) -> list[str] | None:
     """The stripped column names of a comma-separated file from its first bytes, or None."""
+    if encoding_of(head) == "utf-16":
+        text = head[: len(head) // 2 * 2].decode("utf-16", errors="ignore")
+        return _header_names(text)
     if b"\x00" in head or not head.strip():
         return None
     try:
         text = head.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = head[:-4].decode("utf-8-sig", errors="strict") if len(head) > 4 else ""
+        try:
+            text = head[:-4].decode("utf-8-sig", errors="strict") if len(head) > 4 else ""
+        except UnicodeDecodeError:
+            return None
+    return _header_names(text)
+
+
+def _header_names(text: str) -> list[str] | None:
     first = text.lstrip("\r\n").splitlines()[0] if text.strip() else ""
     if "," not in first:
         return None
@@ -70,13 +98,17 @@ def load_csv(path: Path) -> pd.DataFrame:
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    with path.open("rb") as fh:
+        encoding = encoding_of(fh.read(4))
     try:
         df = pd.read_csv(
             path, keep_default_na=False, na_values=[""], skipinitialspace=True,
-            encoding="utf-8-sig",
+            encoding=encoding,
         )
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise LogFormatError(f"cannot parse CSV: {exc}", path=str(path)) from exc
+        m = re.search(r"\bline (\d+)", str(exc))
+        raise LogFormatError(f"cannot parse CSV: {one_line(exc)}", path=str(path),
+                             location=f"line {m.group(1)}" if m else None) from exc
     except pd.errors.EmptyDataError as exc:
         raise LogFormatError("empty file", path=str(path)) from exc
     df.columns = [str(c).strip() for c in df.columns]
@@ -156,6 +188,9 @@ def _arrow_columns(path: Path, *, strict: bool, missing: Sequence[str], text: Se
         import pyarrow.csv as pcsv
     except ImportError:
         return None
+    with path.open("rb") as fh:
+        if encoding_of(fh.read(4)) != "utf-8-sig":
+            return None  # pandas decodes UTF-16
     try:
         table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
             null_values=["", *missing], strings_can_be_null=True, quoted_strings_can_be_null=True))
@@ -216,6 +251,10 @@ def read_wide_csv(path: Path, *, strict: bool, step_names: Sequence[str] = STEP_
     else:
         steps, more = to_steps(columns[step_name], spath, locs)
         notes += more
+        # A text cell in the step column loses its step, not its row's points (see missing_step).
+        where = f"column {step_name!r}"
+        notes = [replace(a, message=a.message.rsplit(": not a number", 1)[0] + ": not a step; the previous row's step is used")
+                 if a.kind == "non_numeric" and (a.location or "").endswith(where) else a for a in notes]
     metrics = [c for n, c in columns.items() if n not in (step_name, wt_name)]
     table, more = wide_to_tidy(steps, locs, metrics, spath, wall_time=wall_time,
                                axis="epoch" if axis == "epoch" else "step")

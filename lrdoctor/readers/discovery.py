@@ -3,6 +3,9 @@
 Rules (README "Runs and discovery"):
 - A TensorBoard run is the topmost directory (at or below the searched path) that directly holds
   event files; event files in its subdirectories (``add_scalars``/``add_hparams``) belong to it.
+- Keras's ``logs/train/`` + ``logs/validation/`` (sibling directories named train, validation,
+  val or eval that hold event files, under a parent that holds none) are one run rooted at the
+  parent.
 - An MLflow run is a directory with ``metrics/`` next to ``meta.yaml``/``params/``/``tags/``.
 - ``trainer_state.json`` copies in ``checkpoint-*/`` are skipped when the run directory has its own;
   otherwise the copy with the largest ``global_step`` is read.
@@ -78,9 +81,14 @@ class Finder:
         head = _head(path)
         if self.forced is not None:
             fmt = self.forced.name
-        elif is_event_file_name(path.name) and self.is_lfs(head):
-            raise LogFormatError("a Git LFS pointer, not an event file (fetch it with 'git lfs pull')",
+        elif self.is_lfs(head):
+            what = "an event file" if is_event_file_name(path.name) else "the log file"
+            raise LogFormatError(f"a Git LFS pointer, not {what} (fetch it with 'git lfs pull')",
                                  path=str(path))
+        elif is_event_file_name(path.name) and not self.sniff(path, head) == "tensorboard":
+            if not head:
+                raise LogFormatError("empty event file (0 bytes): nothing was written to it", path=str(path))
+            fmt = "tensorboard"  # by its name: the reader says what is wrong with the records
         else:
             fmt = self.sniff(path, head)
             if fmt is None and self.mlflow is not None and self.mlflow.sniff(path, head):
@@ -123,13 +131,16 @@ class Finder:
                 head = _head(path)
                 if not head:
                     continue
-                if is_event_file_name(fname) and self.is_lfs(head):
-                    log.warning("%s: a Git LFS pointer, not an event file (fetch it with 'git lfs pull'); "
-                                "skipped", path)
+                if self.is_lfs(head):
+                    what = "an event file" if is_event_file_name(fname) else "a log file"
+                    log.warning("%s: a Git LFS pointer, not %s (fetch it with 'git lfs pull'); skipped",
+                                path, what)
                     self.lfs_pointers.append(path)
                     continue
                 fmt = self.forced.name if self.forced and self.forced.sniff(path, head) else (
                     None if self.forced else self.sniff(path, head))
+                if fmt is None and is_event_file_name(fname) and self.wants("tensorboard"):
+                    fmt = "tensorboard"  # a truncated/corrupt start: the reader reports it
                 if fmt is None:
                     continue
                 if fmt == "tensorboard":
@@ -139,6 +150,7 @@ class Finder:
                     tb_runs[tb_root].append(path)
                 else:
                     found.append((d, fmt, path))
+        tb_runs = merge_split_dirs(tb_runs)
         sources = [self._tb(root, r, files) for r, files in tb_runs.items()]
         sources += [self._mlflow(root, r) for r in mlflow_runs]
         sources += self._files(root, found)
@@ -179,6 +191,30 @@ class Finder:
             out.append(RunSource(name=_rel(root, run_dir), root=best, files=(best,), format="hf_trainer_state",
                                  extra={"dir": str(run_dir), "note": note}))
         return out
+
+
+#: Subdirectory names Keras's TensorBoard callback (and similar) use for one run's phases.
+SPLIT_DIRS = frozenset({"train", "validation", "val", "eval"})
+
+
+def merge_split_dirs(tb_runs: dict[Path, list[Path]]) -> dict[Path, list[Path]]:
+    """Keras writes one run as ``logs/train/`` + ``logs/validation/``: sibling directories named
+    train/validation/val/eval that hold event files, under a parent that holds none, are one run
+    rooted at the parent (their tags become ``train/epoch_loss``, ``validation/epoch_loss``)."""
+    by_parent: dict[Path, list[Path]] = {}
+    for d in tb_runs:
+        if d.name in SPLIT_DIRS:
+            by_parent.setdefault(d.parent, []).append(d)
+    out: dict[Path, list[Path]] = {}
+    merged: dict[Path, Path] = {}
+    for parent, dirs in by_parent.items():
+        if len(dirs) >= 2 and parent not in tb_runs:
+            for d in dirs:
+                merged[d] = parent
+    for d, files in tb_runs.items():
+        key = merged.get(d, d)
+        out.setdefault(key, []).extend(files)
+    return out
 
 
 def _ckpt_no(path: Path) -> int:

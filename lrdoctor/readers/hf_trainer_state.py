@@ -20,7 +20,7 @@ from ..errors import LogFormatError
 from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
 from .records import records_to_columns
-from .tabular import Column, to_steps, wide_to_tidy
+from .tabular import Column, one_line, to_steps, wide_to_tidy
 
 FILE_NAME = "trainer_state.json"
 _GLOBAL_STEP = re.compile(rb'"global_step"\s*:\s*(\d+)')
@@ -51,7 +51,7 @@ class HFTrainerStateReader:
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise LogFormatError(f"cannot parse trainer_state.json: {exc}", path=spath) from exc
+            raise LogFormatError(f"cannot parse trainer_state.json: {one_line(exc)}", path=spath) from exc
         history = state.get("log_history") if isinstance(state, dict) else None
         if not isinstance(history, list):
             raise LogFormatError("no 'log_history' list", path=spath)

@@ -18,7 +18,7 @@ from ..errors import LogFormatError
 from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
 from .records import records_to_columns
-from .tabular import pick, to_steps, wall_time_column, wide_to_tidy
+from .tabular import one_line, pick, to_steps, wall_time_column, wide_to_tidy
 
 STEP_KEYS = ("current_steps", "step", "global_step", "steps", "iteration", "iter", "_step",
              "trainer/global_step", "current_step", "epoch")
@@ -49,7 +49,7 @@ class JSONLinesReader:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise LogFormatError(f"cannot read: {exc}", path=spath) from exc
+            raise LogFormatError(f"cannot read: {one_line(exc)}", path=spath) from exc
         records, locs, notes = [], [], []
         for no, line in enumerate(lines, start=1):
             if not line.strip():
@@ -59,7 +59,7 @@ class JSONLinesReader:
             except ValueError as exc:
                 last = no == len(lines)
                 if options.strict:
-                    raise LogFormatError(f"invalid JSON: {exc}", path=spath, location=f"line {no}") from exc
+                    raise LogFormatError(f"invalid JSON: {one_line(exc)}", path=spath, location=f"line {no}") from exc
                 notes.append(Annotation("truncated" if last else "corrupt_record",
                                         f"line is not valid JSON ({exc.msg}); skipped",
                                         path=spath, location=f"line {no}"))

@@ -17,7 +17,7 @@ from ..errors import LogFormatError
 from ..model import Run
 from .base import ReadOptions, RunSource
 from .records import records_to_columns
-from .tabular import wide_to_tidy
+from .tabular import one_line, wide_to_tidy
 
 _SHAPE = re.compile(rb'^\s*\{\s*"[^"]*"\s*:\s*\[\s*(-?[0-9.]|NaN|-?Infinity|null|\])')
 
@@ -35,7 +35,7 @@ class KerasHistoryReader:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise LogFormatError(f"cannot parse JSON: {exc}", path=spath) from exc
+            raise LogFormatError(f"cannot parse JSON: {one_line(exc)}", path=spath) from exc
         if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
             raise LogFormatError("expected a JSON object of lists (json.dump(history.history))", path=spath)
         n = max((len(v) for v in data.values()), default=0)

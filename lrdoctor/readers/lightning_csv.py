@@ -14,6 +14,7 @@ from typing import Any
 from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
 from .csvfile import header_of, read_wide_csv
+from .tabular import one_line
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def read_hparams(path: Path) -> tuple[dict[str, Any], list[Annotation]]:
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 (SafeLoader subclass)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        return {}, [Annotation("bad_hparams", f"cannot read hparams: {exc}", path=str(path))]
+        return {}, [Annotation("bad_hparams", f"cannot read hparams: {one_line(exc)}", path=str(path))]
     if data is None:
         return {}, []
     if not isinstance(data, dict):

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ..errors import LogFormatError
 from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
-from .tabular import backwards_annotations, cap, duplicate_annotations, text_column, tidy_frame
+from .tabular import backwards_annotations, cap, duplicate_annotations, one_line, tidy_frame
 
 _LINE = re.compile(rb"^\s*\d+ \S+( -?\d+)?\s*$")
 
@@ -86,39 +85,59 @@ def _tag(path: Path, run_dir: Path) -> str:
 
 
 def _read_metric(path: Path, tag: str, strict: bool) -> tuple[tuple[np.ndarray, ...], list[Annotation]]:
-    """(steps, wall times in s, values) of one metric file."""
+    """(steps, wall times in s, values) of one metric file.
+
+    Parsed line by line (MLflow writes one ``str(float)`` per line, so NaN/inf arrive as ``nan``,
+    ``inf``): a line that is not ``<int timestamp> <number> [<int step>]`` is named in an
+    annotation and skipped, never turned into a point (``--strict``: an error).
+    """
     spath = str(path)
-    empty = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0))
     try:
-        df = pd.read_csv(path, sep=" ", header=None, dtype=str, keep_default_na=False, na_values=[""],
-                         skip_blank_lines=True)
-    except pd.errors.EmptyDataError:
-        return empty, []
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise LogFormatError(f"cannot parse MLflow metric file: {exc}", path=spath) from exc
-    if df.shape[1] not in (2, 3):
-        raise LogFormatError(f"expected '<timestamp> <value> <step>' lines, got {df.shape[1]} fields",
-                             path=spath, location="line 1")
-    locs = np.arange(len(df), dtype=np.int64) + 1
+        text = path.read_bytes().decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LogFormatError(f"cannot read MLflow metric file: {one_line(exc)}", path=spath) from exc
+    rows = [(i + 1, line.split()) for i, line in enumerate(text.splitlines()) if line.strip()]
+    # Very old MLflow wrote no step; a file is one or the other, so the usual width decides.
+    width = 3 if sum(len(f) == 3 for _, f in rows) * 2 >= len(rows) else 2
+    ts_l: list[float] = []
+    val_l: list[float] = []
+    step_l: list[int] = []
+    locs: list[int] = []
+    bad: list[tuple[int, str]] = []
+    for lineno, fields in rows:
+        try:
+            if len(fields) != width:
+                raise ValueError
+            ts, value = int(fields[0]), float(fields[1])
+            step = int(fields[2]) if width == 3 else 0
+        except ValueError:
+            bad.append((lineno, " ".join(fields)))
+            continue
+        ts_l.append(ts)
+        val_l.append(value)
+        step_l.append(step)
+        locs.append(lineno)
     notes: list[Annotation] = []
-    ts = pd.to_numeric(df[0], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    val, more = text_column(df[1], "value", spath, locs, strict=strict)
-    notes += more
-    if val is None:
-        return empty, notes
-    if df.shape[1] == 3:
-        steps = pd.to_numeric(df[2], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        steps = np.nan_to_num(steps, nan=0.0).astype(np.int64)
-    else:
-        steps = np.zeros(len(df), dtype=np.int64)
+    if bad:
+        lineno, line = bad[0]
+        expected = "'<timestamp> <value> <step>'" if width == 3 else "'<timestamp> <value>'"
+        if strict:
+            raise LogFormatError(f"not a metric line {expected}: {line[:60]!r}", path=spath,
+                                 location=f"line {lineno}")
+        listed = ", ".join(str(n) for n, _ in bad[:20]) + (", ..." if len(bad) > 20 else "")
+        notes.append(Annotation("bad_line", f"{len(bad)} line(s) not of the form {expected} skipped "
+                                f"(first: {line[:60]!r}; lines {listed})", path=spath,
+                                location=f"line {lineno}"))
+    steps = np.asarray(step_l, dtype=np.int64)
+    values = np.asarray(val_l, dtype=np.float64)
+    wall = np.asarray(ts_l, dtype=np.float64) / 1000.0
+    loc = np.asarray(locs, dtype=np.int64)
+    if width == 2 and len(steps):
         notes.append(Annotation("no_step_column", "old MLflow metric file without steps; step 0 used",
                                 path=spath))
-    keep = val.present
-    steps, values = steps[keep], val.values[keep]
-    notes += backwards_annotations(steps, locs[keep], spath)
-    notes += duplicate_annotations(np.zeros(len(steps), dtype=np.int64), steps, values, locs[keep],
-                                   [tag], spath)
-    return (steps, ts[keep] / 1000.0, values), notes
+    notes += backwards_annotations(steps, loc, spath)
+    notes += duplicate_annotations(np.zeros(len(steps), dtype=np.int64), steps, values, loc, [tag], spath)
+    return (steps, wall, values), notes
 
 
 def _params(run_dir: Path) -> dict[str, Any]:

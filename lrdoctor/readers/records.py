@@ -1,9 +1,9 @@
 """JSON-shaped logs (HF ``log_history``, JSON Lines, Keras ``history.json``) to numeric columns.
 
 JSON has already parsed the numbers (Python's json reads the bare ``NaN``/``Infinity`` literals
-too), so this only sorts each value into: number (a point), ``null`` (not logged at this record),
-or text (a point with value NaN plus an annotation; a key that only ever holds text, such as
-``remaining_time: "1:02:03"``, is reported once and left out).
+too), so this only sorts each value into: number (a point; ``NaN``/``Infinity`` included), ``null``
+(not logged at this record), or text (no point, an annotation naming the line and key; a key
+that only ever holds text, such as ``remaining_time: "1:02:03"``, is reported once and left out).
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LogFormatError
 from ..model import Annotation
-from .tabular import MAX_PER_KIND, Column
+from .tabular import Column, bad_cell_annotations, short_repr
 
 
 def _number(v: Any) -> float | None:
@@ -52,34 +51,21 @@ def records_to_columns(
             if v is None:
                 continue
             x = _number(v)
-            present[key][i] = True
-            if x is None:
+            if x is None:  # text is no point (a NaN there would read as a divergence)
                 texts.setdefault(key, []).append((i, v))
             else:
+                present[key][i] = True
                 values[key][i] = x
     cols: dict[str, Column] = {}
     notes: list[Annotation] = []
     for key in values:
         bad = texts.get(key, [])
-        if bad and len(bad) == int(present[key].sum()):
+        if bad and not present[key].any():
             notes.append(Annotation("non_numeric_column",
-                                    f"key {key!r} holds text (e.g. {_short(bad[0][1])}), not read as a metric",
+                                    f"key {key!r} holds text (e.g. {short_repr(bad[0][1])}), not read as a metric",
                                     path=path, location=f"key {key!r}"))
             continue
-        for i, v in bad[:MAX_PER_KIND]:
-            where = f"{loc_label} {locs[i]}, key {key!r}"
-            if strict:
-                raise LogFormatError(f"non-numeric value {_short(v)}", path=path, location=where)
-            notes.append(Annotation("non_numeric", f"non-numeric value {_short(v)} in key {key!r} read as NaN",
-                                    path=path, location=where))
-        if len(bad) > MAX_PER_KIND:
-            notes.append(Annotation("non_numeric", f"{len(bad) - MAX_PER_KIND} more non-numeric values in key "
-                                    f"{key!r} read as NaN", path=path, location=f"key {key!r}"))
+        notes += bad_cell_annotations([(int(locs[i]), v) for i, v in bad], key, path, strict=strict,
+                                      loc_label=loc_label, what="key")
         cols[key] = Column(key, values[key], present[key])
     return cols, notes
-
-
-def _short(v: Any) -> str:
-    text = repr(v)
-    return text if len(text) <= 60 else text[:57] + "..."
-

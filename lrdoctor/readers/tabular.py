@@ -1,9 +1,10 @@
 """Shared cleaning for table-shaped logs (CSV, JSON records): text cells to numbers, step
 columns, wide rows to the tidy table, and the annotations that say what was odd.
 
-Everything here is vectorised over rows; loops run over columns only. Nothing is dropped: an
-empty cell (or JSON null / Keras "NA") means "not logged at this row"; a cell that is present but
-not a number becomes NaN *and* an annotation naming the file, line and column.
+Everything here is vectorised over rows; loops run over columns only. Nothing is dropped silently:
+an empty cell (or JSON null / Keras "NA") means "not logged at this row"; a NaN/inf literal
+(``nan``, ``Infinity``, ``-inf``...) is a NaN/inf point; any other cell that is not a number
+(``N/A``, ``null``, ``--``) is no point *and* an annotation naming the file, line, column and text.
 """
 
 from __future__ import annotations
@@ -69,20 +70,55 @@ def text_column(
             f"column {name!r} holds text (e.g. {example!r}), not read as a metric",
             path=path, location=f"column {name!r}",
         )]
-    notes: list[Annotation] = []
-    bad_rows = np.flatnonzero(bad)
-    for i in bad_rows[:MAX_PER_KIND]:
-        where = f"{loc_label} {int(locs[i])}, column {name!r}"
-        if strict:
-            raise LogFormatError(f"non-numeric value {s.iloc[i]!r}", path=path, location=where)
-        notes.append(Annotation(
-            "non_numeric", f"non-numeric value {s.iloc[i]!r} in column {name!r} read as NaN",
-            path=path, location=where,
-        ))
-    if len(bad_rows) > MAX_PER_KIND:
-        notes.append(Annotation("non_numeric", f"{len(bad_rows) - MAX_PER_KIND} more non-numeric values in "
-                                f"column {name!r} read as NaN", path=path, location=f"column {name!r}"))
+    notes = bad_cell_annotations([(int(locs[i]), s.iloc[i]) for i in np.flatnonzero(bad)], name, path,
+                                 strict=strict, loc_label=loc_label, what="column")
+    # A cell that is no number and no NaN/inf literal is not a point (a NaN point there would
+    # read as a divergence); the annotation says where it was.
+    present = present & ~bad
     return Column(name, num, present), notes
+
+
+def bad_cell_annotations(bad: Sequence[tuple[int, object]], name: str, path: str, *, strict: bool,
+                         loc_label: str = "line", what: str = "column") -> list[Annotation]:
+    """Annotations for cells of ``name`` that are not numbers: (line/row number, text) pairs.
+    Under ``strict`` the first one is a LogFormatError instead."""
+    notes: list[Annotation] = []
+    for loc, text in bad[:MAX_PER_KIND]:
+        where = f"{loc_label} {loc}, {what} {name!r}"
+        if strict:
+            raise LogFormatError(f"non-numeric value {short_repr(text)}", path=path, location=where)
+        notes.append(Annotation(
+            "non_numeric", f"non-numeric value {short_repr(text)} in {what} {name!r}: not a number, "
+            "no point read", path=path, location=where,
+        ))
+    if len(bad) > MAX_PER_KIND:
+        rest = ", ".join(f"{loc_label} {loc}" for loc, _ in bad[MAX_PER_KIND:MAX_PER_KIND + 10])
+        more = ", ..." if len(bad) > MAX_PER_KIND + 10 else ""
+        notes.append(Annotation("non_numeric", f"{len(bad) - MAX_PER_KIND} more non-numeric values in {what} "
+                                f"{name!r} ({rest}{more}): no points read", path=path,
+                                location=f"{what} {name!r}"))
+    return notes
+
+
+def one_line(exc: object) -> str:
+    """An exception's text on one line (pandas' tokenizer messages span several)."""
+    return " ".join(str(exc).split())
+
+
+def short_repr(v: object) -> str:
+    text = repr(v) if isinstance(v, str) else format_number(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def format_number(v: object) -> str:
+    """A number as people write it (``6.5``, ``3``), not numpy's ``np.float64(6.5)``."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    return repr(v)
 
 
 def numeric_column(raw: pd.Series, name: str) -> Column:
@@ -116,7 +152,7 @@ def to_steps(
     if frac.any():
         i = int(np.flatnonzero(frac)[0])
         notes.append(Annotation(
-            "fractional_step", f"{int(frac.sum())} non-integer values in {col.name!r} (first {vals[i]!r}) "
+            "fractional_step", f"{int(frac.sum())} non-integer values in {col.name!r} (first {format_number(vals[i])}) "
             "rounded down to whole steps", path=path, location=f"{loc_label} {int(locs[i])}",
         ))
     return np.floor(vals).astype(np.int64), notes

@@ -9,8 +9,11 @@ Tags of files in subdirectories of the run directory:
 
 * ``add_scalars(main, {"train": ..})`` writes tag ``main`` into ``<run>/<main with / as _>_train/``:
   read as ``main/train`` (e.g. ``Loss/train``, ``Loss/validation``);
-* the ``add_hparams`` subdirectory (its files hold hparams-plugin data): ``hparams/<tag>``, so the
-  final metrics it logs at step 0 never mix with the training curves of the same name;
+* the ``add_hparams`` subdirectory (its files hold hparams-plugin data): the tag as logged, or
+  ``hparams/<tag>`` when the main run has a curve of that name (the final metrics it logs at
+  step 0 must not mix with it);
+* Keras's ``train/`` + ``validation/`` (merged into one run by discovery): ``train/epoch_loss``,
+  ``validation/epoch_loss``; a run whose tags are all ``epoch_*`` has step axis ``epoch``;
 * any other subdirectory ``a/b``: ``a/b/<tag>``.
 """
 
@@ -110,7 +113,7 @@ def _file_order(path: Path) -> tuple:
     return (float(m.group(1)) if m else float("inf"), str(path))
 
 
-def _renamed(fs: FileScalars, file: Path, root: Path) -> list[str]:
+def _renamed(fs: FileScalars, file: Path, root: Path, main_tags: set[str] | frozenset = frozenset()) -> list[str]:
     try:
         rel = file.parent.relative_to(root)
     except ValueError:
@@ -118,7 +121,9 @@ def _renamed(fs: FileScalars, file: Path, root: Path) -> list[str]:
     if rel == Path("."):
         return fs.tag_names
     if fs.hparams:
-        return [f"hparams/{t}" for t in fs.tag_names]
+        # add_hparams' final metrics keep the name they were logged with unless the main run
+        # has a curve of that name (then they would mix with it at step 0).
+        return [f"hparams/{t}" if t in main_tags else t for t in fs.tag_names]
     out = []
     for t in fs.tag_names:
         stem = t.replace("/", "_") + "_"
@@ -129,15 +134,19 @@ def _renamed(fs: FileScalars, file: Path, root: Path) -> list[str]:
     return out
 
 
+def step_axis_of(tags: list[str]) -> str:
+    """Keras's TensorBoard callback logs ``epoch_*`` tags once per epoch with step = epoch."""
+    names = [t.rsplit("/", 1)[-1] for t in tags if not t.startswith("hparams/")]
+    return "epoch" if names and all(n.startswith("epoch_") for n in names) else "step"
+
+
 def read_run(source: RunSource, options: ReadOptions) -> Run:
     root = Path(source.root)
     if root.is_file():
         root = root.parent
     notes: list[Annotation] = []
     hparams: dict = {}
-    tables: list[pd.DataFrame] = []
-    last_step: dict[str, int] = {}
-    had_data = False
+    decoded: list[tuple[Path, FileScalars]] = []
     for file in sorted((Path(f) for f in source.files), key=_file_order):
         with file.open("rb") as fh:
             head = fh.read(64)
@@ -147,12 +156,18 @@ def read_run(source: RunSource, options: ReadOptions) -> Run:
             log.warning("Git LFS pointer, not an event file: %s", file)
             notes.append(note)
             continue
-        fs = decode_file(file, strict=options.strict)
+        decoded.append((file, decode_file(file, strict=options.strict)))
+    main_tags = {n for file, fs in decoded if not fs.hparams for n in _renamed(fs, file, root)}
+    tables: list[pd.DataFrame] = []
+    last_step: dict[str, int] = {}
+    had_data = False
+    for file, fs in decoded:
         _log_problems(fs.annotations)
-        names = _renamed(fs, file, root)
+        names = _renamed(fs, file, root, main_tags)
         notes.extend(fs.annotations)
         notes.extend(_restarts_in_file(fs, names, had_data))
-        notes.extend(_restarts_across_files(fs, names, last_step, file))
+        if not fs.hparams:
+            notes.extend(_restarts_across_files(fs, names, last_step, file))
         hparams.update(fs.hparams)
         if len(fs.step):
             had_data = True
@@ -164,8 +179,9 @@ def read_run(source: RunSource, options: ReadOptions) -> Run:
             df = df.iloc[np.argsort(steps, kind="stable")].reset_index(drop=True)
     else:
         df = make_scalars(np.array([], dtype=object), [], [], [])
+    tags = list(pd.unique(df["tag"])) if len(df) else []
     return Run(name=source.name, source=str(source.root), format="tensorboard", scalars=df,
-               hparams=hparams, annotations=tuple(notes))
+               hparams=hparams, step_axis=step_axis_of(tags), annotations=tuple(notes))
 
 
 def _restarts_across_files(fs: FileScalars, names: list[str], last_step: dict[str, int],
