@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from . import regularise, schedules
 from .codegen import snippet
 from .common import Draft, relative_drop
 from .context import RunContext, build_context
+from .spikes import recovered, spike_pattern
 from .units import epochs_to_steps
 
 __all__ = ["propose", "RULES", "KINDS"]
@@ -57,10 +59,10 @@ def _grad_jump(ctx: RunContext, over: float) -> bool | None:
 def _divergence(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
     jump = _grad_jump(ctx, 3.0)
     return [
-        (lambda: lr_kinds.lower_peak_lr(f, ctx, 1 / 3), 0.9),
+        (lambda: lr_kinds.lower_peak_lr(f, ctx, lr_kinds.EDGE_SAFETY), 0.9),
         (lambda: lr_kinds.add_warmup(f, ctx), 0.8 if _early(ctx) and not ctx.existing_warmup else 0.45),
         (lambda: regularise.clip_grad_norm(f, ctx), 0.75 if jump else 0.5 if jump is not None else 0.3),
-        (lambda: lr_kinds.rescale_lr_for_batch(f, ctx, 1 / 3), 0.2),
+        (lambda: lr_kinds.rescale_lr_for_batch(f, ctx, lr_kinds.EDGE_SAFETY), 0.2),
     ]
 
 
@@ -68,14 +70,27 @@ def _loss_spike(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
     count = f.evidence.get("count")
     n = int(count) if isinstance(count, (int, float)) and count > 0 else (len(set(f.steps)) or 1)
     jump = _grad_jump(ctx, 2.0)
+    pat = spike_pattern(f, ctx, view)
+    if pat.isolated:
+        # Bad batches: their loss is logged before any update, so only skipping them removes it.
+        clip, skip = 0.6, 0.92
+    elif pat.unstable_updates:
+        clip, skip = 0.92, 0.7
+    else:
+        clip, skip = (0.9 if jump else 0.65 if jump is not None else 0.4), 0.75
     plan: Plan = [
-        (lambda: regularise.clip_grad_norm(f, ctx), 0.9 if jump else 0.65 if jump is not None else 0.4),
-        (lambda: regularise.rollback_skip(f, ctx), 0.75),
+        (lambda: _why(regularise.clip_grad_norm(f, ctx), pat.why_clip(ctx) if clip > skip and
+                      pat.unstable_updates else ""), clip),
+        (lambda: _why(regularise.rollback_skip(f, ctx), pat.why_rollback(ctx) if skip > clip else ""), skip),
         (lambda: lr_kinds.lower_peak_lr(f, ctx, 0.5), 0.85 if n >= 5 else 0.5),
     ]
     if _early(ctx):
         plan.append((lambda: lr_kinds.add_warmup(f, ctx), 0.8))
     return plan
+
+
+def _why(d: Draft | None, note: str) -> Draft | None:
+    return replace(d, rationale=d.rationale + note) if d is not None and note else d
 
 
 def _plateau(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
@@ -88,9 +103,10 @@ def _plateau(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
         never = drop is not None and drop < 0.05
     if never:
         moved = "the train loss never moved"
+        factor, why = lr_kinds.never_moved_raise(ctx)
         return [
-            (lambda: lr_kinds.raise_lr(f, ctx, 10.0, f"{moved} (plateau from {ctx.unit} {ctx.onset})"), 0.9),
-            (lambda: schedules.one_cycle(f, ctx, 10.0), 0.6),
+            (lambda: lr_kinds.raise_lr(f, ctx, factor, f"{moved} (plateau from {ctx.unit} {ctx.onset})", why), 0.9),
+            (lambda: schedules.one_cycle(f, ctx, factor), 0.6),
         ]
     if ctx.lr_decayed:
         return [
@@ -120,28 +136,12 @@ def _exploding(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
         (lambda: lr_kinds.rescale_lr_for_batch(f, ctx, 0.5), 0.2),
     ]
     bursts = sorted(set(f.steps))
-    if 0 < len(bursts) <= 3 and bool(np.all(np.diff(bursts) >= 10)) and _recovered(view, ctx, f):
+    if 0 < len(bursts) <= 3 and bool(np.all(np.diff(bursts) >= 10)) and recovered(view, ctx, f):
         # A few separate bursts the run recovered from: bad batches, as for loss spikes.
         plan.append((lambda: regularise.rollback_skip(f, ctx), 0.55))
     if _early(ctx):
         plan.append((lambda: lr_kinds.add_warmup(f, ctx), 0.6))
     return plan
-
-
-def _recovered(view: RoleView, ctx: RunContext, f: Finding) -> bool:
-    """Whether the train loss ends finite and back near its level before the finding (within 2x),
-    or at least an order of magnitude below the worst loss during it."""
-    s = view.get("train_loss")
-    if s is None or not len(s) or not np.isfinite(s.values[-1]):
-        return False
-    ok = np.isfinite(s.values)
-    before = s.values[(s.steps < ctx.onset) & ok]
-    end = f.end_step if f.end_step is not None else ctx.onset
-    during = s.values[(s.steps >= ctx.onset) & (s.steps <= end + 1) & ok]
-    last = s.values[-1]
-    near = len(before) > 0 and last <= 2 * np.median(before[-10:])
-    down = len(during) > 0 and last <= 0.1 * during.max()
-    return bool(near or down)
 
 
 def _vanishing(f: Finding, ctx: RunContext, view: RoleView) -> Plan:

@@ -73,6 +73,12 @@ class RunContext:
     grad_unstable_from: int | None = None  # grad norm blew up here, before the finding's onset
     lr_peak_source: str | None = None  # set when the peak is the configured one, not a logged value
     steps_per_epoch: int | None = None  # for epoch-axis runs, from hparams or the workload config
+    # The last healthy point before the onset: the best smoothed train loss (the detector's
+    # best_step when it gives one), moved earlier to the stable stretch's end when the grad norm
+    # had blown up before it; lr_healthy is the largest logged LR in force up to there.
+    best_step: int | None = None
+    healthy_step: int | None = None
+    lr_healthy: float | None = None
 
     @property
     def total_steps(self) -> int:
@@ -161,6 +167,34 @@ def grad_blowup(view: RoleView, start: int, end: int, exclude: Iterable[int] = (
     bad = ~np.isfinite(vals) | (vals > GRAD_BLOWUP * float(np.median(early)))
     bad[: len(vals) // 3] &= ~np.isfinite(vals[: len(vals) // 3])
     return int(steps[np.argmax(bad)]) if bad.any() else None
+
+
+def _centred_median(x: np.ndarray, window: int) -> np.ndarray:
+    """Centred running median, ends padded with the edge values (numpy only)."""
+    h = window // 2
+    if len(x) == 0 or h == 0:
+        return x.astype(np.float64)
+    padded = np.concatenate([np.full(h, x[0]), x, np.full(h, x[-1])])
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1), axis=1)
+
+
+def best_loss_step(view: RoleView, onset: int, hint: object = None) -> int | None:
+    """Step of the lowest smoothed train loss before ``onset`` (running median over ~10% of the
+    points, 9 at most, like the divergence detector); ``hint`` (the detector's own best_step)
+    wins when it is a step before the onset."""
+    if isinstance(hint, (int, float, np.integer)) and not isinstance(hint, bool) and hint <= onset:
+        return int(hint)
+    s = view.get("train_loss")
+    if s is None:
+        return None
+    m = np.isfinite(s.values) & (s.steps < onset)
+    if not m.any():
+        m = np.isfinite(s.values) & (s.steps <= onset)
+    if not m.any():
+        return None
+    steps, x = s.steps[m], s.values[m]
+    w = min(9, max(3, len(x) // 10)) | 1
+    return int(steps[int(np.argmin(_centred_median(x, w)))])
 
 
 def _warmup_length(steps: np.ndarray, values: np.ndarray) -> int | None:
@@ -268,6 +302,19 @@ def build_context(finding: Finding, view: RoleView) -> RunContext:
             g_at = float(gs.values[m].max())
             g_med = float(np.median(gs.values[m]))
 
+    best = healthy = lr_healthy = None
+    if finding.rule == "divergence":
+        best = best_loss_step(view, onset, finding.evidence.get("best_step"))
+        if best is not None:
+            # a grad norm that blew up before the loss's best ends the healthy stretch there
+            healthy = min(best, stable_end) if unstable is not None else best
+            if lr_series is not None:
+                m = np.isfinite(lr_series.values) & (lr_series.steps <= healthy)
+                if m.any():
+                    lr_healthy = float(lr_series.values[m].max())
+                else:
+                    lr_healthy = value_in_force(lr_series.steps, lr_series.values, healthy)
+
     return RunContext(
         unit="epoch" if run.step_axis == "epoch" else "step",
         first_step=first, last_step=last, onset=onset, stable_end=stable_end,
@@ -281,4 +328,5 @@ def build_context(finding: Finding, view: RoleView) -> RunContext:
         eval_steps=eval_steps, eval_every=eval_every, grad_stable=grads, grad_at_onset=g_at,
         grad_median_in_finding=g_med, grad_unstable_from=unstable, lr_peak_source=peak_source,
         steps_per_epoch=get("steps_per_epoch", as_int) if run.step_axis == "epoch" else None,
+        best_step=best, healthy_step=healthy, lr_healthy=lr_healthy,
     )

@@ -23,6 +23,15 @@ def lr_unknown_note(ctx: RunContext) -> str:
             f"whatever LR the run used, assumed constant up to {_where(ctx)}")
 
 
+#: Divergence: the new peak LR as a share of the largest LR the run was still healthy at (its
+#: best smoothed loss). Under a rising LR the best loss marks where bigger steps stopped paying
+#: off -- the top of an LR range test (Smith 2017), i.e. the stability edge, not a safe LR. A
+#: third is half an order of magnitude below it, one step down the usual 1-3-10 LR grid: margin
+#: for the curvature's growth as training goes on (progressive sharpening, Cohen et al. 2021)
+#: and for the edge's seed-to-seed spread.
+EDGE_SAFETY = 1 / 3
+
+
 def cut(ctx: RunContext, factor: float) -> tuple[float, bool, str]:
     """The LR to have at the onset: ``factor`` times the LR in force there, or the last LR the
     run was still stable at when the LR was rising into the onset and that one is lower.
@@ -37,10 +46,42 @@ def cut(ctx: RunContext, factor: float) -> tuple[float, bool, str]:
     return target, rising, why
 
 
+def new_peak(ctx: RunContext, factor: float) -> tuple[float, str]:
+    """The new peak LR (unrounded) and why. Needs ``ctx.lr_at_onset``.
+
+    From the healthy LR when the context has one (divergence with a logged LR): ``factor`` times
+    the largest LR in force up to the last healthy step, as the peak of the whole schedule, so
+    the LR never again climbs to where the run failed. Otherwise the schedule is scaled so that
+    the LR at the onset becomes :func:`cut`'s target -- and when the LR was still rising to a
+    larger configured peak there, the peak itself is capped at that target."""
+    if ctx.lr_healthy:
+        return ctx.lr_healthy * factor, (
+            f"×{fmt(round_sig(factor, 2))} the largest LR the run was still healthy at, "
+            f"{fmt(ctx.lr_healthy)} (up to {ctx.unit} {ctx.healthy_step})")
+    on = ctx.lr_at_onset
+    target, _, why = cut(ctx, factor)
+    if ctx.lr_peak_source:
+        return target, f"{why}, as the peak: the LR was still rising there, so the old peak is never reached"
+    return (ctx.lr_peak or on) * target / on, why
+
+
+def _healthy_note(ctx: RunContext, factor: float) -> str:
+    note = f"; its best smoothed train loss was at {ctx.unit} {ctx.best_step}"
+    if ctx.healthy_step is not None and ctx.best_step is not None and ctx.healthy_step < ctx.best_step:
+        note += f", but the grad norm had blown up by {ctx.unit} {ctx.grad_unstable_from}"
+    note += f", with the LR at most {fmt(ctx.lr_healthy)} up to {ctx.unit} {ctx.healthy_step}"
+    frac = "a third" if abs(factor - 1 / 3) < 1e-9 else f"×{fmt(round_sig(factor, 2))}"
+    margin = (f"{frac} of it is half an order of magnitude below, one step down the 1-3-10 LR grid, "
+              f"leaving margin for the curvature's growth during training and for seed-to-seed spread")
+    if ctx.lr_at_onset and ctx.lr_healthy < 0.95 * ctx.lr_at_onset:
+        return (f"{note}. Under a rising LR the best loss marks the stability edge (the top of an LR "
+                f"range test, Smith 2017), not a safe LR; {margin}")
+    return f"{note}; {margin}"
+
+
 def lower_peak_lr(finding: Finding, ctx: RunContext, factor: float) -> Draft:
-    """Scale the whole schedule so that the LR in force at the onset drops by ``factor`` (or to
-    the last LR the run was still stable at, when the LR was rising into the onset and that is
-    lower)."""
+    """Lower the peak LR, keeping the schedule's shape (see :func:`new_peak` for where the new
+    value comes from)."""
     if ctx.lr_at_onset is None or ctx.lr_at_onset <= 0:
         scale = round_sig(factor, 2)
         return Draft(
@@ -51,9 +92,10 @@ def lower_peak_lr(finding: Finding, ctx: RunContext, factor: float) -> Draft:
             config={"lr_scale": scale}, score=0.0,
         )
     on, stable = ctx.lr_at_onset, ctx.lr_stable or ctx.lr_at_onset
-    target, rising, why = cut(ctx, factor)
+    rising = stable < 0.95 * on
     peak = ctx.lr_peak or on
-    new_peak = round_down(peak * target / on, 2)
+    raw, why = new_peak(ctx, factor)
+    value = round_down(raw, 2)
     if ctx.lr_logged:
         evidence = (f"the logged LR ({ctx.lr_source}) was {fmt(on)} at the onset ({_where(ctx)})"
                     + (f" and {fmt(stable)} at {ctx.unit} {ctx.stable_end}, still stable" if rising else
@@ -64,15 +106,22 @@ def lower_peak_lr(finding: Finding, ctx: RunContext, factor: float) -> Draft:
     if ctx.grad_unstable_from is not None and ctx.grad_unstable_from < ctx.onset:
         evidence += (f"; the grad norm had already blown up at {ctx.unit} {ctx.grad_unstable_from}, "
                      f"so the stable stretch ends before that")
-    shape = f"; the schedule's shape is kept, its peak {fmt(peak)} scaled alike" if peak != on else ""
+    if ctx.lr_healthy:
+        evidence += _healthy_note(ctx, factor)
+    shape = ""
+    if peak != on or ctx.existing_warmup:
+        warm = (f" ({ctx.existing_warmup}-{ctx.unit} warmup)" if ctx.existing_warmup and not ctx.lr_peak_source
+                else " (warmup included)" if ctx.existing_warmup else "")
+        shape = (f"; the schedule's shape is kept{warm}"
+                 f", its peak {fmt(peak)} → {fmt(value)}")
     if ctx.lr_peak_source:
         shape += f" (the configured peak, {ctx.lr_peak_source}: the LR was still rising at the onset)"
     return Draft(
         kind="lower_peak_lr",
-        summary=f"lower peak LR {fmt(peak)} → {fmt(new_peak)}",
-        rationale=f"{finding.rule} from {_where(ctx)}: {evidence}. New LR at that point: {why}, "
-                  f"{fmt(target)}{shape}.",
-        config={"lr": new_peak}, score=0.0,
+        summary=f"lower peak LR {fmt(peak)} → {fmt(value)}",
+        rationale=f"{finding.rule} from {_where(ctx)}: {evidence}. New peak LR: {why}, "
+                  f"{fmt(value)}{shape}.",
+        config={"lr": value}, score=0.0,
     )
 
 
@@ -87,10 +136,40 @@ def raise_lr(finding: Finding, ctx: RunContext, factor: float, evidence: str, no
     new = round_sig(ctx.lr_peak * factor, 2)
     return Draft(
         kind="raise_lr",
-        summary=f"raise peak LR {fmt(ctx.lr_peak)} → {fmt(new)} (×{fmt(factor)})",
+        summary=f"raise peak LR {fmt(ctx.lr_peak)} → {fmt(new)} (×{fmt(round_sig(factor, 2))})",
         rationale=f"{evidence}; the LR was {fmt(ctx.lr_peak)} ({ctx.lr_source}).{note}",
         config={"lr": new}, score=0.0,
     )
+
+
+#: The LR each optimizer is customarily started at -- Adam/AdamW/RAdam 1e-3 (Kingma & Ba 2015;
+#: torch's default), Adamax/NAdam 2e-3 (torch's defaults, from their papers), RMSprop 1e-3
+#: (Hinton's Coursera lecture 6e, Keras's default; torch's 1e-2 is the aggressive end), Adagrad
+#: 1e-2 (torch's default), SGD 0.1 (He et al. 2016, Goyal et al. 2017 at batch 256; torch's 1e-3
+#: default is a placeholder, not a recommendation).
+CUSTOMARY_LR = {"Adam": 1e-3, "AdamW": 1e-3, "RAdam": 1e-3, "Adamax": 2e-3, "NAdam": 2e-3,
+                "RMSprop": 1e-3, "Adagrad": 1e-2, "SGD": 0.1}
+#: A loss that never moved gets at least this much more LR: a smaller step is not worth a rerun.
+MIN_RAISE = 10.0
+
+
+def never_moved_raise(ctx: RunContext) -> tuple[float, str]:
+    """(factor, why) to raise the LR of a run whose loss never moved: ×10, or all the way to the
+    optimizer's customary LR when that is further away -- a starting point for a range test."""
+    default = CUSTOMARY_LR.get(ctx.optimizer or "")
+    lr = ctx.lr_peak
+    test = (" Treat it as the starting point of an LR range test (Smith 2017): ramp the LR "
+            "geometrically over a few hundred steps from 1/100 to 10× this value and pick where the loss "
+            "falls fastest (about a tenth of the LR at its minimum).")
+    if default is None or not lr or lr * MIN_RAISE >= default:
+        known = f"{ctx.optimizer}'s customary LR {fmt(default)}" if default else "the optimizer's customary LR"
+        why = (f" ×{MIN_RAISE:g}: the LR is within ×{MIN_RAISE:g} of {known}" if default and lr else
+               f" ×{MIN_RAISE:g}: {known} is unknown (optimizer not in hparams)")
+        return MIN_RAISE, why + "." + test
+    return default / lr, (f" The LR was {fmt(default / lr)}× below {ctx.optimizer}'s customary {fmt(default)} "
+                          f"(the usual starting LR for it), so it goes straight there: with a loss that did not "
+                          f"move at all, ×{MIN_RAISE:g} steps would take {math.ceil(round(math.log10(default / lr), 2))} "
+                          f"reruns to get there." + test)
 
 
 def warmup_length(ctx: RunContext) -> tuple[int, str] | None:
@@ -138,15 +217,16 @@ def rescale_lr_for_batch(finding: Finding, ctx: RunContext, factor: float) -> Dr
     Adam-type optimizers, so part of the cut is bought with batch size (and throughput)."""
     if ctx.batch_size is None or not ctx.lr_at_onset or ctx.optimizer is None:
         return None
-    factor = cut(ctx, factor)[0] / ctx.lr_at_onset  # the same cut lower_peak_lr proposes
+    peak = ctx.lr_peak or ctx.lr_at_onset
+    lowered = new_peak(ctx, factor)[0]  # the same new peak lower_peak_lr proposes
+    factor = lowered / peak
     adaptive = ctx.adaptive
     gain = (lambda k: math.sqrt(k)) if adaptive else (lambda k: float(k))
     ks = [k for k in (2, 4, 8) if factor * gain(k) < 0.95]
     if not ks:
         return None
     k = ks[-1]
-    peak = ctx.lr_peak or ctx.lr_at_onset
-    new = round_down(peak * factor * gain(k), 2)
+    new = round_down(lowered * gain(k), 2)
     b = ctx.batch_size
     rule = "√k rule for Adam-type" if adaptive else "linear rule for SGD"
     world = ""

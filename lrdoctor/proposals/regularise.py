@@ -9,12 +9,11 @@ from ..model import Finding
 from ..roles import RoleView
 from .common import Draft, fmt, round_sig
 from .context import RunContext
+from .spikes import incidents, rollback_distance
 
 #: The percentile of the stable stretch's pre-clip norms a clip threshold sits at: it touches
 #: about one normal step in ten and cuts anything beyond the healthy distribution.
 CLIP_PERCENTILE = 90
-#: Rollback distance before a spike (PaLM: ~100 steps), shrunk for short runs.
-ROLLBACK_STEPS = 100
 
 
 def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
@@ -122,10 +121,10 @@ def rollback_skip(finding: Finding, ctx: RunContext) -> Draft | None:
     if ctx.unit != "step":
         return None
     spikes = sorted(set(finding.steps) or ({finding.start_step} if finding.start_step is not None else set()))
-    count = finding.evidence.get("count")
-    if not spikes or len(spikes) > 3 or (isinstance(count, (int, float)) and count > 3):
+    back = rollback_distance(ctx)
+    # Aftershocks within the rollback distance of a spike are skipped with it: count incidents.
+    if not spikes or len(incidents(spikes, back)) > 3:
         return None
-    back = int(min(ROLLBACK_STEPS, max(ctx.total_steps // 20, 5)))
     ranges: list[list[int]] = []
     for s in spikes:
         a, b = max(s - back, ctx.first_step), min(s + back, ctx.last_step)

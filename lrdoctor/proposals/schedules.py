@@ -133,7 +133,7 @@ def one_cycle(finding: Finding, ctx: RunContext, factor: float) -> Draft | None:
              "three_phase": False, "cycle_momentum": False}
     return Draft(
         kind=KIND, variant="one_cycle",
-        summary=f"OneCycleLR up to {fmt(max_lr)} (×{fmt(factor)} the LR {fmt(ctx.lr_peak)}) over "
+        summary=f"OneCycleLR up to {fmt(max_lr)} (×{fmt(round_sig(factor, 2))} the LR {fmt(ctx.lr_peak)}) over "
                 f"{total} {ctx.unit}s",
         rationale=f"{_stall(ctx, finding)}: the LR is likely far too small. One cycle starts at "
                   f"max_lr/25 = {fmt(max_lr / 25)}, peaks at {int(0.3 * total)} {ctx.unit}s and anneals to "
