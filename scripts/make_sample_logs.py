@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "sample_logs"))
     args = p.parse_args(argv)
-    from lrdoctor.workloads.train import train
+    from lrdoctor.workloads.training import train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 
 from lrdoctor.errors import UsageError  # noqa: E402
 from lrdoctor.workloads.recipes import RECIPES, recipe_config  # noqa: E402
-from lrdoctor.workloads.train import train  # noqa: E402
+from lrdoctor.workloads.training import train  # noqa: E402
 
 SEEDS = (0, 1, 2)
 
@@ -115,3 +115,14 @@ def test_every_recipe_on_its_other_workloads(tmp_path, recipe, workload):
     """One more seed, full length, on every other workload the recipe claims (labeller-checked)."""
     res = run(tmp_path, recipe, 5, workload)
     assert rules(res) == ({RECIPES[recipe].rule} if RECIPES[recipe].rule else set())
+
+
+@pytest.mark.parametrize("workload", ("mlp_regressor", "cnn_classifier"))  # the LMs: too slow here
+def test_healthy_is_tuned_so_lr_x10_clearly_hurts(tmp_path, workload):
+    """The healthy LR sits near the sweep's best (see recipes.py): /10 is worse and x10 clearly
+    worse, so verification's harmful control (LR x10 on a healthy run) has something to reject."""
+    cfg = recipe_config("healthy", workload, 3, num_threads=1)
+    val = {scale: train(cfg.apply_patch({"lr_scale": scale}), tmp_path / f"x{scale}", "jsonl", device="cpu")
+           .final_val_loss for scale in (1.0, 0.1, 10.0)}
+    assert val[0.1] > val[1.0]
+    assert val[10.0] > 1.3 * val[1.0] or not np.isfinite(val[10.0])

@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from lrdoctor.errors import UsageError  # noqa: E402
 from lrdoctor.workloads import WORKLOADS, WorkloadConfig  # noqa: E402
 from lrdoctor.workloads.schedules import build_optimizer, build_scheduler  # noqa: E402
-from lrdoctor.workloads.train import NAN_GRACE, train  # noqa: E402
+from lrdoctor.workloads.training import NAN_GRACE, train  # noqa: E402
 
 
 def lrs(cfg: WorkloadConfig) -> np.ndarray:
@@ -27,6 +27,20 @@ def lrs(cfg: WorkloadConfig) -> np.ndarray:
         if sched is not None:
             sched.step()
     return np.array(out)
+
+
+def test_package_train_is_the_function_even_after_the_module_path_is_imported():
+    import lrdoctor.workloads.train as legacy  # the compatibility module path, imported first
+    import lrdoctor.workloads.training as training
+    from lrdoctor import workloads
+    from lrdoctor.workloads import TrainResult, recipe_config
+    from lrdoctor.workloads import train as fn
+
+    assert fn is training.train is workloads.train is legacy and callable(fn)
+    assert TrainResult is training.TrainResult and recipe_config("healthy").recipe == "healthy"
+    from lrdoctor.workloads.train import NAN_GRACE as grace  # old-style imports keep working
+
+    assert grace == training.NAN_GRACE
 
 
 # --- config and patches ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from lrdoctor.readers.base import ORIGIN_FILE  # noqa: E402
 from lrdoctor.roles import RoleView, series_of  # noqa: E402
 from lrdoctor.workloads import WorkloadConfig  # noqa: E402
 from lrdoctor.workloads.recipes import recipe_config  # noqa: E402
-from lrdoctor.workloads.train import train  # noqa: E402
+from lrdoctor.workloads.training import train  # noqa: E402
 from lrdoctor.workloads.writers import FORMATS  # noqa: E402
 
 #: format -> (train loss, grad norm, lr, val loss, val metric) tags as each writer names them

@@ -6,19 +6,23 @@ Stable API (used by verification and the corpus scripts)::
     cfg = WorkloadConfig.from_dict(run.origin["config"]).apply_patch(patch)
     result = train(cfg, logdir, fmt)          # -> TrainResult
 
-Only :mod:`.config` is imported eagerly; torch is imported when training starts.
+Only :mod:`.config` is imported eagerly; torch is imported when training starts. The training
+loop's module is :mod:`.training`; ``lrdoctor.workloads.train`` is always the function, even after
+``from lrdoctor.workloads.train import ...`` (a compatibility alias of ``.training``) has run.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from .config import WORKLOADS, WorkloadConfig
 
 _LAZY = {
-    "train": "lrdoctor.workloads.train",
-    "TrainResult": "lrdoctor.workloads.train",
+    "train": "lrdoctor.workloads.training",
+    "TrainResult": "lrdoctor.workloads.training",
     "build_optimizer": "lrdoctor.workloads.schedules",
     "build_scheduler": "lrdoctor.workloads.schedules",
     "RECIPES": "lrdoctor.workloads.recipes",
@@ -35,3 +39,21 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'lrdoctor.workloads' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)
+
+
+class _Package(types.ModuleType):
+    """Keeps the lazy ``train`` function from being shadowed by a submodule of the same name.
+
+    Importing a submodule ``pkg.x`` ends with ``setattr(pkg, "x", module)``; for the compatibility
+    module ``lrdoctor.workloads.train`` that would turn ``lrdoctor.workloads.train`` (and
+    ``from lrdoctor.workloads import train``) into the module, so it is not stored and
+    ``__getattr__`` keeps answering with the function.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"{rec.name:22s} {', '.join(rec.workloads):60s} {rec.doc}\n")
         sys.stdout.write(f"formats: {', '.join(FORMATS)}\n")
         return 0
-    from .train import train
+    from .training import train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     changes = {"max_steps": args.steps} if args.steps else {}

@@ -55,7 +55,7 @@ class WorkloadConfig:
     label_noise: float = 0.0  # classification: fraction of flipped labels; regression: noise std
     poison_steps: tuple[int, ...] = ()
     poison_scale: float = 30.0
-    poison_kind: str = "auto"  # "auto" (per task, see train.py) | "repeat" (LM: one character repeated)
+    poison_kind: str = "auto"  # "auto" (per task, see training.py) | "repeat" (LM: one character repeated)
     model: dict[str, Any] = field(default_factory=dict)  # workload-specific sizes, see models.py
     epoch_steps: int = 20  # steps per "epoch" for epoch-axis formats (keras_csv) and HF's epoch
     recipe: str | None = None  # which recipe labeller computes the ground truth after training
