@@ -63,6 +63,10 @@ def test_unknown_parameter_names_the_file_and_suggests(tmp_path):
         ("title: ", "titel: ", "unknown key 'titel' (did you mean 'title'?)"),
         ("  fix: >", "  fixx: >", "'doc.fix' must be a non-empty string"),
         ("requires: [train_loss]", "requires: [val_loss]", "detector 'plateau' needs role 'train_loss'"),
+        ("    window: 21 ", "    window: 0 ", "parameter 'window': must be >= 1, got 0"),
+        ("    flat_drop_sigmas: 4.0 ", "    flat_drop_sigmas: -1 ", "parameter 'flat_drop_sigmas': must be >= 0, got -1"),
+        ("    window: 21 ", "    window: 2.5 ", "parameter 'window': expected an integer, got 2.5"),
+        ("    flat_drop_sigmas: 4.0 ", "    flat_drop_sigmas: .nan ", "parameter 'flat_drop_sigmas': expected a number"),
     ],
 )
 def test_invalid_rule_files(tmp_path, old, new, message):
@@ -70,6 +74,42 @@ def test_invalid_rule_files(tmp_path, old, new, message):
     p = _rule_file(tmp_path, PLATEAU.replace(old, new, 1))
     with pytest.raises(RuleSpecError, match=re.escape(message)):
         load_rule_file(p)
+
+
+def test_scientific_notation_in_rule_yaml(tmp_path):
+    """PyYAML (YAML 1.1) reads 5e-2 and inf as strings; float parameters accept them anyway."""
+    text = (REPO / "rules" / "vanishing-gradients.yaml").read_text()
+    assert "max_norm: 0.05" in text
+    p = _rule_file(tmp_path, text.replace("max_norm: 0.05", "max_norm: 5e-2").replace(
+        "stall_drop_sigmas: 3.0", "stall_drop_sigmas: inf"), "vanishing-gradients.yaml")
+    rule = load_rule_file(p)
+    assert rule.params["max_norm"] == 0.05 and rule.params["stall_drop_sigmas"] == float("inf")
+
+
+def test_out_of_range_error_is_one_line_naming_the_file(tmp_path):
+    p = _rule_file(tmp_path, PLATEAU.replace("window: 21", "window: -5", 1), "plateau.yaml")
+    with pytest.raises(RuleSpecError) as err:
+        load_rule_file(p)
+    assert str(err.value) == f"{p}: parameter 'window': must be >= 1, got -5"
+
+
+@pytest.mark.parametrize(("item", "want"), [("loss-spike.z_threshold=1e9", 1e9), ("loss-spike.z_threshold=1e-3", 1e-3),
+                                            ("loss-spike.z_threshold=inf", float("inf")), ("plateau.window=1e2", 100)])
+def test_set_accepts_scientific_notation_and_inf(item, want):
+    rule_name, param = item.split("=")[0].split(".")
+    (rule,) = [r for r in apply_overrides(load_rules(), parse_set([item])) if r.name == rule_name]
+    assert rule.params[param] == want and type(rule.params[param]) is type(want)
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ("loss-spike.z_threshold=0", "--set loss-spike.z_threshold: must be > 0, got 0 (rule loss-spike from rules/loss-spike.yaml)"),
+    ("plateau.window=-3", "--set plateau.window: must be >= 1, got -3"),
+    ("loss-spike.recover_fraction=1.5", "--set loss-spike.recover_fraction: must be between 0 and 1, got 1.5"),
+    ("loss-spike.z_threshold=nan", "expected a number"),
+])
+def test_set_range_checks(item, message):
+    with pytest.raises(RuleSpecError, match=re.escape(message)):
+        apply_overrides(load_rules(), parse_set([item]))
 
 
 def test_invalid_yaml_names_the_line(tmp_path):

@@ -3,8 +3,9 @@
 Each file names a rule and holds cases. A case gives series by role -- literal ``values``
 (optionally ``steps``), or an ``expr`` of ``t`` (the step array) and ``rng`` evaluated with numpy,
 plus ``set: {index: value}`` point overrides -- and what the rule must report: ``fires: false``,
-or ``fires: true`` with any of ``start_step``, ``start_between``, ``steps``, ``steps_include``,
-``evidence`` (approximate), or ``skipped: "missing role: ..."``. ``params`` are --set overrides.
+or ``fires: true`` with any of ``start_step``, ``end_step``, ``start_between``, ``steps``,
+``steps_include``, ``evidence`` (approximate), ``severity`` (default: the rule's),
+``message_has`` (substrings), or ``skipped: "missing role: ..."``. ``params`` are --set overrides.
 """
 
 from __future__ import annotations
@@ -71,7 +72,12 @@ def test_rule_case(rule_name: str, case: dict) -> None:
         assert out is None, f"unexpected finding: {out}"
         return
     assert isinstance(out, Finding), f"expected a finding, got {out}"
-    assert out.rule == rule_name and out.severity == rule.severity and out.message
+    assert out.rule == rule_name and out.message
+    assert out.severity.value == case.get("severity", rule.severity.value), out
+    for text in case.get("message_has", []):
+        assert text in out.message, out.message
+    if "end_step" in case:
+        assert out.end_step == case["end_step"], out
     if "start_step" in case:
         assert out.start_step == case["start_step"], out
     if "start_between" in case:

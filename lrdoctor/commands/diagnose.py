@@ -13,10 +13,17 @@ FAIL_ON = ("error", "warning", "info", "never")
 
 
 def load_runs(path: str, fmt: str | None, strict: bool, progress: bool = False) -> list:
-    """Every run under PATH, through the readers' discovery."""
+    """Every run under PATH, through the readers' discovery (used by report and benchmarks)."""
     from ..readers import discover
 
     return discover(path, format=fmt, strict=strict, progress=progress)
+
+
+def load_runs_with_errors(path: str, fmt: str | None, strict: bool, progress: bool = False) -> tuple[list, list]:
+    """Every readable run under PATH, and one error per run that could not be read."""
+    from ..readers import discover_with_errors
+
+    return discover_with_errors(path, format=fmt, strict=strict, progress=progress)
 
 
 def exit_code(diagnoses, fail_on: str) -> int:
@@ -52,7 +59,8 @@ def diagnose_cmd(path, fmt, strict, roles, roles_config, as_json, fail_on, rule_
                  jobs, progress, html_path) -> int:
     """Diagnose the training runs under PATH (a log file, a run directory, or a tree of runs).
 
-    Exit status: 0 no finding at or above --fail-on, 1 there is one, 2 usage or input error.
+    Exit status: 0 no finding at or above --fail-on, 1 there is one, 2 usage or input error
+    (including a run under PATH that could not be read: the others are still diagnosed).
     """
     from ..engine.diagnose import diagnose_runs
     from ..engine.spec import apply_overrides, load_rules, parse_set, select_rules
@@ -63,12 +71,12 @@ def diagnose_cmd(path, fmt, strict, roles, roles_config, as_json, fail_on, rule_
         raise UsageError("no rules left to run after --select/--ignore")
     overrides = role_overrides(roles, roles_config)
     show_progress = progress if progress is not None else sys.stderr.isatty()
-    runs = load_runs(path, fmt, strict, show_progress)
+    runs, errors = load_runs_with_errors(path, fmt, strict, show_progress)
     diagnoses = diagnose_runs(runs, rules=rules, role_overrides=overrides, jobs=jobs, progress=show_progress)
     if as_json:
         from ..output.json_out import dumps
 
-        click.echo(dumps(diagnoses))
+        click.echo(dumps(diagnoses, errors=errors))
     else:
         from ..output.terminal import render
 
@@ -79,4 +87,6 @@ def diagnose_cmd(path, fmt, strict, roles, roles_config, as_json, fail_on, rule_
         from ..report import write_report
 
         write_report(diagnoses, html_path, workers=min(4, jobs or os.cpu_count() or 1))
-    return exit_code(diagnoses, fail_on)
+    for exc in errors:  # after the rest, one line each (shown even with -q)
+        click.echo(f"lrdoctor: error: run not read: {exc}", err=True)
+    return 2 if errors else exit_code(diagnoses, fail_on)

@@ -40,10 +40,13 @@ def rules_cmd(ctx: click.Context, rule_dirs) -> int:
 
 @rules_cmd.command("explain")
 @click.argument("name")
+@click.option("--rules", "rule_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
+              metavar="DIR", help="Also load the rule YAML files in DIR (repeatable).")
 @click.pass_context
-def explain_cmd(ctx: click.Context, name: str) -> int:
+def explain_cmd(ctx: click.Context, name: str, rule_dirs) -> int:
     """Print one rule's documentation (what / why / example / fix) and its parameters."""
-    rules = _load((ctx.obj or {}).get("rule_dirs", ()))
+    # --rules may come before the subcommand (group option), after it, or both
+    rules = _load(tuple((ctx.obj or {}).get("rule_dirs", ())) + tuple(rule_dirs))
     rule = next((r for r in rules if name in (r.name, r.code)), None)
     if rule is None:
         import difflib

@@ -9,8 +9,9 @@ every-N-steps (HF) and per-epoch (Keras) logs alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -34,6 +35,53 @@ class Evidence:
     end_step: int | None
     steps: tuple[int, ...] = ()
     values: dict[str, Any] = field(default_factory=dict)
+    #: at most this severity ("info", "warning"): a detector may say its finding is weaker than
+    #: the rule's severity (e.g. skipped mixed-precision steps); never raises it
+    severity: str | None = None
+
+
+_F = TypeVar("_F", bound=Callable)
+
+
+#: Allowed ranges of tuning parameters: form -> (low, high, low open, high open, text).
+RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
+    ">0": (0.0, float("inf"), True, False, "> 0"),
+    ">=0": (0.0, float("inf"), False, False, ">= 0"),
+    ">=1": (1.0, float("inf"), False, False, ">= 1"),
+    "0..1": (0.0, 1.0, False, False, "between 0 and 1"),
+    "(0..1]": (0.0, 1.0, True, False, "in (0, 1]"),
+    "[0..1)": (0.0, 1.0, False, True, "in [0, 1)"),
+    "-1..1": (-1.0, 1.0, False, False, "between -1 and 1"),
+}
+
+
+def param_ranges(**ranges: str) -> Callable[[_F], _F]:
+    """Declare the allowed range of a detector's tuning parameters next to their defaults, e.g.
+    ``@param_ranges(window=">=1", z_threshold=">0", recover_fraction="0..1")`` (forms: the keys
+    of RANGES; brackets mark an open end). Rule files and ``--set`` are checked against them
+    (lrdoctor.engine.spec); NaN is never in range."""
+    for name, form in ranges.items():
+        if form not in RANGES:
+            raise ValueError(f"range {form!r} of {name!r} is not one of {tuple(RANGES)}")
+
+    def mark(fn: _F) -> _F:
+        fn.__lrdoctor_ranges__ = dict(ranges)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def in_range(value: float, form: str) -> bool:
+    lo, hi, lo_open, hi_open, _ = RANGES[form]
+    if value != value:  # NaN
+        return False
+    if value < lo or value > hi:
+        return False
+    return not ((lo_open and value == lo) or (hi_open and value == hi))
+
+
+def range_text(form: str) -> str:
+    return RANGES[form][4]
 
 
 def dedupe_steps(series: Series) -> Series:
@@ -108,6 +156,22 @@ def noise_sigma(x: np.ndarray, window: int, median: np.ndarray | None = None) ->
     d = np.abs(np.diff(x))
     d = d[d > 0]
     return float(np.median(d)) if len(d) else 0.0
+
+
+def local_noise(x: np.ndarray, window: int, median: np.ndarray, floor: float = 0.0) -> np.ndarray:
+    """Per-point robust noise level: the scaled running median (centred, ``window`` points) of
+    the absolute residuals around ``median`` (a running median of the curve).
+
+    Minibatch noise scales with the loss level, so one global level (dominated by a long, quiet
+    converged tail) makes early ordinary noise look like spikes. Like :func:`noise_sigma` it is
+    shift-invariant and scales with the curve; a few spike points cannot lift the median of
+    their window much. ``floor`` is a lower bound (e.g. the global level, so a quantised
+    stretch with zero residuals does not make every wobble infinitely significant).
+    """
+    if len(x) == 0:
+        return np.zeros(0)
+    r = np.abs(np.asarray(x, dtype=np.float64) - median)
+    return np.maximum(MAD_TO_SIGMA * rolling_median(r, window), floor)
 
 
 #: Rank trends of longer series are taken over this many block medians (same sign, far cheaper).

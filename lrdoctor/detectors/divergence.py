@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model import Series
-from .base import Evidence, finite_part, listed, odd_window, rolling_median
+from .base import Evidence, finite_part, listed, odd_window, param_ranges, rolling_median
 
 
 def _nonfinite(series: Series | None) -> tuple[np.ndarray, np.ndarray]:
@@ -16,6 +16,127 @@ def _nonfinite(series: Series | None) -> tuple[np.ndarray, np.ndarray]:
     v = np.asarray(series.values, dtype=np.float64)
     bad = ~np.isfinite(v)
     return np.asarray(series.steps, dtype=np.int64)[bad], v[bad]
+
+
+def nonfinite_counts(values: np.ndarray) -> str:
+    """'3 nan', '1 inf and 480 nan': what the non-finite points are, most common first."""
+    v = np.asarray(values, dtype=np.float64)
+    counts = {"nan": int(np.isnan(v).sum()), "inf": int(np.isposinf(v).sum()), "-inf": int(np.isneginf(v).sum())}
+    parts = [f"{c} {k}" for k, c in sorted(counts.items(), key=lambda kv: -kv[1]) if c]
+    return " and ".join(parts) if len(parts) <= 2 else f"{parts[0]}, {parts[1]} and {parts[2]}"
+
+
+def value_word(values: np.ndarray) -> str:
+    """'nan', 'inf', '-inf' when all the points are that, else 'non-finite'."""
+    v = np.asarray(values, dtype=np.float64)
+    for word, test in (("nan", np.isnan), ("inf", np.isposinf), ("-inf", np.isneginf)):
+        if len(v) and bool(test(v).all()):
+            return word
+    return "non-finite"
+
+
+def true_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start indices and lengths of the runs of consecutive True in ``mask``."""
+    m = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    d = np.diff(m.astype(np.int8))
+    starts = np.nonzero(d == 1)[0]
+    ends = np.nonzero(d == -1)[0]
+    return starts, ends - starts
+
+
+def persistent_nonfinite(series: Series | None, *, start_points: int, max_skipped_run: int,
+                         end_points: int) -> int | None:
+    """Index where a grad norm's non-finite values *persist*, or None when they are skipped steps.
+
+    A mixed-precision GradScaler logs inf/nan grad norms for the steps it skips (several in a row
+    while it backs its initial scale off, then one now and then when it grows the scale again);
+    the loss keeps falling and nothing diverged. Non-finite grad norms mean divergence when they
+    last to the end of the run (the last ``end_points`` points, or all after the first one
+    when fewer), or come in a run longer than ``max_skipped_run`` points outside the first
+    ``start_points`` (HF's Trainer hides NaN losses, so the grad norm is the only tell).
+    """
+    if series is None or len(series) == 0:
+        return None
+    bad = ~np.isfinite(np.asarray(series.values, dtype=np.float64))
+    if not bad.any():
+        return None
+    starts, lengths = true_runs(bad)
+    n = len(bad)
+    last_start, last_len = int(starts[-1]), int(lengths[-1])
+    # a final stretch long enough, or the only non-finite stretch the run has ends it
+    if last_start + last_len == n and last_len >= min(end_points, n - int(starts[0])):
+        return last_start
+    long = np.nonzero((lengths > max_skipped_run) & (starts + lengths > start_points))[0]
+    return int(starts[long[0]]) if len(long) else None
+
+
+def _nonfinite_evidence(train_loss, grad_norm, steps, x, bad_steps, bad_vals, g_bad_steps, g_bad_vals, g_from,
+                        min_points, min_sustain_fraction, params) -> Evidence:
+    run_end = int(max(s[-1] for s in (train_loss.steps, getattr(grad_norm, "steps", ())) if len(s)))
+    if len(bad_steps):
+        what, first_bad, vals, bsteps = "train loss", int(bad_steps[0]), bad_vals, bad_steps
+        listed_steps = bad_steps
+    else:
+        gsteps = np.asarray(grad_norm.steps, dtype=np.int64)
+        first_bad = int(gsteps[g_from])
+        tail = g_bad_steps >= first_bad
+        what, vals, bsteps = "grad norm", g_bad_vals[tail], g_bad_steps[tail]
+        listed_steps = bsteps
+    last_bad = int(bsteps[-1])
+    # the loss came back when it has finite points after its last non-finite one
+    later = steps[steps > last_bad] if what == "train loss" else np.array([], dtype=np.int64)
+    recovered = len(later) > 0
+    word = value_word(vals)
+    k = len(vals)
+    series = train_loss if what == "train loss" else grad_norm
+    all_steps = np.asarray(series.steps, dtype=np.int64)
+    to_end = not recovered and last_bad == int(all_steps[-1])
+    contiguous = k == int((all_steps >= first_bad).sum())
+    counts = f"{k} points" if word != "non-finite" else nonfinite_counts(vals)
+    if k == 1:
+        detail = f"{what} is {word} at {{axis}} {first_bad}"
+    elif to_end and contiguous:
+        detail = f"{what} is {word} from {{axis}} {first_bad} to the end ({counts})"
+    else:
+        detail = f"{what} is {word} at {k} points from {{axis}} {first_bad}" + (
+            f" ({nonfinite_counts(vals)})" if word == "non-finite" else "")
+        if to_end:
+            detail += ", and still at the end"
+    if recovered:
+        detail += f"; the loss is finite again from {{axis}} {int(later[0])}"
+    elif what == "grad norm":
+        detail += " while the logged loss stays finite (HF's Trainer hides NaN losses)"
+    onset = first_bad
+    before = steps < first_bad
+    nb = int(before.sum())
+    if nb >= min_points:
+        # the loss may have been blowing up before it overflowed: the last points before the
+        # NaN far above the best (two at least: a blow-up that ends in NaN is short)
+        sustain = max(2, int(np.ceil(min_sustain_fraction * nb)))
+        bu = _blow_up(x[before], sustain=sustain, **params)
+        if bu is not None:
+            onset = int(steps[bu.onset])
+            rest = detail.removeprefix("train loss") if what == "train loss" else " " + detail
+            detail = f"train loss blew up from {{axis}} {onset}, then" + rest
+    return Evidence(
+        start_step=onset,
+        end_step=last_bad if recovered else run_end,
+        steps=listed(listed_steps),
+        values={
+            "kind": "nonfinite",
+            "step": onset,
+            "first_nonfinite_step": first_bad,
+            "last_nonfinite_step": last_bad,
+            "what": what,
+            "value": word,
+            "recovered": recovered,
+            "nonfinite_loss_points": int(len(bad_steps)),
+            "nonfinite_loss_nan": int(np.isnan(bad_vals).sum()),
+            "nonfinite_loss_inf": int(np.isinf(bad_vals).sum()),
+            "nonfinite_grad_norm_points": int(len(g_bad_steps)),
+            "detail": detail,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +180,9 @@ def _blow_up(x: np.ndarray, *, smooth_window: int, ratio_over_best: float, linea
     return _BlowUp(onset, best, peak, positive, float(s[best]))
 
 
+@param_ranges(smooth_window=">=1", ratio_over_best=">0", linear_rise_over_range=">0", min_sustain_fraction="0..1",
+              min_sustain_points=">=1", min_rise_to_start=">=0", grad_skip_start_points=">=0",
+              grad_max_skipped_run=">=0", grad_end_points=">=1", min_points=">=0")
 def divergence(
     train_loss: Series,
     grad_norm: Series | None = None,
@@ -69,13 +193,22 @@ def divergence(
     min_sustain_fraction: float = 0.05,
     min_sustain_points: int = 3,
     min_rise_to_start: float = 0.5,
+    grad_skip_start_points: int = 25,
+    grad_max_skipped_run: int = 10,
+    grad_end_points: int = 3,
     min_points: int = 8,
 ) -> Evidence | None:
-    """NaN/inf anywhere in the loss or the gradient norm, or a sustained blow-up.
+    """NaN/inf anywhere in the loss, non-finite grad norms that persist, or a sustained blow-up.
 
-    Non-finite values fire at any length (they are never noise); when the finite loss before
-    the first NaN was already blowing up, the onset is where that started. A blow-up needs the
-    smoothed loss (running median over ``smooth_window`` points) to stay above
+    A non-finite loss fires at any length (it is never noise); when the finite loss before the
+    first one was already blowing up, the onset is where that started. The message counts the
+    nan/inf points honestly and says whether the loss came back (then the finding ends at the
+    last non-finite point). Non-finite *grad norms* with a finite loss fire only when they
+    persist (see :func:`persistent_nonfinite`: to the last ``grad_end_points`` points, or a run
+    of more than ``grad_max_skipped_run`` after the first ``grad_skip_start_points``): a
+    mixed-precision GradScaler logs inf grad norms for the steps it skips, while HF's Trainer
+    hides NaN losses behind finite ones, so NaN grad norms to the end are divergence.
+    A blow-up needs the smoothed loss (running median over ``smooth_window`` points) to stay above
     ``ratio_over_best`` x its running best for the last ``min_sustain_fraction`` of the run (at
     least ``min_sustain_points`` points) -- compared in log space, so losses spanning many orders
     of magnitude work. Losses that go <= 0 are compared linearly: the rise must exceed
@@ -88,45 +221,13 @@ def divergence(
     params = dict(smooth_window=smooth_window, ratio_over_best=ratio_over_best,
                   linear_rise_over_range=linear_rise_over_range, min_rise_to_start=min_rise_to_start)
     bad_steps, bad_vals = _nonfinite(train_loss)
-    g_bad_steps, _ = _nonfinite(grad_norm)
+    g_bad_steps, g_bad_vals = _nonfinite(grad_norm)
     steps, x = finite_part(train_loss)
-    if len(bad_steps) or len(g_bad_steps):
-        first_loss = int(bad_steps[0]) if len(bad_steps) else None
-        first_grad = int(g_bad_steps[0]) if len(g_bad_steps) else None
-        first_bad = min(s for s in (first_loss, first_grad) if s is not None)
-        what = "train loss" if first_loss == first_bad else "grad norm"
-        value = "nan"
-        if first_loss == first_bad and len(bad_vals):
-            value = "nan" if np.isnan(bad_vals[0]) else ("inf" if bad_vals[0] > 0 else "-inf")
-        onset = first_bad
-        detail = f"{what} is {value} from {{axis}} {first_bad}"
-        before = steps < first_bad
-        nb = int(before.sum())
-        if nb >= min_points:
-            # the loss may have been blowing up before it overflowed: the last points before the
-            # NaN far above the best (two at least: a blow-up that ends in NaN is short)
-            sustain = max(2, int(np.ceil(min_sustain_fraction * nb)))
-            bu = _blow_up(x[before], sustain=sustain, **params)
-            if bu is not None:
-                onset = int(steps[bu.onset])
-                detail = f"train loss blew up from {{axis}} {onset} and is {value} from {{axis}} {first_bad}"
-        steps_all = np.union1d(bad_steps, g_bad_steps)
-        last = int(max(train_loss.steps[-1] if len(train_loss) else onset, steps_all[-1]))
-        return Evidence(
-            start_step=onset,
-            end_step=last,
-            steps=listed(steps_all),
-            values={
-                "kind": "nonfinite",
-                "step": onset,
-                "first_nonfinite_step": first_bad,
-                "what": what,
-                "value": value,
-                "nonfinite_loss_points": int(len(bad_steps)),
-                "nonfinite_grad_norm_points": int(len(g_bad_steps)),
-                "detail": detail,
-            },
-        )
+    g_from = persistent_nonfinite(grad_norm, start_points=grad_skip_start_points,
+                                  max_skipped_run=grad_max_skipped_run, end_points=grad_end_points)
+    if len(bad_steps) or g_from is not None:
+        return _nonfinite_evidence(train_loss, grad_norm, steps, x, bad_steps, bad_vals, g_bad_steps, g_bad_vals,
+                                   g_from, min_points, min_sustain_fraction, params)
 
     n = len(x)
     if n < min_points:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import Series
-from .base import Evidence, finite_part, noise_sigma, odd_window, rolling_median
+from .base import Evidence, finite_part, noise_sigma, odd_window, param_ranges, rolling_median
 
 
+@param_ranges(smooth_window=">=1", min_rise=">=0", rise_sigmas=">=0", min_points_after_best=">=0",
+              min_val_points=">=0")
 def overfitting(
     val_loss: Series,
     train_loss: Series,
@@ -26,8 +28,10 @@ def overfitting(
     half of them) is at least ``min_rise`` (relative) and ``rise_sigmas`` noise units above the
     best -- a sustained rise, not one bad evaluation; a val loss that rises and then levels off
     counts -- and the training loss over the same stretch falls (its median over the stretch's
-    second half is below its median over the first half). The onset is the best-validation step;
-    evidence has the best value and the train/val gap at the end.
+    second half is below its median over the first half). The onset is the best-validation
+    step: the raw best evaluation within the smoothing window of the smoothed best. Evidence has that raw best value, the latest value
+    (``rise_pct`` is from one to the other), and ``gap`` = latest val loss - the train loss at (or
+    just before) the latest evaluation.
     """
     vs, v = finite_part(val_loss)
     ts, t = finite_part(train_loss)
@@ -47,8 +51,14 @@ def overfitting(
     rel = rise / abs(best) if best != 0 else float("inf")
     if rel < min_rise or rise < rise_sigmas * sigma:
         return None
-    best_step = int(vs[best_i])
-    stretch = t[ts >= best_step]
+    # the smoothed curve finds *where* the best is (one lucky eval does not move it); the
+    # evidence reports the raw best value at its own step, near the smoothed best
+    half = w // 2
+    lo, hi = max(0, best_i - half), min(len(v), best_i + half + 1)
+    raw_i = lo + int(np.argmin(v[lo:hi]))
+    best_step = int(vs[raw_i])
+    raw_best = float(v[raw_i])
+    stretch = t[ts >= int(vs[best_i])]
     if len(stretch) < 2:
         return None
     h = len(stretch) // 2
@@ -56,21 +66,31 @@ def overfitting(
     train_end = float(np.median(stretch[h:]))
     if not train_end < train_then:
         return None
-    train_final = float(t[-1])
+    latest_step = int(vs[-1])
+    latest_val = float(v[-1])
+    # the train loss at (or just before) the last evaluation: the gap compares the same step
+    j = max(0, int(np.searchsorted(ts, latest_step, side="right")) - 1)
+    train_final = float(t[j])
+    rel_raw = (latest_val - raw_best) / abs(raw_best) if raw_best != 0 else float("inf")
     return Evidence(
         start_step=best_step,
         end_step=int(vs[-1]),
         steps=(best_step,),
         values={
-            "best_val": best,
+            "best_val": raw_best,
             "best_step": best_step,
+            "smoothed_best_val": best,
+            "latest_val": latest_val,
+            "latest_step": latest_step,
             "final_val": final,
             "late_val": late,
-            "rise": rise,
-            "rise_pct": 100.0 * rel,
+            "rise": latest_val - raw_best,
+            "rise_pct": 100.0 * rel_raw,
+            "late_rise_pct": 100.0 * rel,
             "train_at_best": train_then,
             "train_final": train_final,
-            "gap": final - train_final,
+            "train_final_step": int(ts[j]),
+            "gap": latest_val - train_final,
             "val_noise_sigma": sigma,
         },
     )

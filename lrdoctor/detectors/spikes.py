@@ -11,18 +11,25 @@ from .base import (
     finite_part,
     group_events,
     listed,
+    local_noise,
     noise_sigma,
     odd_window,
+    param_ranges,
     rolling_median,
     trailing_median,
 )
+from .divergence import nonfinite_counts, persistent_nonfinite, value_word
 
 
+@param_ranges(window=">=1", noise_window=">=1", z_threshold=">0", min_rise_over_range=">=0", max_gap=">=0",
+              recover_fraction="0..1", recover_within="(0..1]", max_events=">=0", ignore_start_fraction="[0..1)",
+              min_points=">=0")
 def loss_spike(
     train_loss: Series,
     grad_norm: Series | None = None,
     *,
     window: int = 21,
+    noise_window: int = 41,
     z_threshold: float = 20.0,
     min_rise_over_range: float = 0.5,
     max_gap: int = 2,
@@ -38,9 +45,12 @@ def loss_spike(
     Each point is compared with the median of the ``window`` points before it (a trailing
     baseline: a jump stands out however slowly it recovers). A point is a candidate when it is
     above that baseline by more than ``z_threshold`` robust standard deviations of the loss's
-    noise (MAD of residuals around a running median) *and* by ``min_rise_over_range`` of the
-    curve's robust range (5th-95th percentile of the smoothed curve). Both scales move with the
-    curve, so shifting or scaling the loss changes nothing. Candidates at most ``max_gap`` points
+    *local* noise (running median over ``noise_window`` points of the absolute residuals around a
+    running median, never below the whole run's level) *and* by ``min_rise_over_range`` of the curve's
+    robust range (5th-95th percentile of the smoothed curve). The noise is local because
+    minibatch noise scales with the loss level: one global level, dominated by a quiet converged
+    tail, turns ordinary early noise into "spikes". Both scales move with the curve, so shifting
+    or scaling the loss changes nothing. Candidates at most ``max_gap`` points
     apart form one event, starting at its first point (the bad step). An event is a spike when,
     within ``recover_within`` of the run (in points, at least 3), the loss falls back below the
     baseline plus ``recover_fraction`` of the jump -- a step up that stays up is not a spike
@@ -57,15 +67,16 @@ def loss_spike(
         return None
     w = odd_window(n, window, fraction=0.2, minimum=5)
     med = rolling_median(x, w)
-    sigma = noise_sigma(x, w, med)
+    global_sigma = noise_sigma(x, w, med)
+    sigma = local_noise(x, odd_window(n, noise_window, fraction=0.25, minimum=w), med, floor=global_sigma)
     rng = float(np.percentile(med, 95) - np.percentile(med, 5))
-    thresh = max(z_threshold * sigma, min_rise_over_range * rng)
-    if thresh <= 0:
+    thresh = np.maximum(z_threshold * sigma, min_rise_over_range * rng)
+    if not bool(np.any(thresh > 0)):
         return None
     base = trailing_median(x, w)
     r = x - base
     first = min(n, max(3, int(ignore_start_fraction * n)))
-    cand = np.nonzero(np.nan_to_num(r[first:], nan=-np.inf) > thresh)[0] + first
+    cand = np.nonzero(np.nan_to_num(r[first:], nan=-np.inf) > thresh[first:])[0] + first
     if len(cand) == 0:
         return None
     events = group_events(cand, max_gap=max_gap)
@@ -85,11 +96,11 @@ def loss_spike(
         after = x[p + 1 : p + 1 + horizon]
         if len(after) == 0 or float(np.min(after)) > level:
             continue
-        near = np.nonzero(after < b0 + thresh)[0]
+        near = np.nonzero(after < b0 + thresh[i0])[0]
         settled = p + 1 + (int(near[0]) if len(near) else len(after))
         starts.append(i0)
         peaks.append(p)
-        zs.append(float((x[p] - b0) / sigma) if sigma > 0 else float("inf"))
+        zs.append(float((x[p] - b0) / sigma[i0]) if sigma[i0] > 0 else float("inf"))
         ratios.append(float(x[p] / b0) if b0 > 0 and x[p] > 0 else float("nan"))
     if starts and grad_norm is not None and attribute_to_gradients:
         idx = np.asarray(starts)
@@ -117,8 +128,9 @@ def loss_spike(
             "max_baseline": float(base[starts[big]]),
             "max_ratio": ratios[big],
             "max_z": zs[big],
-            "threshold": thresh,
-            "noise_sigma": sigma,
+            "threshold": float(thresh[starts[big]]),
+            "noise_sigma": float(sigma[starts[big]]),
+            "global_noise_sigma": global_sigma,
         },
     )
 
@@ -145,6 +157,9 @@ def _positive_log(series: Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return steps[ok], g[ok], np.log(g[ok])
 
 
+@param_ranges(baseline_window=">=1", ratio_over_baseline=">0", z_threshold=">0", min_bursts=">=1",
+              skip_start_points=">=0", max_skipped_run=">=0", end_points=">=1", max_skip_fraction="0..1",
+              min_points=">=0")
 def gradient_bursts(
     grad_norm: Series,
     train_loss: Series | None = None,
@@ -154,9 +169,20 @@ def gradient_bursts(
     z_threshold: float = 6.0,
     min_bursts: int = 1,
     attribute_to_loss: bool = True,
+    skip_start_points: int = 25,
+    max_skipped_run: int = 10,
+    end_points: int = 3,
+    max_skip_fraction: float = 0.01,
     min_points: int = 12,
 ) -> Evidence | None:
     """Gradient-norm bursts far above its robust baseline, or NaN/inf gradient norms.
+
+    Non-finite grad norms that persist (to the last ``end_points`` points, or a run of more than
+    ``max_skipped_run``; see :func:`lrdoctor.detectors.divergence.persistent_nonfinite`) fire at
+    the rule's severity. Isolated ones are steps a mixed-precision GradScaler skipped: those in
+    the first ``skip_start_points`` points (it backs its initial scale off) are ignored; later
+    ones are reported as info (at most ``max_skip_fraction`` of the run) or warning, unless
+    finite bursts are found too (those are reported, with the skips in evidence).
 
     The baseline of each point is the median of the ``baseline_window`` points before it (so a
     burst cannot hide in its own baseline, and the large norms at the start of training are the
@@ -168,29 +194,60 @@ def gradient_bursts(
     gradient of a bad batch -- a loss spike, reported by loss-spike -- and is not counted: a bad
     batch moves the loss more than the gradient, an exploding gradient the other way round.
     """
+    skips = None
     v = np.asarray(grad_norm.values, dtype=np.float64)
     bad = ~np.isfinite(v)
     if bad.any():
-        bad_steps = np.asarray(grad_norm.steps, dtype=np.int64)[bad]
-        return Evidence(
-            start_step=int(bad_steps[0]),
-            end_step=int(bad_steps[-1]),
-            steps=listed(bad_steps),
-            values={
-                "kind": "nonfinite",
-                "count": int(bad.sum()),
-                "first_step": int(bad_steps[0]),
-                "max_ratio": float("inf"),
-                "max_value": float("nan"),
-                "max_step": int(bad_steps[0]),
-                "baseline": float("nan"),
-                "detail": f"grad norm is NaN/inf at {int(bad.sum())} point(s) from {{axis}} {int(bad_steps[0])}",
-            },
-        )
+        all_steps = np.asarray(grad_norm.steps, dtype=np.int64)
+        from_i = persistent_nonfinite(grad_norm, start_points=skip_start_points,
+                                      max_skipped_run=max_skipped_run, end_points=end_points)
+        if from_i is not None:
+            bad_steps = all_steps[bad]
+            bad_steps = bad_steps[bad_steps >= all_steps[from_i]]
+            return Evidence(
+                start_step=int(bad_steps[0]),
+                end_step=int(bad_steps[-1]),
+                steps=listed(bad_steps),
+                values={
+                    "kind": "nonfinite",
+                    "count": int(len(bad_steps)),
+                    "first_step": int(bad_steps[0]),
+                    "max_ratio": float("inf"),
+                    "max_value": float("nan"),
+                    "max_step": int(bad_steps[0]),
+                    "baseline": float("nan"),
+                    "detail": (
+                        f"grad norm is {value_word(v[bad][-len(bad_steps):])} from {{axis}} {int(bad_steps[0])} on "
+                        f"({nonfinite_counts(v[bad][-len(bad_steps):])}) and does not recover"
+                    ),
+                },
+            )
+        # skipped steps (mixed precision): the first ones are the GradScaler settling, not news
+        later = np.nonzero(bad)[0]
+        later = later[later >= skip_start_points]
+        if len(later):
+            share = len(later) / len(v)
+            skips = Evidence(
+                start_step=int(all_steps[later[0]]),
+                end_step=int(all_steps[later[-1]]),
+                steps=listed(all_steps[later]),
+                values={
+                    "kind": "skipped_steps",
+                    "count": int(len(later)),
+                    "share": share,
+                    "first_step": int(all_steps[later[0]]),
+                    "detail": (
+                        f"grad norm is non-finite at {len(later)} isolated point(s) ({nonfinite_counts(v[later])}, "
+                        f"{share:.1%} of the run) from {{axis}} {int(all_steps[later[0]])} while training goes on: "
+                        "steps a mixed-precision GradScaler skipped? Frequent overflows waste steps"
+                    ),
+                },
+                severity="info" if share <= max_skip_fraction else "warning",
+            )
     steps, g, lg = _positive_log(grad_norm)
     n = len(g)
     if n < min_points:
-        return None
+        return skips
     w = odd_window(n, baseline_window, fraction=0.25, minimum=5)
     base = trailing_median(lg, w)
     resid = lg - base
@@ -204,7 +261,7 @@ def gradient_bursts(
         loss_jump = jump_ratios(train_loss, steps[burst], baseline_window)
         burst = burst[~(loss_jump >= np.exp(resid[burst]))]
     if len(burst) < min_bursts:
-        return None
+        return skips
     worst = int(burst[np.argmax(resid[burst])])
     values = {
         "kind": "bursts",
@@ -221,6 +278,8 @@ def gradient_bursts(
             f"{float(np.exp(base[worst])):.3g})"
         ),
     }
+    if skips is not None:
+        values["skipped_steps"] = skips.values["count"]
     if train_loss is not None and len(train_loss):
         ls, lv = finite_part(train_loss)
         if len(ls):

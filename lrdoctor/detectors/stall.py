@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import Series
-from .base import Evidence, finite_part, noise_sigma, odd_window, spearman_trend
+from .base import Evidence, finite_part, noise_sigma, odd_window, param_ranges, spearman_trend
 
 #: Candidate onsets are tried at this many evenly spaced points (a loop over candidates, not steps).
 _CANDIDATES = 40
@@ -21,6 +21,25 @@ def _drop(x: np.ndarray, fraction: float) -> float:
     return float(np.median(x[:k]) - np.median(x[-k:]))
 
 
+def _transient(x: np.ndarray, max_points: int, fraction: float, noise_tol: float, rel_tol: float):
+    """How many leading points (at most ``max_points``) are an initial transient: those before
+    the first one within the flat tolerance of the level that follows them. Also returns the
+    relative-change function for this curve (None where the loss is not positive throughout)."""
+    positive = bool(np.all(x > 0))
+
+    def rel(a: float, b: float) -> float | None:
+        return abs(a - b) / max(abs(a), abs(b)) if positive and max(abs(a), abs(b)) > 0 else None
+
+    m = min(max(0, max_points), len(x) // 10)
+    if m == 0:
+        return 0, rel
+    after = x[m:]
+    level = float(np.median(after[: _edge(after, fraction)]))
+    tol = max(noise_tol, rel_tol * abs(level) if positive else 0.0)
+    near = np.nonzero(np.abs(x[: m + 1] - level) <= tol)[0]
+    return (int(near[0]) if len(near) else m), rel
+
+
 def _lr_decay(lr: Series | None, from_step: int) -> float | None:
     """LR at the end over LR at ``from_step`` (None when the LR is not logged there)."""
     if lr is None:
@@ -33,6 +52,9 @@ def _lr_decay(lr: Series | None, from_step: int) -> float | None:
     return float(v[-1] / ref) if ref > 0 else None
 
 
+@param_ranges(window=">=1", edge_fraction="(0..1]", flat_drop_sigmas=">=0", max_transient_points=">=0",
+              flat_relative_change=">=0", max_relative_change=">=0", stall_drop_sigmas=">=0",
+              max_stall_trend="-1..1", min_stall_fraction="(0..1]", lr_decay_ratio=">=0", min_points=">=0")
 def plateau(
     train_loss: Series,
     lr: Series | None = None,
@@ -40,6 +62,9 @@ def plateau(
     window: int = 21,
     edge_fraction: float = 0.1,
     flat_drop_sigmas: float = 4.0,
+    max_transient_points: int = 3,
+    flat_relative_change: float = 0.01,
+    max_relative_change: float = 0.1,
     stall_drop_sigmas: float = 1.0,
     max_stall_trend: float = -0.3,
     min_stall_fraction: float = 0.5,
@@ -52,9 +77,17 @@ def plateau(
     improving for a long stretch while the LR is not being decayed (``flag_stalls``).
 
     Distances are in units of the loss's own noise (MAD of residuals around a running median over
-    ``window`` points), so shifting or scaling the loss changes nothing. *Never moves*: the change
-    from the first to the last ``edge_fraction`` of the run (medians) is smaller, either way,
-    than ``flat_drop_sigmas`` noise units; the onset is the first step. *Stalls*: from some point on,
+    ``window`` points). *Never moves*: after an initial transient of at most
+    ``max_transient_points`` points (the first points that lie outside the flat tolerance of the
+    level that follows: e.g. a Keras run's epoch 0 before it lands on ln 2), the change from the
+    first to the last ``edge_fraction`` of the rest (medians) is small. For a loss that is
+    positive throughout, small means below ``flat_relative_change`` of its level, or below
+    ``flat_drop_sigmas`` noise units while also below ``max_relative_change`` of its level (a
+    very noisy loss that fell 27% did move); otherwise (a loss that reaches 0 or below, where a
+    relative change means nothing) only the noise units count. The onset is the first step after
+    the transient. The relative test uses the loss's own zero (cross-entropy, MSE and the like
+    are >= 0 with a meaningful zero), so it is scale-invariant but, deliberately, not
+    shift-invariant; the noise-unit test is both. *Stalls*: from some point on,
     the rest of the run falls by less than ``stall_drop_sigmas`` noise units and has no clear
     downward rank trend (Spearman > ``max_stall_trend``), for at least ``min_stall_fraction`` of
     the run, while the LR (when logged) ends above ``lr_decay_ratio`` x its value at the onset.
@@ -72,23 +105,37 @@ def plateau(
     sigma = noise_sigma(x, w)
     if sigma <= 0:
         sigma = float(np.finfo(np.float64).tiny)
-    total_drop = _drop(x, edge_fraction)
+    k, moved_rel = _transient(x, max_transient_points, edge_fraction, flat_drop_sigmas * sigma, flat_relative_change)
+    rest = x[k:]
+    total_drop = _drop(rest, edge_fraction)
+    start_value = float(np.median(rest[: _edge(rest, edge_fraction)]))
+    end_value = float(np.median(rest[-_edge(rest, edge_fraction) :]))
     values = {
         "noise_sigma": sigma,
-        "start_value": float(np.median(x[: _edge(x, edge_fraction)])),
-        "end_value": float(np.median(x[-_edge(x, edge_fraction) :])),
+        "start_value": start_value,
+        "end_value": end_value,
         "total_drop_sigmas": total_drop / sigma,
+        "transient_points": k,
+        "relative_change": moved_rel(start_value, end_value),
     }
+    rel = values["relative_change"]
     # |drop|: a loss that climbs far above its start moves too (divergence territory, not a plateau)
-    if abs(total_drop) < flat_drop_sigmas * sigma:
+    within_noise = abs(total_drop) < flat_drop_sigmas * sigma
+    if rel is None:
+        never_moves = within_noise
+    else:
+        never_moves = rel < flat_relative_change or (within_noise and rel < max_relative_change)
+    if never_moves and len(rest) >= min_points:
         if not flag_never_moves:
             return None
-        values.update(kind="never_moves", stall_fraction=1.0, lr_ratio=_lr_decay(lr, int(steps[0])))
+        values.update(kind="never_moves", stall_fraction=1.0, lr_ratio=_lr_decay(lr, int(steps[k])))
+        change = f"{100 * rel:.2g}%, " if rel is not None else ""
+        after = f" after a {k}-point initial transient ({float(x[0]):.4g} -> {float(x[k]):.4g})" if k else ""
         values["detail"] = (
-            f"train loss never moved from its start ({values['start_value']:.4g} -> "
-            f"{values['end_value']:.4g}, {total_drop / sigma:.1f} noise units)"
+            f"train loss never moved from {start_value:.4g} to {end_value:.4g} "
+            f"({change}{total_drop / sigma:.1f} noise units){after}"
         )
-        return Evidence(int(steps[0]), int(steps[-1]), (int(steps[0]),), values)
+        return Evidence(int(steps[k]), int(steps[-1]), (int(steps[k]),), values)
 
     if not flag_stalls:
         return None
@@ -122,6 +169,8 @@ def plateau(
     return Evidence(int(steps[onset]), int(steps[-1]), (int(steps[onset]),), values)
 
 
+@param_ranges(max_norm=">0", collapse_norm=">0", max_ratio_to_start=">0", edge_fraction="(0..1]",
+              flat_drop_sigmas=">=0", stall_drop_sigmas=">=0", min_points=">=0")
 def vanishing_gradients(
     grad_norm: Series,
     train_loss: Series,

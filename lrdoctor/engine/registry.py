@@ -19,7 +19,7 @@ import importlib
 import inspect
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -48,6 +48,9 @@ class DetectorInfo:
     roles: tuple[str, ...]  # every role the function accepts
     required_roles: tuple[str, ...]  # roles without a default
     params: dict[str, Any]  # keyword-only parameter -> default
+    #: parameter -> allowed range (a key of lrdoctor.detectors.base.RANGES), declared with
+    #: @param_ranges next to the defaults; parameters without one are only type-checked
+    ranges: dict[str, str] = field(default_factory=dict)
 
 
 def _import(target: str) -> Callable:
@@ -112,4 +115,10 @@ def detector_info(kind: str) -> DetectorInfo:
             if p.default is inspect.Parameter.empty:
                 raise RuleSpecError(f"detector kind {kind!r}: parameter {p.name!r} needs a default")
             params[p.name] = p.default
-    return DetectorInfo(kind, kinds()[kind], tuple(roles), tuple(required), params)
+    from ..detectors.base import RANGES
+
+    ranges = dict(getattr(fn, "__lrdoctor_ranges__", {}))
+    for name, form in ranges.items():
+        if name not in params or form not in RANGES:
+            raise RuleSpecError(f"detector kind {kind!r}: bad range {form!r} for parameter {name!r}")
+    return DetectorInfo(kind, kinds()[kind], tuple(roles), tuple(required), params, ranges)

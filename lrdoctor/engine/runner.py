@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..detectors.base import Evidence, dedupe_steps
-from ..model import Diagnosis, Finding, Series, SkippedRule
+from ..model import Diagnosis, Finding, Series, Severity, SkippedRule
 from ..roles import RoleView
 from .registry import get_detector
 from .spec import RuleSpec
@@ -106,9 +106,12 @@ def make_finding(rule: RuleSpec, ev: Evidence, view: RoleView) -> Finding:
     except (KeyError, IndexError, ValueError, TypeError) as exc:
         log.warning("rule %s: message template failed (%s); using the title", rule.name, exc)
         message = rule.title
+    severity = rule.severity
+    if ev.severity is not None and Severity(ev.severity).rank < severity.rank:
+        severity = Severity(ev.severity)
     return Finding(
         rule=rule.name,
-        severity=rule.severity,
+        severity=severity,
         start_step=None if ev.start_step is None else int(ev.start_step),
         end_step=None if ev.end_step is None else int(ev.end_step),
         steps=tuple(int(s) for s in ev.steps),

@@ -62,22 +62,44 @@ def _suggest(word: str, options: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def check_param_type(default: Any, value: Any) -> Any:
-    """``value`` coerced to the type of ``default``, or ValueError."""
+def _number(value: Any) -> float | None:
+    """A YAML/--set value as a float: numbers, and the strings PyYAML leaves unparsed
+    ('5e-2', '1e9', 'inf', '-inf' -- YAML 1.1 wants '5.0e-2' and '.inf')."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def check_param_type(default: Any, value: Any, allowed: str | None = None) -> Any:
+    """``value`` coerced to the type of ``default`` and checked against its declared range
+    (``allowed``: a key of lrdoctor.detectors.base.RANGES), or ValueError."""
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
         raise ValueError(f"expected true/false, got {value!r}")
-    if isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ValueError(f"expected an integer, got {value!r}")
-    if isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ValueError(f"expected a number, got {value!r}")
+    if isinstance(default, (int, float)):
+        num = _number(value)
+        if num is None or num != num:
+            raise ValueError(f"expected {'an integer' if isinstance(default, int) else 'a number'}, got {value!r}")
+        if isinstance(default, int):
+            if abs(num) == float("inf") or not num.is_integer():
+                raise ValueError(f"expected an integer, got {value!r}")
+            out: Any = int(num)
+        else:
+            out = num
+        if allowed is not None:
+            from ..detectors.base import in_range, range_text
+
+            if not in_range(out, allowed):
+                raise ValueError(f"must be {range_text(allowed)}, got {value!r}")
+        return out
     if isinstance(default, str):
         if isinstance(value, str):
             return value
@@ -147,7 +169,7 @@ def parse_rule(data: Any, where: str) -> RuleSpec:
                 f"unknown parameter {key!r} for detector {kind!r}{_suggest(key, info.params)}", path=where
             )
         try:
-            params[key] = check_param_type(info.params[key], value)
+            params[key] = check_param_type(info.params[key], value, info.ranges.get(key))
         except ValueError as exc:
             raise RuleSpecError(f"parameter {key!r}: {exc}", path=where) from None
     for role in info.required_roles:
@@ -220,7 +242,10 @@ def load_rules(dirs: Iterable[str | Path] = (), *, builtin: bool = True) -> list
     for path in sources:
         rule = load_rule_file(path)
         if rule.name in by_name:
-            log.info("%s replaces rule %r from %s", rule.path, rule.name, by_name[rule.name].path)
+            # a warning, not info: replacing a built-in silently hides its defaults and docs
+            old = by_name[rule.name]
+            builtin_note = "the built-in " if old.path.startswith("rules/") and builtin else ""
+            log.warning("%s replaces %srule %r from %s", rule.path, builtin_note, rule.name, old.path)
         by_name[rule.name] = rule
     codes: dict[str, str] = {}
     for rule in by_name.values():
@@ -271,9 +296,9 @@ def apply_overrides(rules: Iterable[RuleSpec], overrides: Mapping[str, Mapping[s
                     f"(parameters: {', '.join(params)})"
                 )
             try:
-                params[key] = check_param_type(params[key], value)
+                params[key] = check_param_type(params[key], value, detector_info(rule.kind).ranges.get(key))
             except ValueError as exc:
-                raise RuleSpecError(f"--set {rule.name}.{key}: {exc}") from None
+                raise RuleSpecError(f"--set {rule.name}.{key}: {exc} (rule {rule.name} from {rule.path})") from None
         out.append(replace(rule, params=params))
     return out
 

@@ -5,7 +5,13 @@ Shape (stable; tested)::
     {"runs": [{"name", "source", "format",
                "findings": [{"rule", "severity", "start_step", "end_step", "steps", "message",
                              "evidence", "proposals"}],
-               "skipped_rules": [{"rule", "reason"}]}]}
+               "skipped_rules": [{"rule", "reason"}],
+               "annotations": [{"kind", "message", "path", "location"}]}]}
+
+When runs under the path could not be read, the document also has
+``"errors": [{"path", "message"}]`` (one per unreadable run; the key is absent otherwise).
+``annotations`` are what the reader noticed and kept (non-numeric cells, restarts, repeated
+steps, skipped corrupt records); ``path``/``location`` are ``null`` when not known.
 
 Non-finite numbers in evidence (a NaN loss, an infinite ratio) are written as the strings
 ``"nan"``, ``"inf"`` and ``"-inf"``: the output is always strict JSON (``json.loads`` in any
@@ -53,12 +59,22 @@ def diagnosis_dict(d: Diagnosis) -> dict[str, Any]:
         "format": d.run.format,
         "findings": [f.to_dict() for f in d.findings],
         "skipped_rules": [{"rule": s.rule, "reason": s.reason} for s in d.skipped_rules],
+        "annotations": [
+            {"kind": a.kind, "message": a.message, "path": a.path, "location": a.location}
+            for a in d.run.annotations
+        ],
     }
 
 
-def diagnoses_document(diagnoses: Iterable[Diagnosis]) -> dict[str, Any]:
-    return json_safe({"runs": [diagnosis_dict(d) for d in diagnoses]})
+def diagnoses_document(diagnoses: Iterable[Diagnosis], errors: Iterable[Exception] = ()) -> dict[str, Any]:
+    doc: dict[str, Any] = {"runs": [diagnosis_dict(d) for d in diagnoses]}
+    errors = list(errors)
+    if errors:
+        doc["errors"] = [
+            {"path": getattr(e, "path", None), "message": getattr(e, "message", None) or str(e)} for e in errors
+        ]
+    return json_safe(doc)
 
 
-def dumps(diagnoses: Iterable[Diagnosis], *, indent: int | None = 2) -> str:
-    return json.dumps(diagnoses_document(diagnoses), indent=indent, allow_nan=False)
+def dumps(diagnoses: Iterable[Diagnosis], *, errors: Iterable[Exception] = (), indent: int | None = 2) -> str:
+    return json.dumps(diagnoses_document(diagnoses, errors), indent=indent, allow_nan=False)

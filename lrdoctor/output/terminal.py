@@ -11,6 +11,8 @@ from ..model import Diagnosis, Finding
 _STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 #: proposals shown per finding (the rest are in --json and the HTML report)
 TOP_PROPOSALS = 2
+#: reader annotations shown per run (all of them are in --json)
+TOP_ANNOTATIONS = 5
 
 
 def _span(f: Finding, axis: str) -> str:
@@ -56,7 +58,19 @@ def render(diagnoses: Sequence[Diagnosis], file: IO[str] | None = None, *, color
                 reasons.setdefault(s.reason, []).append(s.rule)
             text = "; ".join(f"{', '.join(rules)} ({reason})" for reason, rules in reasons.items())
             console.print(f"  [dim]skipped: {escape(text)}[/dim]")
+        _annotations(console, d, escape)
         console.print()
     n = len(diagnoses)
     parts = [f"{totals[s]} {s}{'s' if totals[s] != 1 else ''}" for s in ("error", "warning", "info") if totals[s]]
     console.print(f"{n} run{'s' if n != 1 else ''} diagnosed: " + (", ".join(parts) if parts else "no findings"))
+
+
+def _annotations(console, d: Diagnosis, escape) -> None:
+    """What the reader noticed (non-numeric cells, restarts, duplicates, corrupt records)."""
+    notes = d.run.annotations
+    for a in notes[:TOP_ANNOTATIONS]:
+        where = ", ".join(x for x in (a.path, a.location) if x)
+        console.print(f"  [magenta]note[/magenta]  {escape(a.kind)}: {escape(a.message)}"
+                      + (f"  [dim]({escape(where)})[/dim]" if where else ""))
+    if len(notes) > TOP_ANNOTATIONS:
+        console.print(f"  [dim]... {len(notes) - TOP_ANNOTATIONS} more notes (see --json)[/dim]")
