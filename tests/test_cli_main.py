@@ -41,3 +41,17 @@ def test_reader_closing_the_pipe_early_is_exit_0():
 def test_unknown_subcommand_is_exit_2(capsys):
     assert main(["frobnicate"]) == 2
     assert "frobnicate" in capsys.readouterr().err
+
+
+def test_report_names_unreadable_runs_and_exits_2_after_writing_the_rest(tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "sweep"
+    shutil.copytree(SAMPLES / "healthy-mlp-tensorboard", root / "good")
+    (root / "broken").mkdir()
+    (root / "broken" / "metrics.csv").write_text("step,loss\n")  # a header, no points
+    out = tmp_path / "r.html"
+    assert main(["report", str(root), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert out.exists() and "good" in out.read_text()
+    assert [ln for ln in err.splitlines() if ln.startswith("lrdoctor: error: run not read:") and "metrics.csv" in ln]

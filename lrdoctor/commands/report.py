@@ -42,7 +42,8 @@ def report_cmd(path, fmt, strict, roles, roles_config, output, title, rule_dirs,
     from ..engine.diagnose import diagnose_runs
     from ..engine.spec import apply_overrides, load_rules, parse_set, select_rules
     from ..report import write_report
-    from .diagnose import load_runs
+    from .diagnose import load_runs_with_errors
+    from .inspect import report_unreadable
 
     verdicts = None
     if verdicts_file:
@@ -54,7 +55,7 @@ def report_cmd(path, fmt, strict, roles, roles_config, output, title, rule_dirs,
     if not rules:
         raise UsageError("no rules left to run after --select/--ignore")
     overrides = role_overrides(roles, roles_config)
-    runs = load_runs(path, fmt, strict)
+    runs, errors = load_runs_with_errors(path, fmt, strict)
     diagnoses = diagnose_runs(runs, rules=rules, role_overrides=overrides, jobs=jobs,
                               progress=sys.stderr.isatty())
     import os
@@ -64,4 +65,5 @@ def report_cmd(path, fmt, strict, roles, roles_config, output, title, rule_dirs,
                        figure_format=figure_format, workers=workers)
     n = len(diagnoses)
     click.echo(f"wrote {out} ({n} run{'' if n == 1 else 's'}, {out.stat().st_size / 1e6:.1f} MB)", err=True)
-    return 0
+    # The page holds the runs that could be read; the ones that could not are named, and exit 2.
+    return report_unreadable(errors)
