@@ -39,7 +39,7 @@ SUBSET = {
 def make_runs(root: Path, full: bool, run_seeds: tuple[int, ...], fmt: str):
     from lrdoctor.workloads.recipes import RECIPES as ALL
     from lrdoctor.workloads.recipes import recipe_config
-    from lrdoctor.workloads.train import train
+    from lrdoctor.workloads.training import train
 
     out = []
     for recipe in (*RECIPES, "healthy"):

@@ -82,22 +82,40 @@ def test_failing_command_reports_stderr_tail(tmp_path):
     assert not finished(task)
 
 
-def test_ray_executor_against_local_instance(tmp_path):
+def test_ray_executor_and_cli_on_one_local_instance(tmp_path, capsys, monkeypatch):
+    """One local Ray instance started here (Ray's start-up is most of the cost) serves both the
+    executor itself - seeded reruns, a failing task isolated - and ``lrdoctor verify --executor ray``,
+    which joins the running instance and leaves it running."""
     ray = pytest.importorskip("ray")
-    from lrdoctor.verify.executors import RayExecutor
+    import json
 
+    from lrdoctor.cli import main
+    from lrdoctor.verify.executors import RayExecutor
+    from lrdoctor.workloads.recipes import recipe_config
+    from lrdoctor.workloads.training import train
+
+    monkeypatch.setenv("RAY_DISABLE_USAGE_STATS", "1")
+    run = tmp_path / "divergence"
+    train(recipe_config("divergence", "mlp_regressor", seed=0), run, "jsonl", "cpu")
     template = python_command(SCRIPT, "--lr", "{lr}", "--max-steps", "{max_steps}", "--seed", "{seed}",
                               "--logdir", "{logdir}")
-    tasks = tasks_for(tmp_path, template, seeds=(0, 1))
-    os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+    tasks = tasks_for(tmp_path / "direct", template, seeds=(0, 1))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}})
     try:
         ex = RayExecutor(gpus_per_task=0)
         out = dict(ex.run(run_rerun, tasks))
         res = dict(ex.run(boom, [1, 2]))
+        capsys.readouterr()
+        rc = main(["verify", str(run), "--rule", "divergence", "--proposal", "patch", "--patch", '{"lr": 0.1}',
+                   "--budget-steps", "150", "--executor", "ray", "--out", str(tmp_path / "v"), "--json"])
+        assert ray.is_initialized()  # joined, not started (and so not shut down) by the command
     finally:
         ray.shutdown()
     assert all(o.ok for o in out.values()), [o.stderr_tail for o in out.values()]
     assert final_loss(out[0].logdir) != final_loss(out[1].logdir)
     assert res[0] == 10 and isinstance(res[1], Exception) and "exploded" in str(res[1])
+    doc = json.loads(capsys.readouterr().out)  # stdout stays pure JSON with Ray running
+    (v,) = [v for r in doc["runs"] for v in r["verdicts"]]
+    assert rc == 0 and v["verdict"] == "CONFIRMED", v["reason"]
+    assert len(list((tmp_path / "v").rglob("lrdoctor-rerun.done"))) == 10

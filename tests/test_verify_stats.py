@@ -133,3 +133,38 @@ def test_gradient_rules_judge_the_applied_norm_after_clipping():
     assert g[0] == 1.0 and g[1] == 3.0 and np.isnan(g[2]) and np.isinf(g[3]) and g[4] == 2.0
     assert got.series("loss")["value"].tolist() == [5.0, 4, 3, 2, 1]
     assert applied_grad_norm(run, None) is run
+
+
+def test_verdict_json_round_trip_keeps_curves_and_their_non_finite_points(tmp_path):
+    """What ``verify --json`` writes is strict JSON, and the report's loader gets the curves back
+    with NaN/inf as floats (the markers of a diverged rerun) and the required keys unchanged."""
+    import json
+
+    import numpy as np
+
+    from lrdoctor.report.verdicts import load_verdicts
+    from lrdoctor.verify.runner import RunVerification, curves_detail, display_curve
+
+    steps = np.arange(1, 2001)
+    values = np.exp(steps / 300.0)
+    values[1500:] = np.nan
+    values[1499] = np.inf
+    curve = display_curve(steps, values)
+    assert len(curve[0]) <= 510 and math.isinf(max(curve[1])) and any(math.isnan(x) for x in curve[1])
+    assert 1 in curve[0] and 2000 in curve[0]
+    base = [ArmResult(s, True, target=math.inf, target_role="train_loss", curves=(("train_loss", *curve),))
+            for s in (0, 1, 2)]
+    cand = [ArmResult(s, True, target=0.5, target_role="train_loss", curves=(("train_loss", (1.0, 2.0), (0.9, 0.5)),))
+            for s in (0, 1, 2)]
+    v = decide("divergence", Proposal(id="p", kind="lower_peak_lr", summary="", rationale="", config={"lr": 0.1},
+                                      code=""), base, cand, VerifyConfig(seeds=3))
+    v.details["curves"] = curves_detail(base, cand, "train_loss")
+    text = json.dumps({"runs": [RunVerification("r", (v,)).to_dict()]}, allow_nan=False)
+    (path := tmp_path / "v.json").write_text(text)
+    (back,) = load_verdicts(path)["r"]
+    assert back == v  # rule, proposal, verdict, seeds, p-value, CI, P(better), reason
+    got = back.details["curves"]
+    assert got["metric"] == "train_loss" and sorted(got["baseline"]) == ["0", "1", "2"]
+    assert all(isinstance(y, float) for y in got["baseline"]["1"]["values"])
+    ys = np.asarray(got["baseline"]["1"]["values"])
+    assert np.isinf(ys).sum() == 1 and np.isnan(ys).any() and got["candidate"]["2"]["values"] == [0.9, 0.5]

@@ -67,10 +67,12 @@ def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_
     """Rerun each run under PATH briefly, with and without each proposal on the same seeds, and give
     each proposal a verdict: CONFIRMED, REJECTED, INCONCLUSIVE or ERROR.
 
-    Exit status: 0 verified (whatever the verdicts), 1 some verdict is ERROR, 2 usage or input error.
+    Exit status: 0 verified (whatever the verdicts), 1 some verdict is ERROR, 2 usage or input error
+    (including a run under PATH that could not be read: the others are verified first).
     """
     from ..engine.spec import apply_overrides, load_rules, parse_set
     from ..verify.entry import verify_path
+    from .inspect import report_unreadable
 
     patch = None
     if patch_json is not None:
@@ -81,13 +83,17 @@ def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_
         if not isinstance(patch, dict):
             raise UsageError("--patch must be a JSON object (a config patch)")
     rules = apply_overrides(load_rules(rule_dirs), parse_set(sets))
+    unreadable: list = []
     results = verify_path(
         path, proposal_id=proposal_id, rule=rule, patch=patch, seeds=seeds, budget_steps=budget_steps, out=out_dir,
         device=device, executor=executor_kind, ray_address=ray_address, jobs=jobs, train=train, fmt=fmt,
-        strict=strict, role_overrides=role_overrides(roles, roles_config), rules=rules,
+        strict=strict, role_overrides=role_overrides(roles, roles_config), rules=rules, unreadable=unreadable,
     )
     if as_json:
         click.echo(json.dumps({"runs": [r.to_dict() for r in results]}, indent=2))
     else:
         _print(results, sys.stdout)
+    # the runs that could be read were verified; the unreadable ones still make the exit status 2
+    if report_unreadable(unreadable):
+        return 2
     return int(any(v.verdict.value == "ERROR" for r in results for v in r.verdicts))

@@ -2,6 +2,10 @@
 
 ``{"runs": [{"name": ..., "verdicts": [{"rule", "proposal_id", "kind", "verdict", "seeds",
 "p_value", "ci", "p_better", "reason"[, "details"]}]}]}`` -> ``{run name: [Verdict, ...]}``.
+
+``details`` (per-seed statistics and the reruns' curves under "curves") is optional; the verify
+command writes it as strict JSON, with non-finite numbers in lists as "nan"/"inf"/"-inf" strings,
+which are turned back into floats here so a diverged rerun's curve keeps its NaN markers.
 """
 
 from __future__ import annotations
@@ -11,6 +15,16 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..model import Verdict, VerdictKind
+
+_NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+def _numbers(x):
+    if isinstance(x, list):
+        return [_NON_FINITE.get(i, i) if isinstance(i, str) else _numbers(i) for i in x]
+    if isinstance(x, dict):
+        return {k: _numbers(v) for k, v in x.items()}
+    return x
 
 
 def _verdict(d: dict) -> Verdict:
@@ -25,7 +39,7 @@ def _verdict(d: dict) -> Verdict:
         ci=None if ci is None else (float(ci[0]), float(ci[1])),
         p_better=None if d.get("p_better") is None else float(d["p_better"]),
         reason=str(d.get("reason") or ""),
-        details=dict(d.get("details") or {}),
+        details=_numbers(dict(d.get("details") or {})),
     )
 
 

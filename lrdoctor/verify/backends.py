@@ -172,7 +172,7 @@ class WorkloadBackend:
 
     def execute(self, task: RerunTask) -> tuple[int, str]:
         from ..workloads.config import WorkloadConfig
-        from ..workloads.train import train
+        from ..workloads.training import train
 
         cfg = WorkloadConfig.from_dict(self.origin["config"])
         # the budget goes in as max_steps: length-relative scheduler defaults then follow the

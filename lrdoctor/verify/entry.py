@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,6 +13,8 @@ from ..model import Diagnosis, Proposal
 from .executors import make_executor
 from .protocol import VerifyConfig, resolve_device
 from .runner import DEFAULT_OUT, RunVerification, verify_items
+
+log = logging.getLogger(__name__)
 
 #: Id of the proposal made from ``patch=`` (``--patch``).
 PATCH_ID = "patch"
@@ -77,15 +80,25 @@ def verify_path(
     strict: bool = False,
     role_overrides: Mapping[str, str] | None = None,
     rules=None,
+    unreadable: list | None = None,
 ) -> list[RunVerification]:
-    """Diagnose the runs under ``path`` and verify the selected proposals; one entry per run."""
+    """Diagnose the runs under ``path`` and verify the selected proposals; one entry per run read.
+
+    A run under ``path`` that cannot be read does not stop the others: its error (naming the file)
+    is appended to ``unreadable`` when a list is given, else logged as a warning. Nothing readable
+    at all (or any unreadable run with ``strict``) raises, as for ``discover``.
+    """
     from ..engine.diagnose import diagnose_runs
     from ..engine.spec import load_rules
-    from ..readers import discover
+    from ..readers import discover_with_errors
 
     cfg = VerifyConfig(seeds=seeds, budget_steps=budget_steps, device=resolve_device(device)).check()
     rules = list(rules) if rules is not None else load_rules()
-    runs = list(discover(str(path), format=fmt, strict=strict))
+    runs, errors = discover_with_errors(str(path), format=fmt, strict=strict)
+    if unreadable is not None:
+        unreadable.extend(errors)
+    for exc in errors if unreadable is None else ():
+        log.warning("run not read: %s", exc)
     diagnoses = diagnose_runs(runs, rules=rules, role_overrides=role_overrides, jobs=1, proposals=True)
     items = select_items(diagnoses, proposal_id, rule, patch)
     results: list[RunVerification] = []

@@ -15,7 +15,7 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,11 @@ from .verdict import ArmResult, decide
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "lrdoctor-verify"
+#: The series each built-in rule judges, kept per rerun next to the target metric's.
+SYMPTOM_ROLE = {"divergence": "train_loss", "loss-spike": "train_loss", "plateau": "train_loss",
+                "exploding-gradients": "grad_norm", "vanishing-gradients": "grad_norm", "overfitting": "val_loss"}
+#: Points per rerun curve kept in ``Verdict.details["curves"]`` (the report draws at most ~400).
+CURVE_POINTS = 500
 CANONICAL_RULES = ("divergence", "loss-spike", "plateau", "overfitting", "exploding-gradients", "vanishing-gradients")
 
 HOW_TO_RERUN = (
@@ -57,7 +62,12 @@ class RunVerification:
     verdicts: tuple[Verdict, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "verdicts": [v.to_dict() for v in self.verdicts]}
+        """The ``--json`` shape; each verdict's ``details`` (statistics per seed, rerun curves) rides
+        along under "details", strict JSON (non-finite numbers as "nan"/"inf"/"-inf" strings)."""
+        from ..output.json_out import json_safe
+
+        return {"name": self.name,
+                "verdicts": [{**v.to_dict(), "details": json_safe(v.details)} for v in self.verdicts]}
 
 
 @dataclass(frozen=True)
@@ -139,8 +149,6 @@ def applied_grad_norm(run: Run, clip: float | None) -> Run:
     """
     if clip is None:
         return run
-    from dataclasses import replace
-
     tag = RoleView.of(run).roles.get("grad_norm")
     if tag is None:
         return run
@@ -302,7 +310,29 @@ def _read_back(task: RerunTask, outcome: RerunOutcome, diagnose_fn, cfg: VerifyC
         raise VerifyError(f"the rerun's logs in {task.logdir} have neither a train nor a val loss")
     target = smoothed_final(view[role].values, window)
     rules = tuple(sorted({f.rule for f in diag.findings}))
-    return ArmResult(task.seed, True, rules=rules, target=target, target_role=role, logdir=task.logdir)
+    shown = tuple((r, *display_curve(view[r].steps, view[r].values))
+                  for r in dict.fromkeys((role, "train_loss", "grad_norm")) if view.has(r) and len(view[r]))
+    return ArmResult(task.seed, True, rules=rules, target=target, target_role=role, logdir=task.logdir,
+                     curves=shown)
+
+
+def display_curve(steps, values, max_points: int = CURVE_POINTS) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A series cut to at most ~``max_points`` for the report, keeping each bucket's min, max and
+    first NaN/inf (a plain stride would drop the one-step spike or the NaN the verdict is about)."""
+    from ..report.downsample import downsample
+
+    s, v = downsample(np.asarray(steps), np.asarray(values, dtype=np.float64), max_points)
+    return tuple(s.tolist()), tuple(v.tolist())
+
+
+def curves_detail(baseline: Sequence[ArmResult], candidate: Sequence[ArmResult], role: str) -> dict[str, Any]:
+    """``Verdict.details["curves"]`` as the HTML report draws it: per arm, seed -> steps and values
+    of ``role`` (seeds whose rerun did not log it are left out)."""
+    out: dict[str, Any] = {"metric": role}
+    for arm, results in (("baseline", baseline), ("candidate", candidate)):
+        out[arm] = {str(a.seed): {"steps": list(c[0]), "values": list(c[1])}
+                    for a in results if (c := a.curve(role)) is not None}
+    return out
 
 
 def verify_items(
@@ -328,13 +358,18 @@ def verify_items(
     by_run: dict[str, list[Verdict]] = {}
     for job in p.jobs:
         def mark(a: ArmResult, rule=job.rule) -> ArmResult:
-            hit = (rule in a.rules) if rule else any(r in CANONICAL_RULES for r in a.rules)
-            return ArmResult(a.seed, a.ok, hit, a.rules, a.target, a.target_role, a.error, a.logdir)
+            return replace(a, symptom=(rule in a.rules) if rule else any(r in CANONICAL_RULES for r in a.rules))
 
-        v = decide(job.rule, job.proposal, [mark(arms[k]) for k in job.baseline],
-                   [mark(arms[k]) for k in job.candidate], cfg, base_lr=job.base_lr)
+        base, cand = [mark(arms[k]) for k in job.baseline], [mark(arms[k]) for k in job.candidate]
+        v = decide(job.rule, job.proposal, base, cand, cfg, base_lr=job.base_lr)
         v.details["budget_steps"] = job.budget
         v.details["out"] = str(Path(job.candidate[0]).parent)
+        role = next((a.target_role for a in (*base, *cand) if a.target_role), "train_loss")
+        v.details["curves"] = curves_detail(base, cand, role)
+        symptom = SYMPTOM_ROLE.get(job.rule or "")
+        if symptom and symptom != role and any(a.curve(symptom) for a in (*base, *cand)):
+            # the target is often a sparse val loss; the series the rule fired on shows the symptom itself
+            v.details["symptom_curves"] = curves_detail(base, cand, symptom)
         by_run.setdefault(job.run.name, []).append(v)
     names = list(dict.fromkeys(run.name for run, _, _ in items))
     return [RunVerification(n, tuple(by_run.get(n, ()))) for n in names]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..model import Proposal, Verdict, VerdictKind
 from .protocol import VerifyConfig
@@ -40,6 +40,13 @@ class ArmResult:
     target_role: str = ""
     error: str = ""
     logdir: str = ""
+    # (role, steps, values) per series kept for display (the target metric's, train loss, grad
+    # norm), downsampled; the report draws them, the verdict never looks at them
+    curves: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...] = field(default=(), compare=False,
+                                                                                 repr=False)
+
+    def curve(self, role: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        return next(((s, v) for r, s, v in self.curves if r == role), None)
 
 
 def lowers_lr(proposal: Proposal, base_lr: float | None) -> bool:
