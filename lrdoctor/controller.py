@@ -134,11 +134,12 @@ class Controller:
 
         unknown = set(patch) - {
             "lr", "lr_scale", "optimizer", "weight_decay", "warmup_steps", "warmup_start_factor", "scheduler",
-            "clip_grad_norm", "clip_grad_value", "batch_size", "early_stop_step", "skip_batches",
+            "clip_grad_norm", "clip_grad_value", "batch_size", "early_stop_step", "early_stop_epoch",
+            "skip_batches",
         }
         if unknown:
             log.warning("controller ignores patch keys it cannot apply in a script: %s", ", ".join(sorted(unknown)))
-        for key in ("batch_size", "early_stop_step", "skip_batches"):
+        for key in ("batch_size", "early_stop_step", "early_stop_epoch", "skip_batches"):
             if key in patch:
                 log.warning("controller cannot apply %r from inside the loop; the script must read it from "
                             "LRDOCTOR_VERIFY_CONFIG itself", key)

@@ -277,3 +277,4 @@ def test_mixed_precision_skipped_steps_are_not_divergence(tmp_path, capsys):
     eg = rules["exploding-gradients"]  # the skips past the start: reported, as info
     assert (eg["severity"], eg["evidence"]["kind"], eg["steps"]) == ("info", "skipped_steps", late)
     assert f"{len(late)} inf" in eg["message"] and "nan" not in eg["message"]
+    assert eg["proposals"] == []  # GradScaler already handled those steps: nothing to change

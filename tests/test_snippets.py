@@ -364,3 +364,162 @@ def test_snippet_matches_workload_schedule_builder(view, proposal):
         assert type(opt) is type(t.opt)
     if "weight_decay" in cfg:
         assert opt.param_groups[0]["weight_decay"] == t.opt.param_groups[0]["weight_decay"]
+
+
+# --------------------------------------------------------------------------- epoch-axis runs
+
+
+def _keras_view(tmp_path, hparams=None) -> RoleView:
+    """A Keras CSVLogger log (epochs from 0) of 40 epochs at a constant LR: the loss stalls from
+    epoch 12 and the val loss is lowest at epoch 9, then rises."""
+    from reader_fixtures import write_keras_csv
+
+    from lrdoctor.readers import discover
+
+    rng = np.random.default_rng(1)
+    rows = [{"loss": float(max(np.exp(-e / 4), np.exp(-3)) + 0.1 + rng.normal(0, 1e-4)), "learning_rate": 1e-3,
+             "val_loss": 0.4 + 0.01 * (e - 9) ** 2} for e in range(40)]
+    write_keras_csv(tmp_path / "keras" / "training_log.csv", rows)
+    (run,) = discover(tmp_path / "keras")
+    assert run.step_axis == "epoch"
+    if hparams:
+        run = Run(run.name, run.source, run.format, run.scalars, hparams=hparams, step_axis="epoch")
+    return RoleView.of(run)
+
+
+def _epoch_proposals(view):
+    out = {}
+    for f in (_finding("plateau", 12, 39), _finding("overfitting", 10, 39)):
+        out.update({p.id: p for p in propose(f, view)})
+    return out
+
+
+def drive_epochs(code: str, epochs: int, batches: int, *, vals=None):
+    """Exec the snippet and follow the epoch loop it documents: optimizer steps inside, the
+    scheduler stepped where its comment says, validation and the stop check after each epoch."""
+    model, opt = _model_and_optimizer()
+    ns = {"model": model, "optimizer": opt}
+    exec(compile(code, "<snippet>", "exec"), ns)
+    opt = ns["optimizer"]
+    per_step = "scheduler_step()  # once per optimizer step" in code
+    per_epoch = "scheduler_step()  # once per epoch" in code
+    assert not (per_step and per_epoch)
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+    t = Trace()
+    t.epoch_lrs, t.model = [], model
+    step = 0
+    for epoch in range(epochs):
+        t.epoch_lrs.append(opt.param_groups[0]["lr"])
+        for _ in range(batches):
+            t.lrs.append(opt.param_groups[0]["lr"])
+            opt.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            opt.step()
+            step += 1
+            if per_step:
+                ns["scheduler_step"]()
+        if per_epoch:
+            ns["scheduler_step"]()
+        if "on_eval" in ns:
+            t.states[epoch] = {k: p.detach().clone() for k, p in model.state_dict().items()}
+            ns["on_eval"](epoch, vals(epoch))
+        if "should_stop" in ns and ns["should_stop"](epoch + 1, step):
+            t.stopped_at = epoch + 1
+            if "restore_best" in ns:
+                t.restored = ns["restore_best"]()
+            break
+    t.epoch_lrs, t.lrs = np.array(t.epoch_lrs), np.array(t.lrs)
+    return t
+
+
+def test_epoch_snippets_without_steps_per_epoch_step_per_epoch(tmp_path):
+    view = _keras_view(tmp_path)
+    props = _epoch_proposals(view)
+    assert {"plateau:add_decay_schedule:cosine", "overfitting:early_stop"} <= set(props)
+    for p in props.values():
+        assert "once per optimizer step" not in p.code, p.id  # counts are epochs
+        assert "enumerate(loader" not in p.code, p.id
+    cos = props["plateau:add_decay_schedule:cosine"].config["scheduler"]
+    t = drive_epochs(props["plateau:add_decay_schedule:cosine"].code, cos["T_max"] + 5, 3)
+    assert close(t.epoch_lrs[0], BASE_LR) and close(t.epoch_lrs[cos["T_max"]], cos["eta_min"], 1e-6)
+    assert np.all(np.ptp(t.lrs.reshape(-1, 3), axis=1) == 0), "the LR is constant within an epoch"
+    ms = props["plateau:add_decay_schedule:multistep"].config["scheduler"]
+    t = drive_epochs(props["plateau:add_decay_schedule:multistep"].code, ms["milestones"][1] + 2, 2)
+    m1 = ms["milestones"][0]
+    assert close(t.epoch_lrs[m1 - 1], BASE_LR) and close(t.epoch_lrs[m1], BASE_LR * ms["gamma"])
+    rop = props["plateau:add_decay_schedule:reduce_on_plateau"].config["scheduler"]
+    t = drive_epochs(props["plateau:add_decay_schedule:reduce_on_plateau"].code, rop["patience"] + 8, 2,
+                     vals=lambda e: 1.0 - 0.1 * min(e, 3))
+    # improves for epochs 0..3, then torch cuts after `patience` more non-improving evals (epochs)
+    assert int(np.argmax(t.epoch_lrs < BASE_LR)) == 3 + rop["patience"] + 2
+
+
+def test_epoch_early_stop_snippet_stops_after_the_right_epoch_and_restores_best(tmp_path):
+    view = _keras_view(tmp_path)
+    es = _epoch_proposals(view)["overfitting:early_stop"]
+    n = es.config["early_stop_epoch"]
+    assert n == 9 + 2 + 1  # best at the log's epoch 9 (0-based), two evals of margin
+    log_val = dict(zip(view["val_loss"].steps.tolist(), view["val_loss"].values.tolist(), strict=True))
+    t = drive_epochs(es.code, 40, 4, vals=lambda e: log_val[e])
+    assert t.stopped_at == n, "stops after 12 epochs, not after 12 batches"
+    assert len(t.lrs) == n * 4
+    assert t.restored == 9
+    for k, v in t.model.state_dict().items():
+        assert torch.equal(v, t.states[9][k]), "the best epoch's weights are restored"
+
+
+def test_epoch_snippets_with_steps_per_epoch_step_per_optimizer_step(tmp_path):
+    spe = 5
+    view = _keras_view(tmp_path, {"steps_per_epoch": spe})
+    props = _epoch_proposals(view)
+    cos = props["plateau:add_decay_schedule:cosine"]
+    T = cos.config["scheduler"]["T_max"]
+    assert T == 40 * spe and "scheduler_step()  # once per optimizer step" in cos.code
+    t = drive_epochs(cos.code, 41, spe)
+    assert close(t.lrs[0], BASE_LR) and close(t.lrs[T], cos.config["scheduler"]["eta_min"], 1e-6)
+    assert t.lrs[1] < t.lrs[0], "decays within the first epoch"
+    es = props["overfitting:early_stop"]
+    assert es.config == {"early_stop_step": 12 * spe}
+    log_val = dict(zip(view["val_loss"].steps.tolist(), view["val_loss"].values.tolist(), strict=True))
+    t = drive_epochs(es.code, 40, spe, vals=lambda e: log_val[e])
+    assert t.stopped_at == 12 and t.restored == 9
+
+
+def test_epoch_warmup_snippet_counts_epochs(tmp_path):
+    view = _keras_view(tmp_path)
+    warm = {p.kind: p for p in propose(_finding("divergence", 3, 39), view)}["add_warmup"]
+    w = warm.config["warmup_steps"]
+    assert f"WARMUP_EPOCHS = {w}" in warm.code and "WARMUP_STEPS" not in warm.code
+    t = drive_epochs(warm.code, w + 3, 2)
+    assert close(t.epoch_lrs[0], BASE_LR * warm.config["warmup_start_factor"])
+    assert t.epoch_lrs[w - 1] < BASE_LR and close(t.epoch_lrs[w], BASE_LR), "peak reached at epoch W"
+
+
+def test_every_sample_log_finding_has_runnable_proposals():
+    """Every finding on sample_logs/ carries a proposal with numbers, a patch and code that runs
+    with only ``model`` and ``optimizer`` in scope (each hook called once)."""
+    from pathlib import Path
+
+    from lrdoctor.engine.runner import run_rules
+    from lrdoctor.engine.spec import load_rules
+    from lrdoctor.readers import discover
+
+    root = Path(__file__).resolve().parents[1] / "sample_logs"
+    if not root.is_dir():
+        pytest.skip("sample_logs absent")
+    rules, seen = load_rules(), 0
+    for run in discover(root):
+        for f in run_rules(RoleView.of(run), rules, proposer=propose).findings:
+            assert f.proposals, f"{run.name}: {f.rule} has no proposal"
+            for p in f.proposals:
+                seen += 1
+                assert p.config and any(c.isdigit() for c in p.summary), p.id
+                model, opt = _model_and_optimizer()
+                ns = {"model": model, "optimizer": opt}
+                exec(compile(p.code, p.id, "exec"), ns)
+                ns["optimizer"].step()
+                for hook, args in (("scheduler_step", ()), ("clip_gradients", ()), ("on_eval", (1, 0.5)),
+                                   ("should_stop", (1,)), ("restore_best", ()), ("skip_batch", (1,))):
+                    if hook in ns:
+                        ns[hook](*args)
+    assert seen >= 5

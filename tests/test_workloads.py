@@ -154,6 +154,12 @@ def test_skip_batches_are_not_trained_but_the_lr_schedule_is_kept(tmp_path):
     assert np.array_equal(full.history.train_loss[:11], skip.history.train_loss[:11])
 
 
+def test_early_stop_epoch_patch_becomes_steps_of_the_workloads_epoch_length():
+    cfg = WorkloadConfig(epoch_steps=20)
+    assert cfg.apply_patch({"early_stop_epoch": 5}).early_stop_step == 100
+    assert cfg.apply_patch({"early_stop_epoch": 5, "early_stop_step": 30}).early_stop_step == 30
+
+
 def test_early_stop_restores_the_best_weights(tmp_path):
     cfg = WorkloadConfig(max_steps=200, eval_every=10, early_stop_step=60, lr=3e-3)
     res = train(cfg, tmp_path, "jsonl", device="cpu")

@@ -156,6 +156,15 @@ def _vanishing(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
     return [(lambda: lr_kinds.raise_lr(f, ctx, 3.0, ev, note), 0.4 if ctx.adaptive else 0.6)]
 
 
+def _no_lr_decay(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
+    # The loss stalled at an LR that never decayed: a decay schedule is the fix itself.
+    return [
+        (lambda: schedules.cosine(f, ctx), 0.9),
+        (lambda: schedules.reduce_on_plateau(f, ctx), 0.8 if ctx.eval_every else 0.6),
+        (lambda: schedules.multistep(f, ctx), 0.7),
+    ]
+
+
 #: rule name -> planner (which builders, and how strongly the run's evidence backs each).
 RULES: dict[str, Callable[[Finding, RunContext, RoleView], Plan]] = {
     "divergence": _divergence,
@@ -164,6 +173,7 @@ RULES: dict[str, Callable[[Finding, RunContext, RoleView], Plan]] = {
     "overfitting": _overfitting,
     "exploding-gradients": _exploding,
     "vanishing-gradients": _vanishing,
+    "no-lr-decay": _no_lr_decay,
 }
 
 
@@ -171,6 +181,10 @@ def propose(finding: Finding, view: RoleView) -> list[Proposal]:
     """Ranked proposals for one finding, best first (empty for rules it has none for)."""
     planner = RULES.get(finding.rule)
     if planner is None:
+        return []
+    if finding.evidence.get("kind") == "skipped_steps":
+        # Non-finite grad norms that mixed precision's GradScaler skipped: the scaler already
+        # handled them, and clipping or a lower LR would only slow a healthy run.
         return []
     ctx = build_context(finding, view)
     drafts: list[tuple[float, int, Draft]] = []
@@ -198,12 +212,15 @@ def propose(finding: Finding, view: RoleView) -> list[Proposal]:
                 if converted != config:
                     config = converted
                     rationale += f" Counts in the patch are optimizer steps ({spe} per epoch of the log)."
-                unit, every = "step", every * spe if every else None
+                unit = "step"
             else:
                 rationale += (" The log counts epochs and its steps per epoch are unknown, so the patch's "
                               "counts are epochs: step the scheduler once per epoch.")
         header = summary + (f"\n{d.header}" if d.header else "")
-        code = snippet(config, header=header, unit=unit, eval_every=every)
+        if ctx.unit == "epoch" and unit == "step" and config != d.config:
+            header += f"\nCounts below are optimizer steps: {ctx.steps_per_epoch} per epoch of the log."
+        code = snippet(config, header=header, unit=unit, eval_every=every, axis=ctx.unit,
+                       steps_per_epoch=ctx.steps_per_epoch, epoch_base=ctx.epoch_base)
         out.append(Proposal(id=pid, kind=d.kind, summary=summary, rationale=rationale,
                             config=config, code=code, rank=rank))
     return out

@@ -39,52 +39,40 @@ def _kwargs(d: Mapping[str, Any], skip: tuple[str, ...] = ("type",)) -> str:
     return ", ".join(f"{k}={lit(v)}" for k, v in d.items() if k not in skip)
 
 
-def snippet(patch: Mapping[str, Any], header: str = "", unit: str = "step", eval_every: int | None = None) -> str:
+def snippet(patch: Mapping[str, Any], header: str = "", unit: str = "step", eval_every: int | None = None,
+            axis: str | None = None, steps_per_epoch: int | None = None, epoch_base: int = 0) -> str:
     """The code building exactly ``patch`` on an existing ``optimizer`` (see module doc).
 
-    ``eval_every`` is the run's eval cadence, stated in the snippet when it evaluates."""
+    ``unit`` is what the patch's counts count (``"step"`` or ``"epoch"``: how often the scheduler
+    is stepped); ``axis`` what the log's x axis counts (defaults to ``unit``). An epoch-axis run gets
+    an epoch loop with the optimizer steps inside it; its eval cadence ``eval_every`` is then in
+    epochs, and ``early_stop_step`` is shown as epochs (``steps_per_epoch`` each). ``epoch_base`` is
+    the number the log gives its first epoch (Keras: 0)."""
+    axis = axis or unit
     lines: list[str] = []
     imports = ["import torch"]
-    loop: list[str] = []  # commented training loop, only with the hooks this snippet defines
     if header:
         lines += [f"# {h}" for h in header.splitlines()]
     _optimizer(patch, lines)
     _lr(patch, lines)
     has_sched, plateau = _scheduler(patch, lines, imports, unit)
     clip = _clip(patch, lines)
-    early = "early_stop_step" in patch
+    early = "early_stop_step" in patch or "early_stop_epoch" in patch
     evals = plateau or early
     if evals:
         if eval_every:
-            lines += ["", f"EVAL_EVERY = {int(eval_every)}  # the run's eval cadence, in {unit}s"]
+            lines += ["", f"EVAL_EVERY = {int(eval_every)}  # the run's eval cadence, in {axis}s"]
         _on_eval(patch, lines, imports, plateau, early)
     skip = _skip(patch, lines)
-    stop = _stop(patch, lines)
+    if axis == "epoch":
+        stop = _stop_epochs(patch, lines, steps_per_epoch, epoch_base)
+    else:
+        stop = _stop(patch, lines)
     if "batch_size" in patch:
         lines += ["", f"BATCH_SIZE = {int(patch['batch_size'])}  # rebuild your DataLoader with batch_size=BATCH_SIZE"]
 
-    loop.append("# Training loop, one iteration per " + ("epoch:" if unit == "epoch" else "optimizer step:"))
-    # Counted from 1 (optimizer steps done), like the logged steps the patch's numbers come from.
-    loop.append(f"#     for {unit}, batch in enumerate(loader, start=1):")
-    if skip:
-        loop.append(f"#         if skip_batch({unit}):  # the data advances, the model does not")
-        loop.append("#             continue")
-    loop.append("#         optimizer.zero_grad()")
-    loop.append("#         loss = loss_fn(model(batch.x), batch.y)")
-    loop.append("#         loss.backward()")
-    if clip:
-        loop.append("#         grad_norm = clip_gradients()  # the norm before clipping: log it")
-    loop.append("#         optimizer.step()")
-    if has_sched:
-        loop.append("#         scheduler_step()")
-    if evals:
-        loop.append(f"#         if {unit} % EVAL_EVERY == 0:")
-        loop.append(f"#             on_eval({unit}, evaluate(model))")
-    if stop:
-        loop.append(f"#         if should_stop({unit}):")
-        if early:
-            loop.append("#             restore_best()")
-        loop.append("#             break")
+    hooks = dict(skip=skip, clip=clip, sched=has_sched, evals=evals, stop=stop, early=early)
+    loop = _epoch_loop(unit, eval_every, epoch_base, **hooks) if axis == "epoch" else _step_loop(**hooks)
     if not (skip or clip or has_sched or evals or stop):
         loop = []  # nothing to call from the loop: the change is made once, right here
     if not any("torch." in line for line in lines):
@@ -92,6 +80,96 @@ def snippet(patch: Mapping[str, Any], header: str = "", unit: str = "step", eval
     imports.sort(key=lambda s: ("torch" in s, s.startswith("from"), s))  # stdlib first, isort-like
     head = imports + [""] if imports else []
     return "\n".join(head + lines + ([""] + loop if loop else [])).lstrip("\n") + "\n"
+
+
+_BODY = ["optimizer.zero_grad()", "loss = loss_fn(model(batch.x), batch.y)", "loss.backward()"]
+
+
+def _step_loop(*, skip: bool, clip: bool, sched: bool, evals: bool, stop: bool, early: bool) -> list[str]:
+    """A commented loop, one iteration per optimizer step counted from 1 (like the logged steps
+    the patch's numbers come from)."""
+    loop = ["# Training loop, one iteration per optimizer step:",
+            "#     for step, batch in enumerate(loader, start=1):"]
+    if skip:
+        loop += ["#         if skip_batch(step):  # the data advances, the model does not", "#             continue"]
+    loop += [f"#         {x}" for x in _BODY]
+    if clip:
+        loop.append("#         grad_norm = clip_gradients()  # the norm before clipping: log it")
+    loop.append("#         optimizer.step()")
+    if sched:
+        loop.append("#         scheduler_step()")
+    if evals:
+        loop += ["#         if step % EVAL_EVERY == 0:", "#             on_eval(step, evaluate(model))"]
+    if stop:
+        loop.append("#         if should_stop(step):")
+        if early:
+            loop.append("#             restore_best()")
+        loop.append("#             break")
+    return loop
+
+
+def _epoch_loop(unit: str, eval_every: int | None, base: int, *, skip: bool, clip: bool, sched: bool,
+                evals: bool, stop: bool, early: bool) -> list[str]:
+    """A commented loop for an epoch-axis run: epochs outside, optimizer steps inside; the
+    scheduler is stepped per optimizer step or per epoch as the patch's counts say (``unit``)."""
+    first = "0-based, like the log's" if base == 0 else "0-based; the log's are 1-based"
+    loop = ["# Training loop, epochs outside, optimizer steps inside:",
+            "#     step = 0  # optimizer steps done",
+            f"#     for epoch in range(num_epochs):  # {first}",
+            "#         for batch in loader:"]
+    if skip:
+        loop += ["#             if skip_batch(step + 1):  # the data advances, the model does not",
+                 "#                 continue"]
+    loop += [f"#             {x}" for x in _BODY]
+    if clip:
+        loop.append("#             grad_norm = clip_gradients()  # the norm before clipping: log it")
+    loop += ["#             optimizer.step()", "#             step += 1"]
+    if sched and unit == "step":
+        loop.append("#             scheduler_step()  # once per optimizer step")
+    if sched and unit == "epoch":
+        loop.append("#         scheduler_step()  # once per epoch, after its last optimizer step")
+    if evals:
+        if eval_every and eval_every > 1:
+            loop += ["#         if (epoch + 1) % EVAL_EVERY == 0:", "#             on_eval(epoch, evaluate(model))"]
+        else:
+            loop.append("#         on_eval(epoch, evaluate(model))  # validate after every epoch")
+    if stop:
+        loop.append("#         if should_stop(epoch + 1, step):  # epochs done, optimizer steps done")
+        if early:
+            loop.append("#             restore_best()")
+        loop.append("#             break")
+    return loop
+
+
+def _stop_epochs(patch: Mapping[str, Any], lines: list[str], spe: int | None, base: int) -> bool:
+    """``should_stop(epochs_done, steps_done)`` for an epoch loop; early stopping counts epochs."""
+    epochs, early_step, max_steps = patch.get("early_stop_epoch"), patch.get("early_stop_step"), \
+        patch.get("max_steps")
+    if epochs is None and early_step is not None and spe:
+        epochs = -(-int(early_step) // spe)
+        note = f"  # early_stop_step {int(early_step)} at {spe} optimizer steps per epoch"
+    else:
+        note = ""
+    if epochs is None and early_step is None and max_steps is None:
+        return False
+    lines.append("")
+    conds = []
+    if epochs is not None:
+        last = int(epochs) - 1 + base
+        lines.append(f"EARLY_STOP_EPOCHS = {int(epochs)}{note}")
+        lines.append(f"# Epochs trained, counted from 1: stops after the epoch the log numbers {last} "
+                     f"(its epochs are {'0' if base == 0 else '1'}-based).")
+        conds.append("epochs_done >= EARLY_STOP_EPOCHS")
+    elif early_step is not None:
+        lines.append(f"EARLY_STOP_STEP = {int(early_step)}")
+        conds.append("steps_done >= EARLY_STOP_STEP")
+    if max_steps is not None:
+        lines.append(f"MAX_STEPS = {int(max_steps)}")
+        conds.append("steps_done >= MAX_STEPS")
+    lines += ["", "def should_stop(epochs_done, steps_done=0):",
+              '    """Call after each epoch\'s validation with the epochs and optimizer steps done so far."""',
+              f"    return {' or '.join(conds)}"]
+    return True
 
 
 def _optimizer(patch: Mapping[str, Any], lines: list[str]) -> None:
@@ -139,36 +217,39 @@ def _scheduler(patch: Mapping[str, Any], lines: list[str], imports: list[str], u
         return False, False
     imports.append("from torch.optim import lr_scheduler")
     lines.append("")
+    # the constants are named for what the scheduler's steps count (optimizer steps or epochs)
+    span = "STEPS" if unit == "step" else "EPOCHS"
     if warm:
         sf = float(patch.get("warmup_start_factor", 0.01))
-        lines += [f"WARMUP_STEPS = {warm}",
+        lines += [f"WARMUP_{span} = {warm}",
                   f"WARMUP_START_FACTOR = {lit(sf)}  # explicit: LinearLR's default start_factor is 1/3",
                   "warmup = lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_START_FACTOR, end_factor=1.0, "
-                  "total_iters=WARMUP_STEPS)"]
-    doc = f'    """Call once per optimizer {unit}, right after optimizer.step()."""'
+                  f"total_iters=WARMUP_{span})"]
+    doc = ('    """Call once per optimizer step, right after optimizer.step()."""' if unit == "step" else
+           '    """Call once per epoch, after its last optimizer.step()."""')
     if stype == "ReduceLROnPlateau":
         lines.append(f"plateau = lr_scheduler.ReduceLROnPlateau(optimizer, {_kwargs(sched)})")
         if warm:
             lines += ["", "def scheduler_step():", doc,
-                      "    if warmup.last_epoch < WARMUP_STEPS:", "        warmup.step()"]
+                      f"    if warmup.last_epoch < WARMUP_{span}:", "        warmup.step()"]
         return bool(warm), True
     if stype in _NO_SCHEDULER:
-        lines.append("scheduler = warmup  # after WARMUP_STEPS it stays at the peak (end_factor=1.0)")
+        lines.append(f"scheduler = warmup  # after WARMUP_{span} it stays at the peak (end_factor=1.0)")
         lines += ["", "def scheduler_step():", doc, "    scheduler.step()"]
         return True, False
     main = f"lr_scheduler.{stype}(optimizer, {_kwargs(sched)})"
     if warm:
         lines.append(f"decay = {main}")
-        lines.append("scheduler = lr_scheduler.SequentialLR(optimizer, [warmup, decay], milestones=[WARMUP_STEPS])")
+        lines.append(f"scheduler = lr_scheduler.SequentialLR(optimizer, [warmup, decay], milestones=[WARMUP_{span}])")
     else:
         lines.append(f"scheduler = {main}")
     horizon = _HORIZON.get(stype)
     if horizon is not None and horizon[0] in sched:
         key, offset, why = horizon
         total = int(sched[key]) + offset
-        lines.append(f"SCHEDULE_STEPS = {'WARMUP_STEPS + ' if warm else ''}{total}  # {why}")
+        lines.append(f"SCHEDULE_{span} = {f'WARMUP_{span} + ' if warm else ''}{total}  # {why}")
         lines += ["", "def scheduler_step():", doc,
-                  "    if scheduler.last_epoch < SCHEDULE_STEPS:", "        scheduler.step()"]
+                  f"    if scheduler.last_epoch < SCHEDULE_{span}:", "        scheduler.step()"]
     else:
         lines += ["", "def scheduler_step():", doc, "    scheduler.step()"]
     return True, False

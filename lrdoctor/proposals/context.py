@@ -35,6 +35,8 @@ class GradStats:
     p95: float
     p99: float
     max: float
+    ignored: int = 0  # non-finite grad norms left out of the window (GradScaler-skipped steps, overflow)
+    whole_run: bool = False  # no finite norm before the window's end: taken over the whole run
 
     def percentile(self, q: int) -> float:
         return {50: self.p50, 90: self.p90, 95: self.p95, 99: self.p99}[q]
@@ -52,7 +54,7 @@ class RunContext:
     lr_logged: bool
     lr_at_onset: float | None
     lr_stable: float | None  # LR in force at the end of the stable stretch
-    lr_peak: float | None  # the largest LR the run used (configured LR when not logged)
+    lr_peak: float | None  # the largest LR of the whole run (configured LR when not logged)
     lr_constant: bool | None  # LR never moved more than 1% from onset back to the start
     existing_warmup: int | None  # steps the logged LR took to climb to its peak (None: no warmup)
     lr_decayed: bool | None  # logged LR at the onset is below half its peak, after the peak
@@ -79,6 +81,10 @@ class RunContext:
     best_step: int | None = None
     healthy_step: int | None = None
     lr_healthy: float | None = None
+    warmup_foot: bool = False  # the onset (or healthy step) is at a visible warmup's foot
+    lr_peak_before: float | None = None  # the largest logged LR up to the onset
+    grad_logged: bool = False  # a grad_norm role exists (its values may all be non-finite)
+    epoch_base: int = 0  # epoch-axis runs: the number the log gives its first epoch (Keras: 0)
 
     @property
     def total_steps(self) -> int:
@@ -126,7 +132,10 @@ def grad_stats(view: RoleView, start: int, end: int, exclude: Iterable[int] = ()
     s = view.get("grad_norm")
     if s is None:
         return None
-    m = (s.steps >= start) & (s.steps <= end) & np.isfinite(s.values)
+    fin = np.isfinite(s.values)
+    m = (s.steps >= start) & (s.steps <= end) & fin
+    ignored = int(((s.steps >= start) & (s.steps <= end) & ~fin).sum())
+    whole = False
     excl = np.asarray(sorted(set(exclude)), dtype=np.int64)
     if len(excl):
         idx = np.searchsorted(excl, s.steps)
@@ -136,14 +145,19 @@ def grad_stats(view: RoleView, start: int, end: int, exclude: Iterable[int] = ()
     vals = s.values[m]
     if len(vals) < 5:
         # Too short a stretch: fall back to everything finite before the end.
-        m = (s.steps <= end) & np.isfinite(s.values)
+        m = (s.steps <= end) & fin
+        ignored = int(((s.steps <= end) & ~fin).sum())
+        if not m.any():
+            # Nothing finite before the onset (e.g. every step so far skipped by GradScaler):
+            # the run's finite norms are still its own evidence, better than a fixed default.
+            m, ignored, whole = fin, int((~fin).sum()), True
         vals = s.values[m]
         if len(vals) == 0:
             return None
     p50, p90, p95, p99 = np.percentile(vals, [50, 90, 95, 99])
     steps = s.steps[m]
     return GradStats(int(steps.min()), int(steps.max()), int(len(vals)), float(p50), float(p90),
-                     float(p95), float(p99), float(vals.max()))
+                     float(p95), float(p99), float(vals.max()), ignored, whole)
 
 
 #: A grad norm this many times its early median marks the end of a stable stretch.
@@ -158,6 +172,10 @@ def grad_blowup(view: RoleView, start: int, end: int, exclude: Iterable[int] = (
         return None
     m = (s.steps >= start) & (s.steps <= end) & ~np.isin(s.steps, np.asarray(list(exclude), dtype=np.int64))
     steps, vals = s.steps[m], s.values[m]
+    # Non-finite norms from the very start are mixed precision's loss-scale calibration
+    # (GradScaler skips those steps and halves its scale), not a blow-up.
+    lead = int(np.argmax(np.isfinite(vals))) if np.isfinite(vals).any() else len(vals)
+    steps, vals = steps[lead:], vals[lead:]
     if len(vals) < 6:
         return None
     early = vals[: len(vals) // 3]
@@ -246,17 +264,20 @@ def build_context(finding: Finding, view: RoleView) -> RunContext:
     lr_at = lr_stable = lr_peak = None
     lr_constant = lr_decayed = None
     warm = None
-    lr_source = peak_source = None
+    lr_source = peak_source = peak_before = None
     if lr_series is not None and np.isfinite(lr_series.values).any():
         st, vals = lr_series.steps, lr_series.values
         lr_at = value_in_force(st, vals, onset)
         lr_stable = value_in_force(st, vals, stable_end)
         before = np.isfinite(vals) & (st <= onset)
         seen = vals[before] if before.any() else vals[np.isfinite(vals)][:1]
-        lr_peak = float(seen.max())
-        lr_constant = bool(np.ptp(seen) <= 0.01 * abs(lr_peak)) if lr_peak else True
+        peak_before = float(seen.max())
+        # The peak is the largest LR of the whole run: an onset inside a warmup must not make
+        # the warmup's first, tiny LR pass for the peak.
+        lr_peak = float(vals[np.isfinite(vals)].max())
+        lr_constant = bool(np.ptp(seen) <= 0.01 * abs(peak_before)) if peak_before else True
         warm = _warmup_length(st, vals)
-        lr_decayed = bool(lr_at is not None and lr_peak > 0 and lr_at < 0.5 * lr_peak)
+        lr_decayed = bool(lr_at is not None and peak_before > 0 and lr_at < 0.5 * peak_before)
         lr_source = f"lr role '{lr_series.tag}'"
         hit = lookup(params, "lr")
         conf = as_float(hit[1]) if hit is not None else None
@@ -302,7 +323,27 @@ def build_context(finding: Finding, view: RoleView) -> RunContext:
             g_at = float(gs.values[m].max())
             g_med = float(np.median(gs.values[m]))
 
+    first_lr = None
+    if lr_series is not None and np.isfinite(lr_series.values).any():
+        first_lr = float(lr_series.values[np.isfinite(lr_series.values)][0])
+
+    skipped_until = _leading_skips(view)
+
+    def foot(step: int) -> bool:
+        """Whether ``step`` is at the foot of a visible warmup: the LR had not yet risen off its
+        first value, or every step so far was skipped by mixed precision's GradScaler (leading
+        non-finite grad norms: no update applied any LR yet). Instability there comes from the
+        optimizer's state and the loss scale settling, not from the LR's size, so the LR there
+        is no stability edge to cut the peak from."""
+        if not warm or first_lr is None or lr_series is None:
+            return False
+        if skipped_until is not None and step <= skipped_until:
+            return True
+        at = value_in_force(lr_series.steps, lr_series.values, step)
+        return at is not None and at <= first_lr * (1 + 1e-9)
+
     best = healthy = lr_healthy = None
+    warmup_foot = foot(onset)
     if finding.rule == "divergence":
         best = best_loss_step(view, onset, finding.evidence.get("best_step"))
         if best is not None:
@@ -314,6 +355,8 @@ def build_context(finding: Finding, view: RoleView) -> RunContext:
                     lr_healthy = float(lr_series.values[m].max())
                 else:
                     lr_healthy = value_in_force(lr_series.steps, lr_series.values, healthy)
+                if foot(healthy):
+                    lr_healthy = None  # the cut then comes from the LR at the onset
 
     return RunContext(
         unit="epoch" if run.step_axis == "epoch" else "step",
@@ -328,5 +371,31 @@ def build_context(finding: Finding, view: RoleView) -> RunContext:
         eval_steps=eval_steps, eval_every=eval_every, grad_stable=grads, grad_at_onset=g_at,
         grad_median_in_finding=g_med, grad_unstable_from=unstable, lr_peak_source=peak_source,
         steps_per_epoch=get("steps_per_epoch", as_int) if run.step_axis == "epoch" else None,
-        best_step=best, healthy_step=healthy, lr_healthy=lr_healthy,
+        lr_peak_before=peak_before, best_step=best, healthy_step=healthy, lr_healthy=lr_healthy, warmup_foot=warmup_foot,
+        grad_logged=gs is not None, epoch_base=_epoch_base(run) if run.step_axis == "epoch" else 0,
     )
+
+
+def _leading_skips(view: RoleView) -> int | None:
+    """Last step of the run of non-finite grad norms the run starts with while its loss is
+    finite (GradScaler calibrating its loss scale), None when it starts with a finite one."""
+    g, loss = view.get("grad_norm"), view.get("train_loss")
+    if g is None or not len(g) or np.isfinite(g.values[0]):
+        return None
+    fin = np.isfinite(g.values)
+    end = int(np.argmax(fin)) if fin.any() else len(fin)
+    last = int(g.steps[end - 1])
+    if loss is not None:
+        m = (loss.steps <= last)
+        if m.any() and not np.isfinite(loss.values[m]).all():
+            return None  # the loss blew up too: a real failure, not loss-scale calibration
+    return last
+
+
+def _epoch_base(run) -> int:
+    """What the log numbers its first epoch: 0 for Keras (CSVLogger, history.json) and for any
+    log whose first epoch is 0, else 1."""
+    steps = run.scalars["step"] if len(run.scalars) else []
+    if str(run.format).startswith("keras") or (len(steps) and int(min(steps)) == 0):
+        return 0
+    return 1

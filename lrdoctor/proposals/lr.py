@@ -59,10 +59,14 @@ def new_peak(ctx: RunContext, factor: float) -> tuple[float, str]:
             f"×{fmt(round_sig(factor, 2))} the largest LR the run was still healthy at, "
             f"{fmt(ctx.lr_healthy)} (up to {ctx.unit} {ctx.healthy_step})")
     on = ctx.lr_at_onset
+    if ctx.warmup_foot and ctx.lr_peak:
+        return ctx.lr_peak * factor, f"×{fmt(round_sig(factor, 2))} the run's peak LR {fmt(ctx.lr_peak)}"
     target, _, why = cut(ctx, factor)
     if ctx.lr_peak_source:
         return target, f"{why}, as the peak: the LR was still rising there, so the old peak is never reached"
-    return (ctx.lr_peak or on) * target / on, why
+    # Scaled from the largest LR up to the onset: a schedule still rising there is capped at the
+    # target, so it never climbs back to where the run failed.
+    return (ctx.lr_peak_before or ctx.lr_peak or on) * target / on, why
 
 
 def _healthy_note(ctx: RunContext, factor: float) -> str:
@@ -108,12 +112,17 @@ def lower_peak_lr(finding: Finding, ctx: RunContext, factor: float) -> Draft:
                      f"so the stable stretch ends before that")
     if ctx.lr_healthy:
         evidence += _healthy_note(ctx, factor)
-    shape = ""
-    if peak != on or ctx.existing_warmup:
-        warm = (f" ({ctx.existing_warmup}-{ctx.unit} warmup)" if ctx.existing_warmup and not ctx.lr_peak_source
-                else " (warmup included)" if ctx.existing_warmup else "")
-        shape = (f"; the schedule's shape is kept{warm}"
-                 f", its peak {fmt(peak)} → {fmt(value)}")
+    elif ctx.warmup_foot:
+        evidence += (f"; that is the foot of the run's {ctx.existing_warmup}-{ctx.unit} warmup (the LR not yet "
+                     f"risen off its start, or every step so far skipped by GradScaler), far below its peak {fmt(peak)}: "
+                     f"instability there comes from the optimizer state or the loss scale settling rather than "
+                     f"the LR's size, so the cut is made relative to the peak")
+    if value > peak:
+        value = round_down(peak * factor, 2)  # a lowering never ends above the run's own peak
+    warm = (f" ({ctx.existing_warmup}-{ctx.unit} warmup)" if ctx.existing_warmup and not ctx.lr_peak_source
+            else " (warmup included)" if ctx.existing_warmup else "")
+    shape = (f"; the schedule's shape is kept{warm}, its peak {fmt(peak)} → {fmt(value)} "
+             f"(×{fmt(round_sig(value / peak, 2))})")
     if ctx.lr_peak_source:
         shape += f" (the configured peak, {ctx.lr_peak_source}: the LR was still rising at the onset)"
     return Draft(
@@ -187,8 +196,8 @@ def warmup_length(ctx: RunContext) -> tuple[int, str] | None:
     if n > cap:
         n, why = cap, f"{why}, capped at a quarter of the {ctx.total_steps}-{ctx.unit} run"
     n = nice_steps(n)
-    if ctx.existing_warmup and n <= ctx.existing_warmup:
-        return None
+    if ctx.existing_warmup and n < 1.5 * ctx.existing_warmup:
+        return None  # lengthening a warmup by less than half is no change worth a rerun
     return n, why
 
 

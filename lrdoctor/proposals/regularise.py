@@ -18,6 +18,15 @@ CLIP_PERCENTILE = 90
 
 def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
     g = ctx.grad_stable
+    if g is None and ctx.grad_logged:
+        return Draft(
+            kind="clip_grad_norm",
+            summary="clip grad norm at 1.0 (no finite grad norm logged: the common default)",
+            rationale=f"{finding.rule} from {ctx.unit} {ctx.onset}; the grad norm was logged but none of its "
+                      f"values is finite (every step overflowed), so the threshold cannot come from the run. "
+                      f"Set it at the p{CLIP_PERCENTILE} of the finite pre-clip norms over a stable stretch.",
+            config={"clip_grad_norm": 1.0}, score=0.0,
+        )
     if g is None:
         return Draft(
             kind="clip_grad_norm",
@@ -32,10 +41,18 @@ def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
     if ctx.grad_at_onset is not None and thr > 0:
         at = (f"; around the onset it reached {fmt(ctx.grad_at_onset)}, "
               f"{fmt(ctx.grad_at_onset / thr)}× the threshold")
+    where = (f"the run's finite grad norms, {ctx.unit}s {g.first_step}–{g.last_step} (none is finite before "
+             f"the onset" if g.whole_run else
+             f"grad norms over the stable stretch {ctx.unit}s {g.first_step}–{g.last_step}")
+    ignored = ""
+    if g.ignored:
+        ignored = (f", {g.ignored} non-finite grad norm{'s' if g.ignored > 1 else ''} ignored: under mixed "
+                   f"precision, steps GradScaler skipped")
     return Draft(
         kind="clip_grad_norm",
-        summary=f"clip grad norm at {fmt(thr)} (p{CLIP_PERCENTILE} of the stable pre-onset norms)",
-        rationale=f"grad norms over the stable stretch {ctx.unit}s {g.first_step}–{g.last_step} (n={g.n}): "
+        summary=f"clip grad norm at {fmt(thr)} (p{CLIP_PERCENTILE} of the "
+                f"{'finite' if g.whole_run else 'stable pre-onset'} norms)",
+        rationale=f"{where}{')' if g.whole_run else ''} (n={g.n}{ignored}): "
                   f"median {fmt(g.p50)}, p90 {fmt(g.p90)}, p99 {fmt(g.p99)}, max {fmt(g.max)}{at}.",
         config={"clip_grad_norm": thr}, score=0.0,
     )
@@ -64,6 +81,21 @@ def early_stop(finding: Finding, ctx: RunContext, view: RoleView) -> Draft | Non
     margin = 2 * (ctx.eval_every or 0)
     stop = min(step + margin, last)
     saved = 1 - (stop - ctx.first_step) / max(ctx.last_step - ctx.first_step, 1)
+    if ctx.unit == "epoch":
+        # A count of epochs trained, so the harness and the snippet need not know the log's
+        # numbering (Keras counts from 0: stopping "at epoch 4" means after 5 epochs).
+        count = stop - ctx.epoch_base + 1
+        base = "0-based" if ctx.epoch_base == 0 else "1-based"
+        return Draft(
+            kind="early_stop",
+            summary=f"stop after epoch {stop} ({count} epochs; the log's epochs are {base}) and restore the best "
+                    f"checkpoint (epoch {step}, val loss {low:.4g} vs {final:.4g} at the end)",
+            rationale=f"val loss was lowest at epoch {step} ({low:.4g}) and ended at {final:.4g} "
+                      f"({(final - low) / abs(low) * 100 if low else 0:.0f}% worse) at epoch {last}; stopping "
+                      f"{margin} epochs (two evals) after the best, i.e. after {count} epochs counted from one, "
+                      f"saves {saved:.0%} of the run.",
+            config={"early_stop_epoch": count}, score=0.0,
+        )
     return Draft(
         kind="early_stop",
         summary=f"stop at {ctx.unit} {stop} and restore the best checkpoint ({ctx.unit} {step}, val loss "

@@ -17,8 +17,8 @@ _DURATIONS = ("T_max", "T_0", "total_steps", "step_size", "total_iters", "step_s
 
 
 def epochs_to_steps(config: dict[str, Any], spe: int) -> dict[str, Any]:
-    """The patch with epoch counts turned into optimizer steps (epoch ``e``, counted from 0,
-    ends at step ``(e + 1) * spe``)."""
+    """The patch with epoch counts turned into optimizer steps (``early_stop_epoch``, a count of
+    epochs trained, becomes ``early_stop_step``)."""
     out = copy.deepcopy(config)
     if out.get("warmup_steps"):
         out["warmup_steps"] = int(out["warmup_steps"]) * spe
@@ -29,8 +29,9 @@ def epochs_to_steps(config: dict[str, Any], spe: int) -> dict[str, Any]:
                 sched[k] = sched[k] * spe
         if isinstance(sched.get("milestones"), list):
             sched["milestones"] = [int(m) * spe for m in sched["milestones"]]
-    if out.get("early_stop_step") is not None:
-        out["early_stop_step"] = (int(out["early_stop_step"]) + 1) * spe
+    if out.get("early_stop_epoch") is not None:
+        # the harness applies steps; the snippet turns them back into epochs
+        out["early_stop_step"] = int(out.pop("early_stop_epoch")) * spe
     if out.get("max_steps") is not None:
         out["max_steps"] = int(out["max_steps"]) * spe
     if out.get("skip_batches"):

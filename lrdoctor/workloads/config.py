@@ -11,7 +11,8 @@ Proposal's ``config`` patch edits (``cfg.apply_patch(patch)``). Stable API:
   ``warmup_steps``, ``warmup_start_factor``, ``scheduler`` ({"type": torch class name or
   "constant", kwargs by torch's names}; same type or no type merges kwargs, a new type replaces
   them), ``clip_grad_norm``, ``clip_grad_value`` (None removes clipping), ``max_steps``,
-  ``early_stop_step``, ``skip_batches`` ([[first, last], ...], inclusive), ``batch_size``.
+  ``early_stop_step``, ``early_stop_epoch`` (epochs to train on an epoch-axis log: becomes
+  ``early_stop_step`` = epochs x ``epoch_steps``), ``skip_batches`` ([[first, last], ...], inclusive), ``batch_size``.
   ``lr``/``lr_scale`` scale the scheduler's absolute LRs (``max_lr``, ``base_lr``, ``eta_min``)
   by the same factor, so the whole LR curve moves together.
 
@@ -103,7 +104,7 @@ class WorkloadConfig:
         known = {
             "lr", "lr_scale", "optimizer", "weight_decay", "warmup_steps", "warmup_start_factor",
             "scheduler", "clip_grad_norm", "clip_grad_value", "max_steps", "early_stop_step",
-            "skip_batches", "batch_size",
+            "early_stop_epoch", "skip_batches", "batch_size",
         }
         unknown = sorted(set(patch) - known)
         if unknown:
@@ -143,6 +144,9 @@ class WorkloadConfig:
                 ch[key] = None if patch[key] is None else float(patch[key])
         if "early_stop_step" in patch:
             ch["early_stop_step"] = None if patch["early_stop_step"] is None else int(patch["early_stop_step"])
+        elif patch.get("early_stop_epoch") is not None:
+            # epochs to train (counted from 1) on an epoch-axis log; a workload knows its epoch length
+            ch["early_stop_step"] = int(patch["early_stop_epoch"]) * self.epoch_steps
         if "skip_batches" in patch:
             ch["skip_batches"] = tuple((int(a), int(b)) for a, b in patch["skip_batches"])
         return dataclasses.replace(self, **ch)
