@@ -744,3 +744,58 @@ def test_real_keras_log_early_stop_in_epochs():
     es = by_kind(propose(finding("overfitting", best), view))["early_stop"]
     assert es.config == {"early_stop_epoch": best + 2 + 1}  # 0-based epochs, two evals of margin
     compile(es.code, "keras02", "exec")
+
+
+def _vanishing_view(grad_values) -> RoleView:
+    n = len(grad_values)
+    steps = np.arange(1, n + 1)
+    scal = pd.concat([make_scalars("train/loss", steps, None, np.full(n, 2.3)),
+                      make_scalars("train/lr", steps, None, np.full(n, 0.05)),
+                      make_scalars("train/grad_norm", steps, None, np.asarray(grad_values, float))],
+                     ignore_index=True)
+    return RoleView.of(Run("v", "v", "t", scal, hparams={"optimizer": "SGD"}))
+
+
+def test_vanishing_from_the_first_step_claims_no_before():
+    """Small from step 1: there is no healthy stretch, so the rationale must not quote one."""
+    g = np.linspace(0.045, 0.03, 400)
+    view = _vanishing_view(g)
+    f = Finding("vanishing-gradients", Severity.WARNING, 1, 400, (1,), "", {"threshold": 0.05})
+    (p,) = propose(f, view)
+    assert "before" not in p.rationale.split(";")[0] and "vs" not in p.rationale
+    assert "first step (1)" in p.rationale and "no healthy stretch" in p.rationale
+    assert f"median grad norm {np.median(g):.2g}" in p.rationale and "threshold 0.05" in p.rationale
+
+
+def test_vanishing_after_a_healthy_stretch_compares_with_it():
+    g = np.concatenate([np.full(200, 1.0), np.full(200, 0.01)])
+    view = _vanishing_view(g)
+    f = Finding("vanishing-gradients", Severity.WARNING, 201, 400, (201,), "", {})
+    (p,) = propose(f, view)
+    assert "gradients vanished from step 201 (median grad norm 0.01 there vs 1 before)" in p.rationale
+
+
+def test_clip_threshold_leaves_out_bursts_inside_the_stable_stretch():
+    """sample_logs/divergence-mlp-lightning: SGD whose grad norm bursts 10-50x (steps 10, 24, 31)
+    long before the loss diverges at 82. The p90 of steps 9-39 (25.5, 7.6x their median 3.36) would
+    not clip the next burst; bursts (over SPIKE_X x their running median) are left out of the p90."""
+    from pathlib import Path
+
+    from lrdoctor.proposals.context import SPIKE_X
+    from lrdoctor.readers import discover
+
+    root = Path(__file__).resolve().parents[1] / "sample_logs" / "divergence-mlp-lightning"
+    if not root.is_dir():
+        pytest.skip("sample_logs absent")
+    (run,) = discover(root)
+    view = RoleView.of(run)
+    clip = by_kind(propose(finding("divergence", 82), view))["clip_grad_norm"]
+    steps, g = arr(view, "grad_norm")
+    window = g[(steps >= 9) & (steps <= 39)]
+    med, p90 = float(np.median(window)), float(np.percentile(window, 90))
+    assert p90 > 5 * med, "the stretch is spiky (the premise)"
+    thr = clip.config["clip_grad_norm"]
+    assert med < thr < SPIKE_X * med and "bursts left out" in clip.summary and "p90 to 25.5" in clip.rationale
+    # every 10x+ burst of the stretch is clipped; of the ordinary steps, about a tenth
+    assert np.all(window[window > 10 * med] > thr)
+    assert (window[window < 3 * med] > thr).mean() <= 0.15

@@ -523,3 +523,90 @@ def test_every_sample_log_finding_has_runnable_proposals():
                     if hook in ns:
                         ns[hook](*args)
     assert seen >= 5
+
+
+# --------------------------------------------------------------------------- stated steps vs the snippet
+
+
+def _stated(text: str, pattern: str) -> list[int]:
+    import re
+
+    m = re.search(pattern, text)
+    assert m, f"{pattern!r} not in {text!r}"
+    return [int(g) for g in m.groups()]
+
+
+def _first_step(t, pred, after: int = 0) -> int:
+    """The (1-based) step of the snippet's loop, past step ``after`` (the warmup), first trained
+    at an LR satisfying ``pred``."""
+    hit = np.flatnonzero(pred(t.lrs) & (np.asarray(t.steps) > after))
+    assert hit.size, "never happens"
+    return int(t.steps[hit[0]])
+
+
+def _warmed_stall_view():
+    """SGD at a constant 0.1 after a 20-step linear warmup, the loss stalling from step 500."""
+    rng = np.random.default_rng(1)
+    s = np.arange(1, N + 1)
+    lr = np.where(s <= 20, 0.1 * s / 20, 0.1)
+    loss = np.maximum(np.exp(-s / 120), np.exp(-500 / 120)) + 0.2 + rng.normal(0, 1e-3, N)
+    return _run("warmed", loss, lr=lr, grad=np.abs(rng.normal(1.0, 0.2, N)),
+                hparams={"optimizer": {"type": "SGD", "momentum": 0.9}})
+
+
+def _decay_proposals_with_warmup():
+    view = _warmed_stall_view()
+    out = {}
+    for rule in ("no-lr-decay", "plateau"):
+        for p in propose(_finding(rule, 500), view):
+            if p.kind == "add_decay_schedule":
+                out.setdefault(p.id.split(":")[-1], p)
+    return out
+
+
+def test_multistep_summary_states_the_steps_the_lr_drops_at_after_warmup():
+    """Milestones count the scheduler's own steps (after warmup); the summary states the run's
+    steps, and the snippet drops the LR exactly there."""
+    p = _decay_proposals_with_warmup()["multistep"]
+    w = p.config["warmup_steps"]
+    m1, m2 = p.config["scheduler"]["milestones"]
+    assert w >= 15, "the run's warmup is kept"
+    a, b = _stated(p.summary, r"from steps (\d+) and (\d+)")
+    assert (a, b) == (1 + w + m1, 1 + w + m2), "absolute steps, the warmup counted in"
+    t = drive(p.code, b + 5, opt_kind="SGD")
+    assert _first_step(t, lambda x: x < BASE_LR * 0.5, w) == a
+    assert _first_step(t, lambda x: x < BASE_LR * 0.05, w) == b
+    assert f"{m1} and {m2}" in p.rationale and "exclude" in p.rationale
+
+
+def test_schedule_summaries_state_the_steps_the_snippet_acts_at():
+    props = {f"warmed-{k}": p for k, p in _decay_proposals_with_warmup().items()}
+    props |= {pr.values[1].id + "@" + pr.values[0].run.name: pr.values[1] for pr in PROPOSALS
+              if pr.values[1].kind == "add_decay_schedule"}
+    checked = set()
+    for name, p in props.items():
+        s, variant = p.config["scheduler"], p.id.split(":")[-1]
+        w = int(p.config.get("warmup_steps") or 0)
+        if variant == "warm_restarts":
+            a, b = _stated(p.summary, r"restarts at steps (\d+) and (\d+)")
+            t = drive(p.code, b + 5)
+            rises = [int(t.steps[i]) for i in np.flatnonzero(np.diff(t.lrs) > 0.5 * BASE_LR) + 1]
+            assert rises[:2] == [a, b], name
+        elif variant == "cosine":
+            a, b = _stated(p.summary, r"from step (\d+).*reaching the floor at step (\d+)")
+            t = drive(p.code, b + 5)
+            assert _first_step(t, lambda x: np.isclose(x, BASE_LR, rtol=1e-9)) == a, name
+            floor = s["eta_min"]
+            assert _first_step(t, lambda x, f=floor: np.isclose(x, f, rtol=1e-6), w) == b, name
+        elif variant == "one_cycle":
+            (peak,) = _stated(p.rationale, r"peaks at step (\d+)")
+            t = drive(p.code, s["total_steps"])
+            assert abs(int(t.steps[int(np.argmax(t.lrs))]) - peak) <= 1, name
+        elif variant == "multistep":
+            a, _ = _stated(p.summary, r"from steps (\d+) and (\d+)")
+            t = drive(p.code, a + 2)
+            assert _first_step(t, lambda x: x < BASE_LR * 0.5, w) == a, name
+        else:
+            continue
+        checked.add((variant, bool(w)))
+    assert {("multistep", True), ("warm_restarts", True), ("cosine", True), ("one_cycle", False)} <= checked

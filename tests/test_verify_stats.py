@@ -82,6 +82,17 @@ def test_confirmed_when_symptom_gone_and_not_worse():
                base_lr=1e-2)
     assert v.verdict is VerdictKind.CONFIRMED
     assert v.p_value == pytest.approx(1 / 252) and v.p_better == 1.0 and v.seeds == (0, 1, 2, 3, 4)
+    # baseline finals are all inf: the CI is on substituted scores, and the reason says which
+    assert "baseline inf vs candidate 0.5" in v.reason
+    assert "non-finite finals (baseline 5/5, candidate 0/5) ranked as worst, scored 1.5" in v.reason
+    assert v.ci == (pytest.approx(-1.0), pytest.approx(-1.0)) and v.details["nonfinite_score"] == 1.5
+
+
+def test_reason_says_nothing_about_nonfinite_when_all_finals_are_finite():
+    v = decide("divergence", PROP, arms([1] * 5, [2.0] * 5), arms([0] * 5, [0.5, 0.6, 0.4, 0.5, 0.5]),
+               VerifyConfig(), base_lr=1e-2)
+    assert "non-finite" not in v.reason and "nonfinite_score" not in v.details
+    assert paired_target([2.0] * 3, [1.0] * 3).nonfinite_score is None
 
 
 def test_inconclusive_when_baseline_does_not_reproduce():

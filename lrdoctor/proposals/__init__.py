@@ -150,9 +150,21 @@ def _vanishing(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
             "compensates" + (", and little for an adaptive optimizer, which already rescales small "
                              "gradients." if ctx.adaptive else "."))
     g = ctx.grad_stable
-    ev = f"gradients vanished from {ctx.unit} {ctx.onset}"
-    if ctx.grad_median_in_finding is not None and g is not None:
-        ev += f" (median grad norm {ctx.grad_median_in_finding:.2g} there vs {g.p50:.2g} before)"
+    med = ctx.grad_median_in_finding
+    # A "before" needs grad norms logged strictly before the onset; at the run's first step the
+    # stable-window statistics fall back to the finding's own steps, which are no baseline.
+    before = g is not None and ctx.onset > ctx.first_step and not g.whole_run and g.last_step < ctx.onset
+    if before:
+        ev = f"gradients vanished from {ctx.unit} {ctx.onset}"
+        if med is not None:
+            ev += f" (median grad norm {med:.2g} there vs {g.p50:.2g} before)"
+    else:
+        ev = f"gradients were small from the run's first {ctx.unit} ({ctx.onset}), so there is no healthy stretch to compare with"
+        thr = f.evidence.get("threshold")
+        if med is not None:
+            below = f", below the rule's threshold {thr:.2g}" if isinstance(thr, (int, float)) else ""
+            ev = (f"gradients were small from the run's first {ctx.unit} ({ctx.onset}): median grad norm "
+                  f"{med:.2g} over the finding{below}; there is no healthy stretch before it to compare with")
     return [(lambda: lr_kinds.raise_lr(f, ctx, 3.0, ev, note), 0.4 if ctx.adaptive else 0.6)]
 
 

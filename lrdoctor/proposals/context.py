@@ -37,6 +37,8 @@ class GradStats:
     max: float
     ignored: int = 0  # non-finite grad norms left out of the window (GradScaler-skipped steps, overflow)
     whole_run: bool = False  # no finite norm before the window's end: taken over the whole run
+    spikes: int = 0  # norms above SPIKE_X times their centred running median (isolated bursts)
+    calm_p90: float | None = None  # p90 of the window without those spikes (None: no spike)
 
     def percentile(self, q: int) -> float:
         return {50: self.p50, 90: self.p90, 95: self.p95, 99: self.p99}[q]
@@ -156,8 +158,20 @@ def grad_stats(view: RoleView, start: int, end: int, exclude: Iterable[int] = ()
             return None
     p50, p90, p95, p99 = np.percentile(vals, [50, 90, 95, 99])
     steps = s.steps[m]
+    # Bursts against the local level, not the window's median: a norm that trends (shrinking
+    # while the run converges, growing with a warmup) is ordinary, a lone 10-50x jump is not.
+    spike = vals > SPIKE_X * _centred_median(vals, SPIKE_WINDOW)
+    calm = float(np.percentile(vals[~spike], 90)) if spike.any() and (~spike).sum() >= 5 else None
     return GradStats(int(steps.min()), int(steps.max()), int(len(vals)), float(p50), float(p90),
-                     float(p95), float(p99), float(vals.max()), ignored, whole)
+                     float(p95), float(p99), float(vals.max()), ignored, whole,
+                     int(spike.sum()) if calm is not None else 0, calm)
+
+
+#: A grad norm above SPIKE_X times the centred running median of SPIKE_WINDOW norms around it is a
+#: burst: under 3x is within the step-to-step scatter of minibatch norms (roughly log-normal with
+#: a log-sd up to ~0.85, whose p90/p50 is ~3); the 9-norm window tolerates up to 4 bursts in it.
+SPIKE_X = 3.0
+SPIKE_WINDOW = 9
 
 
 #: A grad norm this many times its early median marks the end of a stable stretch.

@@ -8,12 +8,16 @@ import numpy as np
 from ..model import Finding
 from ..roles import RoleView
 from .common import Draft, fmt, round_sig
-from .context import RunContext
+from .context import SPIKE_WINDOW, SPIKE_X, RunContext
 from .spikes import incidents, rollback_distance
 
 #: The percentile of the stable stretch's pre-clip norms a clip threshold sits at: it touches
 #: about one normal step in ten and cuts anything beyond the healthy distribution.
 CLIP_PERCENTILE = 90
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
 
 
 def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
@@ -36,7 +40,12 @@ def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
                       f"before clipping) and set the threshold at its p{CLIP_PERCENTILE} over a stable stretch.",
             config={"clip_grad_norm": 1.0}, score=0.0,
         )
-    thr = round_sig(g.percentile(CLIP_PERCENTILE), 2)
+    pct = g.percentile(CLIP_PERCENTILE)
+    # A stretch that looks stable in the loss can hold grad-norm bursts (SGD at too high an LR
+    # bursts 10-50x long before the loss goes); a p90 taken over them sits far above the ordinary
+    # steps and would not clip the next burst, so the bursts are left out of it.
+    capped = g.calm_p90 is not None and round_sig(g.calm_p90, 2) < round_sig(pct, 2)
+    thr = round_sig(g.calm_p90 if capped else pct, 2)
     at = ""
     if ctx.grad_at_onset is not None and thr > 0:
         at = (f"; around the onset it reached {fmt(ctx.grad_at_onset)}, "
@@ -50,10 +59,14 @@ def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
                    f"precision, steps GradScaler skipped")
     return Draft(
         kind="clip_grad_norm",
-        summary=f"clip grad norm at {fmt(thr)} (p{CLIP_PERCENTILE} of the "
-                f"{'finite' if g.whole_run else 'stable pre-onset'} norms)",
+        summary=f"clip grad norm at {fmt(thr)} ("
+                f"p{CLIP_PERCENTILE} of the {'finite' if g.whole_run else 'stable pre-onset'} norms"
+                f"{f', {g.spikes} burst{_s(g.spikes)} left out' if capped else ''})",
         rationale=f"{where}{')' if g.whole_run else ''} (n={g.n}{ignored}): "
-                  f"median {fmt(g.p50)}, p90 {fmt(g.p90)}, p99 {fmt(g.p99)}, max {fmt(g.max)}{at}.",
+                  f"median {fmt(g.p50)}, p90 {fmt(g.p90)}, p99 {fmt(g.p99)}, max {fmt(g.max)}{at}."
+                  + (f" {g.spikes} of them {'is a burst' if g.spikes == 1 else 'are bursts'} (over {SPIKE_X:g}× the running median of the "
+                     f"{SPIKE_WINDOW} around them) that would inflate the p{CLIP_PERCENTILE} to {fmt(pct)}; "
+                     f"without them it is {fmt(thr)}." if capped else ""),
         config={"clip_grad_norm": thr}, score=0.0,
     )
 

@@ -26,6 +26,16 @@ def _base(ctx: RunContext) -> dict:
     return {"warmup_steps": _warm(ctx), "warmup_start_factor": 0.01} if _warm(ctx) else {}
 
 
+def _at(ctx: RunContext, k: int) -> int:
+    """The run's own step number of the first step trained at the LR the schedule reaches after
+    ``k`` of its own steps (k excludes warmup; the warmup runs first, from the run's first step)."""
+    return ctx.first_step + _warm(ctx) + int(k)
+
+
+def _after_warm(ctx: RunContext) -> str:
+    return f" (after the {_warm(ctx)}-{ctx.unit} warmup)" if _warm(ctx) else ""
+
+
 def _floor(ctx: RunContext) -> tuple[float, str]:
     if ctx.lr_peak:
         f = round_sig(ctx.lr_peak * FLOOR_SHARE, 2)
@@ -45,7 +55,8 @@ def cosine(finding: Finding, ctx: RunContext) -> Draft:
     cfg = _base(ctx) | {"scheduler": {"type": "CosineAnnealingLR", "T_max": t, "eta_min": floor}}
     return Draft(
         kind=KIND, variant="cosine",
-        summary=f"cosine decay to {fmt(floor)} over {t} {ctx.unit}s (T_max={t})",
+        summary=f"cosine decay to {fmt(floor)} over {t} {ctx.unit}s (T_max={t}) from {ctx.unit} "
+                f"{_at(ctx, 0)}{_after_warm(ctx)}, reaching the floor at {ctx.unit} {_at(ctx, t)}",
         rationale=f"{_stall(ctx, finding)}; a decay lets it settle into the basin it is circling. "
                   f"T_max is the run's {ctx.total_steps} {ctx.unit}s less {_warm(ctx)} of warmup; floor {why}.",
         config=cfg, score=0.0,
@@ -68,9 +79,10 @@ def multistep(finding: Finding, ctx: RunContext) -> Draft:
     cfg = _base(ctx) | {"scheduler": {"type": "MultiStepLR", "milestones": [m1, m2], "gamma": 0.1}}
     return Draft(
         kind=KIND, variant="multistep",
-        summary=f"MultiStepLR: LR ×0.1 at {ctx.unit}s {m1} and {m2}",
+        summary=f"MultiStepLR: LR ×0.1 from {ctx.unit}s {_at(ctx, m1)} and {_at(ctx, m2)}",
         rationale=f"{_stall(ctx, finding)}; step decays, {why} and the second halfway to the end "
-                  f"({t} {ctx.unit}s after warmup).",
+                  f"({t} {ctx.unit}s after warmup). The milestones {m1} and {m2} count the scheduler's "
+                  f"own {ctx.unit}s{', which exclude the ' + str(w) + '-' + ctx.unit + ' warmup' if w else ''}.",
         config=cfg, score=0.0,
     )
 
@@ -115,7 +127,8 @@ def warm_restarts(finding: Finding, ctx: RunContext) -> Draft | None:
                f"stalled at {ctx.unit} {ctx.onset}" if ctx.lr_decayed else _stall(ctx, finding))
     return Draft(
         kind=KIND, variant="warm_restarts",
-        summary=f"CosineAnnealingWarmRestarts: T_0={t0}, T_mult=2 (restarts at {ctx.unit}s {t0} and {3 * t0}), "
+        summary=f"CosineAnnealingWarmRestarts: T_0={t0}, T_mult=2 (restarts at {ctx.unit}s {_at(ctx, t0)} "
+                f"and {_at(ctx, 3 * t0)}), "
                 f"floor {fmt(floor)}",
         rationale=f"{decayed}; restarts lift the LR back to its peak to leave the stall. Cycles of {t0}, "
                   f"{2 * t0} and {4 * t0} {ctx.unit}s fill the {t} {ctx.unit}s after warmup; floor {why}.",
@@ -128,6 +141,8 @@ def one_cycle(finding: Finding, ctx: RunContext, factor: float) -> Draft | None:
         return None
     max_lr = round_sig(ctx.lr_peak * factor, 2)
     total = ctx.total_steps
+    # torch's OneCycleLR is at max_lr after pct_start*total - 1 of its steps; no warmup precedes it
+    peak_at = ctx.first_step + max(round(0.3 * total) - 1, 0)
     sched = {"type": "OneCycleLR", "max_lr": max_lr, "total_steps": total, "pct_start": 0.3,
              "anneal_strategy": "cos", "div_factor": 25.0, "final_div_factor": 1e4,
              "three_phase": False, "cycle_momentum": False}
@@ -136,7 +151,7 @@ def one_cycle(finding: Finding, ctx: RunContext, factor: float) -> Draft | None:
         summary=f"OneCycleLR up to {fmt(max_lr)} (×{fmt(round_sig(factor, 2))} the LR {fmt(ctx.lr_peak)}) over "
                 f"{total} {ctx.unit}s",
         rationale=f"{_stall(ctx, finding)}: the LR is likely far too small. One cycle starts at "
-                  f"max_lr/25 = {fmt(max_lr / 25)}, peaks at {int(0.3 * total)} {ctx.unit}s and anneals to "
+                  f"max_lr/25 = {fmt(max_lr / 25)}, peaks at {ctx.unit} {peak_at} and anneals to "
                   f"{fmt(max_lr / 25 / 1e4)}; momentum cycling off so it fits any optimizer.",
         # warmup 0: OneCycleLR warms up itself (pct_start), a second warmup would stack on it
         config={"warmup_steps": 0, "scheduler": sched}, score=0.0,

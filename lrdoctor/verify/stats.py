@@ -54,6 +54,8 @@ class PairedTest:
     mean_rel_diff: float
     nonfinite_baseline: int
     nonfinite_candidate: int
+    #: the score non-finite finals were replaced by before the tests and the CI (None: there were none)
+    nonfinite_score: float | None = None
 
 
 def fisher_symptom(baseline: Sequence[bool], candidate: Sequence[bool]) -> SymptomTest:
@@ -69,17 +71,21 @@ def fisher_symptom(baseline: Sequence[bool], candidate: Sequence[bool]) -> Sympt
     return SymptomTest(b, c, n_b, float(p))
 
 
+def worst_score(baseline: Sequence[float], candidate: Sequence[float]) -> float:
+    """The score a NaN/inf final gets: worse than every finite one in the experiment."""
+    both = np.concatenate([np.asarray(baseline, dtype=np.float64), np.asarray(candidate, dtype=np.float64)])
+    finite = both[np.isfinite(both)]
+    if not finite.size:
+        return 1.0
+    hi, lo = float(finite.max()), float(finite.min())
+    return hi + max(abs(hi), hi - lo, 1.0)
+
+
 def finite_scores(baseline: Sequence[float], candidate: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Replace NaN/inf (a blown-up rerun) by a value worse than every finite one in the experiment."""
     b = np.asarray(baseline, dtype=np.float64)
     c = np.asarray(candidate, dtype=np.float64)
-    both = np.concatenate([b, c])
-    finite = both[np.isfinite(both)]
-    if finite.size:
-        hi, lo = float(finite.max()), float(finite.min())
-        worst = hi + max(abs(hi), hi - lo, 1.0)
-    else:
-        worst = 1.0
+    worst = worst_score(b, c)
     return np.where(np.isfinite(b), b, worst), np.where(np.isfinite(c), c, worst)
 
 
@@ -137,6 +143,7 @@ def paired_target(
         mean_rel_diff=float(np.mean(rel)),
         nonfinite_baseline=int(np.sum(~np.isfinite(raw_b))),
         nonfinite_candidate=int(np.sum(~np.isfinite(raw_c))),
+        nonfinite_score=None if np.isfinite(raw_b).all() and np.isfinite(raw_c).all() else worst_score(raw_b, raw_c),
     )
 
 

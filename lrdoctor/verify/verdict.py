@@ -89,9 +89,16 @@ def decide(
     paired = paired_target([a.target for a in baseline], [a.target for a in candidate], seed=len(seeds))
     role = baseline[0].target_role or "train_loss"
     worse = paired.p_greater < cfg.alpha or paired.mean_rel_diff > cfg.worse_margin
+    on = ""
+    if paired.nonfinite_score is not None:
+        # The CI and tests run on substituted scores: say so, or "inf vs 0.47, CI [-1.05, -1.01]"
+        # reads as arithmetic on the raw finals.
+        on = (f"non-finite finals (baseline {paired.nonfinite_baseline}/{len(seeds)}, candidate "
+              f"{paired.nonfinite_candidate}/{len(seeds)}) ranked as worst, scored "
+              f"{_fmt(paired.nonfinite_score)}; CI and P on those scores: ")
     target_txt = (
         f"final {role}: baseline {_fmt(_median(paired.baseline))} vs candidate {_fmt(_median(paired.candidate))} "
-        f"(median; mean paired diff CI [{_fmt(paired.ci[0])}, {_fmt(paired.ci[1])}], "
+        f"(median; {on}mean paired diff CI [{_fmt(paired.ci[0])}, {_fmt(paired.ci[1])}], "
         f"P(candidate better) {paired.p_better:.2f})"
     )
     common = {
@@ -101,6 +108,7 @@ def decide(
         "wilcoxon_p_better": paired.p_less,
         "wilcoxon_p_worse": paired.p_greater,
         "mean_rel_diff": paired.mean_rel_diff,
+        **({"nonfinite_score": paired.nonfinite_score} if paired.nonfinite_score is not None else {}),
         "baseline_symptom": [a.symptom for a in baseline],
         "candidate_symptom": [a.symptom for a in candidate],
         "baseline_rules": [list(a.rules) for a in baseline],
