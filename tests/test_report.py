@@ -300,3 +300,118 @@ def test_downsampling_keeps_a_one_step_spike_a_stride_would_lose():
     assert len(vals) <= 1003 and 50.0 in vals and 1_234_570 in steps
     assert np.isnan(vals).sum() == 1 and steps[np.isnan(vals)][0] == 9_000_010
     assert v[::1000].max() == 1.0 and not np.isnan(v[::1000]).any()  # a plain stride would miss both
+
+
+# ---- verdicts paired with runs whatever PATH named them; figures that read true -------------------
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_logs"
+
+
+@pytest.mark.skipif(not (SAMPLES / "healthy-mlp-tensorboard").is_dir(), reason="sample_logs absent")
+def test_verdicts_pair_with_runs_by_source_path_and_unmatched_ones_are_named(tmp_path, capsys):
+    import shutil
+
+    from lrdoctor.cli import main
+
+    logs = tmp_path / "logs"
+    shutil.copytree(SAMPLES / "healthy-mlp-tensorboard", logs / "team" / "healthy")
+    shutil.copytree(SAMPLES / "overfitting-cnn-keras", logs / "overfit")
+    # verify on the run itself names it "healthy"; report on logs/ names it "team/healthy"
+    assert main(["verify", str(logs / "team" / "healthy"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    (entry,) = data["runs"]
+    assert entry["source"] == str((logs / "team" / "healthy").resolve())
+    report_names = {r.name for r in read_runs(logs)}
+    assert entry["name"] not in report_names  # the case the name alone cannot pair
+    v = Verdict(rule="", proposal_id="patch", kind="patch", verdict=VerdictKind.INCONCLUSIVE, seeds=(0, 1, 2),
+                p_value=0.5, ci=None, p_better=0.5, reason="no difference <b>either way</b>")
+    entry["verdicts"] = [v.to_dict()]
+    data["runs"].append({"name": "ghost<run>", "source": str(tmp_path / "elsewhere"), "verdicts": [v.to_dict()]})
+    vfile = tmp_path / "v.json"
+    vfile.write_text(json.dumps(data))
+    out = tmp_path / "r.html"
+    assert main(["report", str(logs), "-o", str(out), "--verdicts", str(vfile), "-j", "1"]) == 0
+    err = capsys.readouterr().err  # the CLI's log handler writes warnings to stderr
+    html = out.read_text()
+    assert "no difference &lt;b&gt;either way&lt;/b&gt;" in html
+    assert "verified: 1 of 2 runs" in html and "verification not run" not in html
+    assert "the verdicts file has no entry for it" in html  # the overfit run: honest, not "verified"
+    assert f"verdicts for run ghost<run> match no run under {logs}" in err
+    assert "ghost&lt;run&gt;" in html and 'id="lrd-unmatched-verdicts"' in html
+    # Nothing matches: the header says so instead of dropping the badge.
+    vfile.write_text(json.dumps({"runs": [data["runs"][1]]}))
+    assert main(["report", str(logs), "-o", str(out), "--verdicts", str(vfile), "-j", "1"]) == 0
+    html = out.read_text()
+    assert "no verdicts for these runs" in html and "verified:" not in html
+
+
+def _drawn(fig):
+    fig.canvas.draw()
+    return fig
+
+
+@pytest.mark.skipif(not (SAMPLES / "plateau-gru-mlflow").is_dir(), reason="sample_logs absent")
+def test_tick_labels_write_real_values_with_no_offset_text():
+    from lrdoctor.report.data import build_run_view
+    from lrdoctor.report.plots import run_figure
+
+    (d,) = diagnose(read_runs(SAMPLES / "plateau-gru-mlflow"))
+    view = build_run_view(0, d, None, max_points=1000, with_figure=True)
+    fig = _drawn(run_figure(view.figure))
+    lr_ax = next(ax for ax in fig.axes if ax.get_title(loc="left") == "Learning rate")
+    labels = [t.get_text() for t in lr_ax.get_yticklabels() if t.get_text()]
+    assert "1e-6" in labels, labels  # an LR of 1e-6 reads as 1e-6, not 1.00 under a "1e-6" corner text
+    for ax in fig.axes:
+        assert ax.yaxis.get_offset_text().get_text() == "", ax.get_title(loc="left")
+        assert ax.xaxis.get_offset_text().get_text() == "", ax.get_title(loc="left")
+    ticks = [t.get_text() for t in lr_ax.get_yticklabels() if t.get_text()]
+    assert len(set(ticks)) == len(ticks)  # enough digits to tell the ticks apart
+
+
+def test_real_value_formatter_over_offsets_and_scales():
+    from lrdoctor.report.plots import real_value_formatter
+
+    f = real_value_formatter()
+    f.set_locs([100000, 100020, 100040])
+    assert [f(x) for x in (100000, 100020)] == ["100,000", "100,020"]
+    f.set_locs([2.3450, 2.3455, 2.3460])
+    assert f(2.3455) == "2.3455" and f(2.345) == "2.345"
+    f.set_locs([9.6e-7, 1e-6, 1.04e-6])
+    assert f(9.6e-7) == "9.6e-7" and f(1e-6) == "1e-6"
+
+
+def test_verification_curves_with_one_finite_point_are_drawn_as_markers():
+    from lrdoctor.report.plots import VerifySpec, verify_figure
+
+    steps = np.arange(30.0)
+    broke = np.full(30, np.nan)
+    broke[0] = 2.3  # one logged value, then NaN: a line of one point draws nothing
+    ok = np.linspace(2.3, 0.5, 30)
+    spec = VerifySpec("divergence · x", "step", "train_loss", ((0, steps, broke), (1, steps, broke)),
+                      ((0, steps, ok), (1, steps, ok)))
+    fig = _drawn(verify_figure(spec))
+    for ax in fig.axes:
+        base = next(line for line in ax.get_lines() if line.get_linestyle() == "--")
+        assert len(base.get_xdata()) == 1 and base.get_marker() not in (None, "None", "", " ")
+        cand = next(line for line in ax.get_lines() if line.get_linestyle() == "-")
+        assert cand.get_marker() in (None, "None", "", " ")  # 30 points still read as a line
+
+
+@pytest.mark.skipif(not (SAMPLES / "overfitting-cnn-keras").is_dir(), reason="sample_logs absent")
+def test_workload_config_stands_in_for_missing_hparams_and_val_rise_is_visible():
+    from lrdoctor.report.data import build_run_view
+    from lrdoctor.report.plots import run_figure
+
+    (d,) = diagnose(read_runs(SAMPLES / "overfitting-cnn-keras"))
+    assert not d.run.hparams and d.run.origin["config"]
+    view = build_run_view(0, d, None, max_points=1000, with_figure=True)
+    assert view.hparams_origin == "workload config (lrdoctor-run.json)"
+    assert ("lr", str(d.run.origin["config"]["lr"])) in view.hparams
+    html = render_report([d], workers=1)
+    assert "from the workload config (lrdoctor-run.json)" in html
+    # val loss 0.72 -> 1.07 beside a train loss falling to 1e-4: on its own linear axis, labelled
+    fig = _drawn(run_figure(view.figure))
+    twin = next(ax for ax in fig.axes if ax.get_ylabel() == "val loss")
+    assert twin.get_yscale() == "linear"
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any(t.startswith("best 0.72") for t in texts) and any(t.startswith("latest 1.0") for t in texts)

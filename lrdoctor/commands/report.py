@@ -47,9 +47,9 @@ def report_cmd(path, fmt, strict, roles, roles_config, output, title, rule_dirs,
 
     verdicts = None
     if verdicts_file:
-        from ..report.verdicts import load_verdicts
+        from ..report.verdicts import read_verdicts
 
-        verdicts = load_verdicts(verdicts_file)  # before the slow part: a bad file fails fast
+        verdicts = read_verdicts(verdicts_file)  # before the slow part: a bad file fails fast
     rules = select_rules(load_rules(rule_dirs), select, ignore)
     rules = apply_overrides(rules, parse_set(sets))
     if not rules:
@@ -61,7 +61,7 @@ def report_cmd(path, fmt, strict, roles, roles_config, output, title, rule_dirs,
     import os
 
     workers = min(4, jobs or os.cpu_count() or 1)
-    out = write_report(diagnoses, output, verdicts=verdicts, title=title, max_figures=max_figures, max_points=max_points,
+    out = write_report(diagnoses, output, verdicts=verdicts, title=title, source_path=str(path), max_figures=max_figures, max_points=max_points,
                        figure_format=figure_format, workers=workers)
     n = len(diagnoses)
     click.echo(f"wrote {out} ({n} run{'' if n == 1 else 's'}, {out.stat().st_size / 1e6:.1f} MB)", err=True)

@@ -5,13 +5,14 @@ Kept apart from drawing so figures can be rendered in worker processes from thes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..model import Diagnosis, Finding, Proposal, Severity, Verdict
+from ..readers.base import ORIGIN_FILE
 from ..roles import ROLES
 from .downsample import downsample
 
@@ -102,7 +103,7 @@ class RunView:
     tags: tuple[TagRow, ...]
     hparams: tuple[tuple[str, str], ...]
     findings: tuple[FindingView, ...]
-    verdicts: tuple[Verdict, ...] | None  # None: verification not run for this report
+    verdicts: tuple[Verdict, ...] | None  # None: no verification results for this run
     counts: dict[str, int]
     max_step: int | None
     best_val_loss: float | None
@@ -110,6 +111,8 @@ class RunView:
     figure: RunFigureSpec | None = field(default=None, compare=False)
     figure_skipped: bool = False  # not drawn because of the report's figure cap
     overlay: tuple[Curve | None, Curve | None] = (None, None)  # train, val thinned for the sweep plot
+    #: where ``hparams`` came from: "" for the log's own hparams, else a label such as the workload config
+    hparams_origin: str = ""
 
     @property
     def run(self):
@@ -211,16 +214,14 @@ def run_curves(diag: Diagnosis, max_points: int, roles=tuple(ROLE_STYLE), index:
 def build_run_view(
     index: int,
     diag: Diagnosis,
-    verdicts: Mapping[str, list[Verdict]] | None,
+    verdicts: Sequence[Verdict] | None,
     *,
     max_points: int,
     with_figure: bool,
 ) -> RunView:
     run = diag.run
     key = f"run-{index}"
-    run_verdicts = None
-    if verdicts is not None:
-        run_verdicts = tuple(verdicts.get(run.name) or verdicts.get(run.source) or ())
+    run_verdicts = None if verdicts is None else tuple(verdicts)
     by_proposal: dict[tuple[str, str], list[Verdict]] = {}
     for v in run_verdicts or ():
         by_proposal.setdefault((v.rule, v.proposal_id), []).append(v)
@@ -240,6 +241,11 @@ def build_run_view(
     train = next((c for c in curves if c.role == "train_loss"), None)
     val = next((c for c in curves if c.role == "val_loss"), None)
     max_step = int(run.scalars["step"].max()) if not run.scalars.empty else None
+    hparams, hparams_origin = run.hparams, ""
+    config = run.origin.get("config") if isinstance(run.origin, Mapping) else None
+    if not hparams and isinstance(config, Mapping) and config:
+        # A built-in workload logs no hparams of its own; its config is what the user would look for.
+        hparams, hparams_origin = config, f"workload config ({ORIGIN_FILE})"
     figure = None
     if with_figure and curves:
         figure = RunFigureSpec(key, run.name, run.step_axis, curves, _marks(diag.findings, diag.roles))
@@ -248,7 +254,8 @@ def build_run_view(
         diagnosis=diag,
         severity_rank=0 if worst is None else worst.rank + 1,
         tags=index.rows(diag.roles),
-        hparams=tuple((k, short(v)) for k, v in sorted(flatten(run.hparams).items())),
+        hparams=tuple((k, short(v)) for k, v in sorted(flatten(hparams).items())),
+        hparams_origin=hparams_origin,
         findings=findings,
         verdicts=run_verdicts,
         counts=counts,

@@ -25,6 +25,7 @@ from ..model import Diagnosis, Verdict
 from .data import RunView, build_run_view, short
 from .plots import OverlaySpec, VerifySpec, render_all
 from .sweep import comparable_key, lr_sweep, run_lr
+from .verdicts import RunVerdicts, as_entries, match_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,9 @@ def _verdict_stats(v: Verdict) -> list[tuple[str, str]]:
 def render_report(
     diagnoses: Sequence[Diagnosis],
     *,
-    verdicts: Mapping[str, list[Verdict]] | None = None,
+    verdicts: Mapping[str, list[Verdict]] | Sequence[RunVerdicts] | None = None,
     title: str | None = None,
+    source_path: str | None = None,
     max_points: int = 1000,
     max_figures: int = 100,
     figure_format: str = "png",
@@ -151,18 +153,29 @@ def render_report(
 ) -> str:
     """The report as one self-contained HTML string.
 
-    ``verdicts`` maps a run's name (or source path) to its verdicts; None means verification was
-    not run and the page says so. Runs are shown worst first; only the first ``max_figures`` get
+    ``verdicts`` maps a run's name (or source path) to its verdicts, or is the entries of
+    :func:`~lrdoctor.report.verdicts.read_verdicts`; None means verification was not run and the
+    page says so. Entries that match no run (by source path, else name) are logged and named on
+    the page; ``source_path`` (the PATH the runs came from) makes that message say where. Runs are shown worst first; only the first ``max_figures`` get
     learning-curve figures (drawing is ~0.2 s a run), the rest keep their table row and findings.
     ``workers > 1`` draws figures in a process pool when there are many (call it under an
     ``if __name__ == "__main__":`` guard: the workers start by forkserver and import ``__main__``).
     """
     if figure_format not in ("png", "svg"):
         raise ValueError(f"figure_format must be 'png' or 'svg', not {figure_format!r}")
+    matched: dict[int, tuple[Verdict, ...]] = {}
+    unmatched: list[str] = []
+    if verdicts is not None:
+        matched, missed = match_verdicts([d.run for d in diagnoses], as_entries(verdicts))
+        where = source_path or "the report's path"
+        for e in missed:
+            log.warning("verdicts for run %s match no run under %s", e.name, where)
+            unmatched.append(e.name + (f" ({e.source})" if e.source and e.source != e.name else ""))
     order = sorted(range(len(diagnoses)), key=lambda i: (-_rank(diagnoses[i]), diagnoses[i].run.name))
     views: list[RunView] = []
     for pos, i in enumerate(order):
-        views.append(build_run_view(i, diagnoses[i], verdicts, max_points=max_points, with_figure=pos < max_figures))
+        views.append(build_run_view(i, diagnoses[i], matched.get(i), max_points=max_points,
+                                    with_figure=pos < max_figures))
 
     jobs: list[tuple[str, object]] = []
     slots: list[tuple[str, str]] = []  # (owner key, slot name) per job
@@ -209,6 +222,9 @@ def render_report(
         figures=figures,
         verify_rows=verify_rows,
         verification_run=verdicts is not None,
+        verified_runs=sum(1 for v in views if v.verdicts is not None),
+        unmatched_verdicts=unmatched,
+        source_path=source_path,
         sweep=sweep,
         overlay_count=overlay_count,
         lr_of={v.key: run_lr(v.run.hparams, v.run.origin, v.run.name) for v in views},
@@ -226,7 +242,7 @@ def write_report(
     diagnoses: Sequence[Diagnosis],
     path: str | os.PathLike,
     *,
-    verdicts: Mapping[str, list[Verdict]] | None = None,
+    verdicts: Mapping[str, list[Verdict]] | Sequence[RunVerdicts] | None = None,
     title: str | None = None,
     **kwargs: Any,
 ) -> Path:

@@ -7,8 +7,6 @@ element never runs script, whatever text a log put into an SVG.
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -19,65 +17,24 @@ import numpy as np
 
 from .data import ROLE_STYLE, SEVERITY_COLOR, Curve, RunFigureSpec
 from .downsample import downsample
+from .figstyle import (
+    MUTED,
+    PALETTE,
+    new_figure,
+    real_value_formatter,
+    style_axes,
+    tick_label,
+    to_data_uri,
+    use_log_y,
+    wants_log,
+)
 from .sweep import LrSweep
 
 log = logging.getLogger(__name__)
 
-INK, MUTED, GRID = "#1f2937", "#6b7280", "#e5e7eb"
-PALETTE = ("#2563eb", "#ea580c", "#16a34a", "#7c3aed", "#0891b2", "#db2777", "#ca8a04", "#4b5563",
-           "#0d9488", "#9333ea")
 MAX_MARKERS = 120
 #: Below this many figures a process pool's start-up (importing matplotlib) costs more than it saves.
 PARALLEL_MIN_FIGURES = 16
-
-
-def _new_figure(w: float, h: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(w, h), facecolor="white")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def to_data_uri(fig, fmt: str = "png", dpi: int = 100) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=dpi, facecolor="white", metadata={"Software": None} if fmt == "png" else {"Date": None})
-    mime = "image/svg+xml" if fmt == "svg" else "image/png"
-    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _style(ax, title: str | None = None, xlabel: str | None = None, ylabel: str | None = None) -> None:
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    for side in ("left", "bottom"):
-        ax.spines[side].set_color("#9ca3af")
-    ax.tick_params(labelsize=8, colors=MUTED)
-    ax.grid(True, color=GRID, linewidth=0.6)
-    ax.set_axisbelow(True)
-    if title:
-        # A fixed y skips matplotlib's title auto-placement, a third of the drawing time.
-        ax.set_title(title, fontsize=10, color=INK, loc="left", fontweight="bold", y=1.0, pad=6)
-    if xlabel:
-        ax.set_xlabel(xlabel, fontsize=8.5, color=MUTED)
-    if ylabel:
-        ax.set_ylabel(ylabel, fontsize=8.5, color=MUTED)
-
-
-def _log_y(ax) -> None:
-    """Log y without minor ticks: they add no reading value and cost 100+ tick objects per axis."""
-    from matplotlib.ticker import LogLocator, NullLocator
-
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(numticks=6))
-    ax.yaxis.set_minor_locator(NullLocator())
-
-
-def wants_log(values: np.ndarray) -> bool:
-    """Log scale helps when every value is positive and they span more than two decades."""
-    v = values[np.isfinite(values)]
-    return len(v) > 1 and bool(v.min() > 0) and v.max() / v.min() > 100
-
 
 def _nonfinite_markers(ax, steps: np.ndarray, values: np.ndarray, color: str, label: str | None) -> bool:
     """Mark NaN/+inf at the top edge and -inf at the bottom edge: a line would just stop there.
@@ -127,14 +84,24 @@ def _marker_values(c: Curve, steps: np.ndarray) -> np.ndarray:
     return out
 
 
+def _label_point(ax, x: float, y: float, text: str, color: str, ha: str = "center") -> None:
+    if np.isfinite(y):
+        ax.annotate(text, xy=(x, y), xytext=(-4 if ha == "right" else 0, 7 if ha == "center" else -3),
+                    textcoords="offset points", ha=ha, va="bottom" if ha == "center" else "top",
+                    fontsize=7.5, color=color, fontweight="bold", zorder=7,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+
+
 def _draw_marks(axes: dict, spec: RunFigureSpec, curves: dict[str, Curve], xmax: float) -> None:
     first = next(iter(axes.values()))
+    # "val_loss" is a twin of the loss panel when present: its x span is already shaded there.
+    span_axes = [a for k, a in axes.items() if k != "val_loss"]
     for m in spec.marks:
         color = SEVERITY_COLOR.get(m.severity, MUTED)
         start = m.start if m.start is not None else (min(m.steps) if m.steps else None)
         end = m.end if m.end is not None else (max(m.steps) if m.steps else xmax)
         if start is not None:
-            for ax in axes.values():
+            for ax in span_axes:
                 if end > start:
                     ax.axvspan(start, end, color=color, alpha=0.10, linewidth=0, zorder=0)
                 else:
@@ -149,8 +116,43 @@ def _draw_marks(axes: dict, spec: RunFigureSpec, curves: dict[str, Curve], xmax:
                 steps = steps[np.linspace(0, len(steps) - 1, MAX_MARKERS).astype(int)]
             ax = axes.get(m.role) or (axes.get("loss") if m.role in ("train_loss", "val_loss") else None)
             if ax is not None:
-                ax.scatter(steps, _marker_values(curves[m.role], steps), s=26, facecolor="white",
-                           edgecolor=color, linewidths=1.4, zorder=5)
+                ys = _marker_values(curves[m.role], steps)
+                ax.scatter(steps, ys, s=26, facecolor="white", edgecolor=color, linewidths=1.4, zorder=5)
+                if m.rule == "overfitting" and m.role == "val_loss" and len(steps) <= 3:
+                    # Best and latest val loss with their values: the rise is the finding, and on a
+                    # panel scaled for the train loss it can look flat.
+                    c = curves[m.role]
+                    for x, y in zip(steps, ys, strict=True):
+                        _label_point(ax, x, y, f"best {tick_label(float(y), 3)}", color)
+                    fin = np.flatnonzero(np.isfinite(c.values))
+                    if len(fin) and c.steps[fin[-1]] not in steps:
+                        x, y = c.steps[fin[-1]], c.values[fin[-1]]
+                        ax.scatter([x], [y], s=26, facecolor="white", edgecolor=color, linewidths=1.4, zorder=5)
+                        _label_point(ax, x, y, f"latest {tick_label(float(y), 3)}", color, ha="right")
+
+
+def _squashed(part: np.ndarray, whole: np.ndarray) -> bool:
+    """Whether ``part`` fills under a fifth of a log axis scaled for ``whole`` (decades), e.g.
+    a val loss rising 0.72 -> 1.07 beside a train loss falling to 1e-4: it would read as flat."""
+    p, w = part[np.isfinite(part) & (part > 0)], whole[np.isfinite(whole) & (whole > 0)]
+    if len(p) < 2 or len(w) < 2:
+        return False
+    return math.log10(p.max() / p.min()) < 0.2 * math.log10(w.max() / w.min())
+
+
+def _val_twin(ax, c: Curve):
+    """The val loss on its own linear right-hand axis, ticks in its colour."""
+    color = ROLE_STYLE[c.role][1]
+    tax = ax.twinx()
+    _plot_curve(tax, c, marker="o" if c.n_points <= 60 else None, markersize=3,
+                label=f"{ROLE_STYLE[c.role][0]} ({c.tag}), right axis")
+    tax.yaxis.set_major_formatter(real_value_formatter())
+    tax.tick_params(labelsize=8, colors=color)
+    for side in ("top", "left", "bottom"):
+        tax.spines[side].set_visible(False)
+    tax.spines["right"].set_color(color)
+    tax.set_ylabel("val loss", fontsize=8.5, color=color)
+    return tax
 
 
 def run_figure(spec: RunFigureSpec):
@@ -160,24 +162,36 @@ def run_figure(spec: RunFigureSpec):
     has_loss = "train_loss" in curves or "val_loss" in curves
     ncols = max(1, len(lower))
     rows = int(has_loss) + int(bool(lower))
-    fig = _new_figure(10, 3.1 * int(has_loss) + 2.5 * int(bool(lower)) + 0.2)
+    fig = new_figure(10, 3.1 * int(has_loss) + 2.5 * int(bool(lower)) + 0.2)
     heights = [3.1] * int(has_loss) + [2.5] * int(bool(lower))
-    gs = fig.add_gridspec(rows, ncols, height_ratios=heights, left=0.07, right=0.985, top=0.93 if rows == 1 else 0.95,
+    values = twin = log_y = None
+    if has_loss:
+        values = np.concatenate([curves[r].values for r in ("train_loss", "val_loss") if r in curves])
+        log_y = wants_log(values)
+        twin = log_y and "train_loss" in curves and "val_loss" in curves and _squashed(curves["val_loss"].values, values)
+    gs = fig.add_gridspec(rows, ncols, height_ratios=heights, left=0.07, right=0.94 if twin else 0.985, top=0.93 if rows == 1 else 0.95,
                           bottom=0.17 if rows == 1 else 0.09, hspace=0.42, wspace=0.26)
     axes: dict = {}
     xlabel = spec.step_axis
     if has_loss:
         ax = fig.add_subplot(gs[0, :])
         axes["loss"] = ax
-        values = np.concatenate([curves[r].values for r in ("train_loss", "val_loss") if r in curves])
         for r in ("train_loss", "val_loss"):
-            if r in curves:
+            if r in curves and not (twin and r == "val_loss"):
                 _plot_curve(ax, curves[r], marker="o" if curves[r].n_points <= 60 else None, markersize=3)
-        if wants_log(values):
-            _log_y(ax)
-        _style(ax, "Loss" + (" (log scale)" if wants_log(values) else ""), xlabel if not lower else None, "loss")
+        if log_y:
+            use_log_y(ax)
+        title = "Loss" + (" (log scale)" if log_y else "")
+        if twin:
+            title = "Loss (train: log scale, left axis; val: linear, right axis)"
+        style_axes(ax, title, xlabel if not lower else None, "train loss" if twin else "loss")
+        handles, labels = ax.get_legend_handles_labels()
+        if twin:
+            axes["val_loss"] = _val_twin(ax, curves["val_loss"])
+            h2, l2 = axes["val_loss"].get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
         # Above the axes, right of the title: never over the curves or the NaN bars.
-        ax.legend(fontsize=8, frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=4,
+        ax.legend(handles, labels, fontsize=8, frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=4,
                   borderaxespad=0.1, handlelength=1.5, columnspacing=1.2)
     from matplotlib.ticker import MaxNLocator
 
@@ -188,8 +202,8 @@ def run_figure(spec: RunFigureSpec):
         _plot_curve(ax, curves[r], marker="o" if curves[r].n_points <= 60 else None, markersize=3)
         log_y = wants_log(curves[r].values)
         if log_y:
-            _log_y(ax)
-        _style(ax, ROLE_STYLE[r][0].capitalize() + (" (log)" if log_y else ""), xlabel, curves[r].tag[:40])
+            use_log_y(ax)
+        style_axes(ax, ROLE_STYLE[r][0].capitalize() + (" (log)" if log_y else ""), xlabel, curves[r].tag[:40])
     xmin = min(float(c.steps.min()) for c in spec.curves if len(c.steps))
     xmax = max(float(c.steps.max()) for c in spec.curves if len(c.steps))
     _draw_marks(axes, spec, curves, xmax)
@@ -212,7 +226,7 @@ def overlay_figure(spec: OverlaySpec):
 
     roles = [(2, "train loss"), (3, "val loss")]
     roles = [(i, label) for i, label in roles if any(r[i] is not None for r in spec.runs)]
-    fig = _new_figure(10, 3.6)
+    fig = new_figure(10, 3.6)
     if not roles:
         return fig
     lrs = [r[1] for r in spec.runs if r[1] is not None]
@@ -255,8 +269,8 @@ def overlay_figure(spec: OverlaySpec):
                        color=bad_c, linewidths=1.4, zorder=6, clip_on=False)
         allv = np.concatenate(values) if values else np.array([])
         if wants_log(allv):
-            _log_y(ax)
-        _style(ax, f"{label.capitalize()}, all runs", spec.step_axis, label)
+            use_log_y(ax)
+        style_axes(ax, f"{label.capitalize()}, all runs", spec.step_axis, label)
         if not many and not by_lr:
             from matplotlib.lines import Line2D
 
@@ -273,7 +287,7 @@ def overlay_figure(spec: OverlaySpec):
 
 
 def lr_figure(sweep: LrSweep):
-    fig = _new_figure(10, 3.4)
+    fig = new_figure(10, 3.4)
     ax = fig.add_axes((0.07, 0.16, 0.9, 0.72))
     pts = sweep.points
     ys = np.array([p.loss if p.loss is not None else np.nan for p in pts], dtype=float)
@@ -287,24 +301,28 @@ def lr_figure(sweep: LrSweep):
     if len(uniq) > 1:
         med = [np.median(ys[(xs == u) & stable & np.isfinite(ys)]) for u in uniq]
         ax.plot(uniq, med, color="#9ca3af", linewidth=1, zorder=1)
+    # A legend entry only for what is drawn: an empty scatter leaves a label with no marker.
     ok = stable & np.isfinite(ys)
-    ax.scatter(xs[ok], ys[ok], s=30, color="#2563eb", zorder=3, label="stable")
+    if ok.any():
+        ax.scatter(xs[ok], ys[ok], s=30, color="#2563eb", zorder=3, label="stable")
     bad = ~stable & np.isfinite(ys)
-    ax.scatter(xs[bad], ys[bad], s=40, marker="x", color="#dc2626", linewidths=1.5, zorder=3, label="unstable")
+    if bad.any():
+        ax.scatter(xs[bad], ys[bad], s=40, marker="x", color="#dc2626", linewidths=1.5, zorder=3, label="unstable")
     nf = ~np.isfinite(ys)
     if nf.any():
         ax.scatter(xs[nf], np.full(nf.sum(), 0.97), transform=ax.get_xaxis_transform(), marker="x", s=40,
                    color="#dc2626", linewidths=1.5, zorder=3, clip_on=False, label="diverged (NaN/inf)")
     if sweep.best is not None:
-        ax.scatter([sweep.best.lr], [sweep.best.loss], s=160, marker="*", color="#ca8a04", edgecolor="white",
-                   zorder=4, label=f"best: lr={sweep.best.lr:.3g}")
+        # Behind the run's own dot (and larger), so the best run still shows as a stable point.
+        ax.scatter([sweep.best.lr], [sweep.best.loss], s=320, marker="*", color="#ca8a04", edgecolor="white",
+                   zorder=2, label=f"best: lr={sweep.best.lr:.3g}")
     ax.set_xscale("log")
     from matplotlib.ticker import NullLocator
 
     ax.xaxis.set_minor_locator(NullLocator())
     if wants_log(ys):
-        _log_y(ax)
-    _style(ax, f"{sweep.loss_label.capitalize()} vs learning rate", "learning rate", sweep.loss_label)
+        use_log_y(ax)
+    style_axes(ax, f"{sweep.loss_label.capitalize()} vs learning rate", "learning rate", sweep.loss_label)
     ax.legend(fontsize=8, frameon=False, loc="best")
     return fig
 
@@ -322,7 +340,7 @@ class VerifySpec:
 def verify_figure(spec: VerifySpec):
     seeds = sorted({s for s, _, _ in spec.baseline} | {s for s, _, _ in spec.candidate})[:6]
     n = max(1, len(seeds))
-    fig = _new_figure(10, 2.5)
+    fig = new_figure(10, 2.5)
     gs = fig.add_gridspec(1, n, left=0.06, right=0.99, top=0.82, bottom=0.2, wspace=0.25)
     base = {s: (x, y) for s, x, y in spec.baseline}
     cand = {s: (x, y) for s, x, y in spec.candidate}
@@ -337,12 +355,15 @@ def verify_figure(spec: VerifySpec):
                 x, y = downsample(np.asarray(x), np.asarray(y, dtype=float), 400)
                 finite = np.isfinite(y)
                 values.append(y[finite])
-                ax.plot(x[finite], y[finite], style, color=color, linewidth=1.2, label=label)
+                # A rerun that broke after a few points is a dot or two, not a line: mark every point.
+                few = int(finite.sum()) < 20
+                ax.plot(x[finite], y[finite], style, color=color, linewidth=1.2, label=label,
+                        marker="o" if few else None, markersize=3.5 if few else None)
                 if not finite.all():
                     _nonfinite_markers(ax, x, y, "#dc2626", None)
         if i == 0 and values and wants_log(np.concatenate(values)):
-            _log_y(ax)
-        _style(ax, f"seed {seed}", spec.step_axis, spec.metric if i == 0 else None)
+            use_log_y(ax)
+        style_axes(ax, f"seed {seed}", spec.step_axis, spec.metric if i == 0 else None)
         if i == 0:
             ax.legend(fontsize=7, frameon=False)
     return fig

@@ -33,6 +33,14 @@ class LrSweep:
     stable_range: tuple[float, float] | None
     best: SweepPoint | None
 
+    @property
+    def stable_runs(self) -> int:
+        """Runs inside the stable range (0 when there is none)."""
+        if self.stable_range is None:
+            return 0
+        lo, hi = self.stable_range
+        return sum(1 for p in self.points if lo <= p.lr <= hi)
+
 
 def _as_lr(value: Any) -> float | None:
     try:
