@@ -37,3 +37,26 @@ def role_overrides(roles: tuple[str, ...], roles_config: str | None) -> dict[str
         out.update(load_roles_config(roles_config))
     out.update(parse_role_overrides(roles))
     return out
+
+
+def rule_selection_options(f: Callable) -> Callable:
+    """--rules DIR / --set RULE.PARAM=VALUE / --select RULE / --ignore RULE (diagnose, report)."""
+    f = click.option("--ignore", multiple=True, metavar="RULE", help="Do not run these rules (repeatable).")(f)
+    f = click.option("--select", multiple=True, metavar="RULE",
+                     help="Run only these rules (name or code; repeatable).")(f)
+    f = click.option("--set", "sets", multiple=True, metavar="RULE.PARAM=VALUE",
+                     help="Override a rule's detector parameter, e.g. plateau.window=51 (repeatable).")(f)
+    f = click.option("--rules", "rule_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
+                     metavar="DIR", help="Also load the rule YAML files in DIR (repeatable).")(f)
+    return f
+
+
+def selected_rules(rule_dirs, sets, select, ignore) -> list:
+    """The rules to run, checked before any log is read so a bad --set fails fast."""
+    from ..engine.spec import apply_overrides, load_rules, parse_set, select_rules
+    from ..errors import UsageError
+
+    rules = apply_overrides(select_rules(load_rules(rule_dirs), select, ignore), parse_set(sets))
+    if not rules:
+        raise UsageError("no rules left to run after --select/--ignore")
+    return rules

@@ -6,8 +6,7 @@ import sys
 
 import click
 
-from ..errors import UsageError
-from .common import role_overrides, run_input_options
+from .common import role_overrides, rule_selection_options, run_input_options, selected_rules
 
 FAIL_ON = ("error", "warning", "info", "never")
 
@@ -43,12 +42,7 @@ def exit_code(diagnoses, fail_on: str) -> int:
     "--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
     help="Exit 1 when a finding of at least this severity is found (never: always exit 0).",
 )
-@click.option("--rules", "rule_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
-              metavar="DIR", help="Also load the rule YAML files in DIR (repeatable).")
-@click.option("--set", "sets", multiple=True, metavar="RULE.PARAM=VALUE",
-              help="Override a rule's detector parameter, e.g. plateau.window=51 (repeatable).")
-@click.option("--select", multiple=True, metavar="RULE", help="Run only these rules (name or code; repeatable).")
-@click.option("--ignore", multiple=True, metavar="RULE", help="Do not run these rules (repeatable).")
+@rule_selection_options
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
               help="Worker processes for many runs (default: all cores).")
 @click.option("--progress/--no-progress", default=None,
@@ -63,12 +57,8 @@ def diagnose_cmd(path, fmt, strict, roles, roles_config, as_json, fail_on, rule_
     (including a run under PATH that could not be read: the others are still diagnosed).
     """
     from ..engine.diagnose import diagnose_runs
-    from ..engine.spec import apply_overrides, load_rules, parse_set, select_rules
 
-    rules = select_rules(load_rules(rule_dirs), select, ignore)
-    rules = apply_overrides(rules, parse_set(sets))  # before reading: bad --set fails fast
-    if not rules:
-        raise UsageError("no rules left to run after --select/--ignore")
+    rules = selected_rules(rule_dirs, sets, select, ignore)
     overrides = role_overrides(roles, roles_config)
     show_progress = progress if progress is not None else sys.stderr.isatty()
     runs, errors = load_runs_with_errors(path, fmt, strict, show_progress)

@@ -6,8 +6,7 @@ import sys
 
 import click
 
-from ..errors import UsageError
-from .common import role_overrides, run_input_options
+from .common import role_overrides, rule_selection_options, run_input_options, selected_rules
 
 
 @click.command("report")
@@ -15,12 +14,7 @@ from .common import role_overrides, run_input_options
 @click.option("-o", "--output", "output", default="report.html", show_default=True,
               type=click.Path(dir_okay=False, writable=True), help="Where to write the HTML page.")
 @click.option("--title", default=None, help="Page title (default: the run's name or the run count).")
-@click.option("--rules", "rule_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
-              metavar="DIR", help="Also load the rule YAML files in DIR (repeatable).")
-@click.option("--set", "sets", multiple=True, metavar="RULE.PARAM=VALUE",
-              help="Override a rule's detector parameter, e.g. plateau.window=51 (repeatable).")
-@click.option("--select", multiple=True, metavar="RULE", help="Run only these rules (name or code; repeatable).")
-@click.option("--ignore", multiple=True, metavar="RULE", help="Do not run these rules (repeatable).")
+@rule_selection_options
 @click.option("--max-figures", type=click.IntRange(min=0), default=100, show_default=True,
               help="Draw learning curves for at most this many runs (the most severe first).")
 @click.option("--max-points", type=click.IntRange(min=20), default=1000, show_default=True,
@@ -40,7 +34,6 @@ def report_cmd(path, fmt, strict, roles, roles_config, output, title, rule_dirs,
     curves and loss against learning rate.
     """
     from ..engine.diagnose import diagnose_runs
-    from ..engine.spec import apply_overrides, load_rules, parse_set, select_rules
     from ..report import write_report
     from .diagnose import load_runs_with_errors
     from .inspect import report_unreadable
@@ -50,10 +43,7 @@ def report_cmd(path, fmt, strict, roles, roles_config, output, title, rule_dirs,
         from ..report.verdicts import read_verdicts
 
         verdicts = read_verdicts(verdicts_file)  # before the slow part: a bad file fails fast
-    rules = select_rules(load_rules(rule_dirs), select, ignore)
-    rules = apply_overrides(rules, parse_set(sets))
-    if not rules:
-        raise UsageError("no rules left to run after --select/--ignore")
+    rules = selected_rules(rule_dirs, sets, select, ignore)
     overrides = role_overrides(roles, roles_config)
     runs, errors = load_runs_with_errors(path, fmt, strict)
     diagnoses = diagnose_runs(runs, rules=rules, role_overrides=overrides, jobs=jobs,
