@@ -7,6 +7,7 @@ proposed change really fixes the training it came from.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -16,19 +17,13 @@ import pytest
 from lrdoctor.model import Finding, Run, Severity, make_scalars
 from lrdoctor.proposals import propose
 from lrdoctor.proposals.common import fmt, round_sig
+from lrdoctor.readers import discover
 from lrdoctor.roles import RoleView
 
 torch = pytest.importorskip("torch")
-tbparse = pytest.importorskip("tbparse")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core box: one thread is ~20x faster than torch's default pool."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # --------------------------------------------------------------------------- real runs
@@ -96,7 +91,7 @@ def overfitting_run(steps=400, lr=0.01, eval_every=10, seed=0):
 
 
 def logged_run(tmp_path, name, points, hparams=None, drop=()) -> RoleView:
-    """Write the points with torch's SummaryWriter, read the event file back (tbparse)."""
+    """Write the points with torch's SummaryWriter, read the event file back with lrdoctor's reader."""
     from torch.utils.tensorboard import SummaryWriter
 
     logdir = tmp_path / name
@@ -106,10 +101,8 @@ def logged_run(tmp_path, name, points, hparams=None, drop=()) -> RoleView:
                 continue
             for step, value in pts:
                 w.add_scalar(tag, value, step)
-    df = tbparse.SummaryReader(str(logdir), extra_columns={"wall_time"}).scalars
-    scal = make_scalars(df["tag"].to_numpy(), df["step"].to_numpy(), df["wall_time"].to_numpy(),
-                        df["value"].to_numpy())
-    return RoleView.of(Run(name, str(logdir), "tensorboard", scal, hparams=hparams or {}))
+    (run,) = discover(logdir)
+    return RoleView.of(dataclasses.replace(run, hparams=hparams or {}))
 
 
 def arr(view, role):
