@@ -32,18 +32,6 @@ def _print(results, out) -> None:
                 click.echo(f"               reruns: {v.details['out']}", file=out)
 
 
-def _sources(path, fmt) -> dict[str, str]:
-    """Each run's source path, resolved: a run's name depends on the PATH it was found under, so
-    'lrdoctor report' pairs verdicts with runs by this path. Reading the runs again costs little
-    next to the reruns (RunVerification does not carry its run)."""
-    from pathlib import Path
-
-    from ..readers import discover_with_errors
-
-    runs, _ = discover_with_errors(str(path), format=fmt, strict=False)
-    return {r.name: str(Path(r.source).resolve()) for r in runs}
-
-
 @click.command("verify")
 @run_input_options
 @click.option("--proposal", "proposal_id", default=None, metavar="ID",
@@ -102,9 +90,7 @@ def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_
         strict=strict, role_overrides=role_overrides(roles, roles_config), rules=rules, unreadable=unreadable,
     )
     if as_json:
-        sources = _sources(path, fmt) if results else {}
-        runs = [{**r.to_dict(), "source": sources.get(r.name)} for r in results]
-        click.echo(json.dumps({"runs": runs}, indent=2))
+        click.echo(json.dumps({"runs": [r.to_dict() for r in results]}, indent=2))
     else:
         _print(results, sys.stdout)
     # the runs that could be read were verified; the unreadable ones still make the exit status 2

@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..model import Diagnosis, Proposal
 from .executors import make_executor
 from .protocol import VerifyConfig, resolve_device
-from .runner import DEFAULT_OUT, RunVerification, verify_items
+from .runner import DEFAULT_OUT, RunVerification, resolved_source, verify_items
 
 log = logging.getLogger(__name__)
 
@@ -109,4 +109,5 @@ def verify_path(
             results = verify_items(items, rerun_diagnoser(rules, role_overrides), cfg, out=out, executor=ex,
                                    train=train)
     done = {r.name for r in results}
-    return results + [RunVerification(d.run.name, ()) for d in diagnoses if d.run.name not in done]
+    return results + [RunVerification(d.run.name, (), resolved_source(d.run))
+                      for d in diagnoses if d.run.name not in done]

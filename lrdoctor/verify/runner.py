@@ -60,6 +60,9 @@ HOW_TO_RERUN = (
 class RunVerification:
     name: str
     verdicts: tuple[Verdict, ...]
+    #: the run's log path, resolved: its name depends on the PATH it was found under, so
+    #: 'lrdoctor report' pairs verdicts with runs by this path
+    source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` shape; each verdict's ``details`` (statistics per seed, rerun curves) rides
@@ -67,7 +70,8 @@ class RunVerification:
         from ..output.json_out import json_safe
 
         return {"name": self.name,
-                "verdicts": [{**v.to_dict(), "details": json_safe(v.details)} for v in self.verdicts]}
+                "verdicts": [{**v.to_dict(), "details": json_safe(v.details)} for v in self.verdicts],
+                "source": self.source}
 
 
 @dataclass(frozen=True)
@@ -371,5 +375,9 @@ def verify_items(
             # the target is often a sparse val loss; the series the rule fired on shows the symptom itself
             v.details["symptom_curves"] = curves_detail(base, cand, symptom)
         by_run.setdefault(job.run.name, []).append(v)
-    names = list(dict.fromkeys(run.name for run, _, _ in items))
-    return [RunVerification(n, tuple(by_run.get(n, ()))) for n in names]
+    runs = {run.name: run for run, _, _ in items}
+    return [RunVerification(n, tuple(by_run.get(n, ())), resolved_source(r)) for n, r in runs.items()]
+
+
+def resolved_source(run: Run) -> str:
+    return str(Path(run.source).resolve())
