@@ -201,19 +201,28 @@ def duplicate_annotations(codes: np.ndarray, steps: np.ndarray, values: np.ndarr
     same = (c[1:] == c[:-1]) & (s[1:] == s[:-1])
     if not same.any():
         return []
-    differ = same & ~((v[1:] == v[:-1]) | (np.isnan(v[1:]) & np.isnan(v[:-1])))
+    differ = same & _neighbours_differ(v)
     out = []
     for code in np.unique(c[1:][differ]):
         hits = np.flatnonzero(differ & (c[1:] == code))
         i = hits[0]
-        a, b = int(locs[order[i]]), int(locs[order[i + 1]])
-        out.append(Annotation(
-            "duplicate_steps",
-            f"tag {names[code]!r}: {len(hits)} repeated steps with different values (first: step "
-            f"{int(s[i])}, {loc_label}s {min(a, b)} and {max(a, b)}); all points kept",
-            path=path, location=f"{loc_label} {max(a, b)}",
-        ))
+        a, b = sorted((int(locs[order[i]]), int(locs[order[i + 1]])))
+        out.append(_duplicate_note(names[code], len(hits), int(s[i]), a, b, path, loc_label))
     return out
+
+
+def _neighbours_differ(v: np.ndarray) -> np.ndarray:
+    """v[i+1] != v[i], with NaN equal to NaN (a repeated NaN is a repeat, not a conflict)."""
+    return ~((v[1:] == v[:-1]) | (np.isnan(v[1:]) & np.isnan(v[:-1])))
+
+
+def _duplicate_note(tag: str, count: int, step: int, a: int, b: int, path: str, loc_label: str) -> Annotation:
+    return Annotation(
+        "duplicate_steps",
+        f"tag {tag!r}: {count} repeated steps with different values (first: step {step}, "
+        f"{loc_label}s {a} and {b}); all points kept",
+        path=path, location=f"{loc_label} {b}",
+    )
 
 
 def tidy_frame(codes: np.ndarray, names: Sequence[str], step: np.ndarray, wall_time: np.ndarray | None,
@@ -248,16 +257,11 @@ def wide_duplicates(steps: np.ndarray, locs: np.ndarray, columns: Sequence[Colum
     for col in columns:
         idx = np.flatnonzero(col.present)
         s, v = steps[idx], col.values[idx]
-        differ = (s[1:] == s[:-1]) & ~((v[1:] == v[:-1]) | (np.isnan(v[1:]) & np.isnan(v[:-1])))
+        differ = (s[1:] == s[:-1]) & _neighbours_differ(v)
         if differ.any():
             i = int(np.flatnonzero(differ)[0])
             a, b = int(locs[idx[i]]), int(locs[idx[i + 1]])
-            out.append(Annotation(
-                "duplicate_steps",
-                f"tag {col.name!r}: {int(differ.sum())} repeated steps with different values (first: step "
-                f"{int(s[i])}, {loc_label}s {a} and {b}); all points kept",
-                path=path, location=f"{loc_label} {b}",
-            ))
+            out.append(_duplicate_note(col.name, int(differ.sum()), int(s[i]), a, b, path, loc_label))
     return out
 
 
