@@ -50,43 +50,18 @@ def _plain(value: Any) -> Any:
 
 
 class _SeriesCache:
-    """Each role's series extracted once per run, in one pass over the scalar table (a boolean
-    mask per role over millions of rows, repeated for every rule, was most of the run time)."""
+    """Each role's series extracted once per run (from the view's shared tag index), with
+    repeated steps resolved, for every rule that asks for it."""
 
     def __init__(self, view: RoleView):
         self.view = view
         self._cache: dict[str, Series | None] = {}
-        self._codes: np.ndarray | None = None
-        self._uniques: list[str] = []
 
     def get(self, role: str) -> Series | None:
         if role not in self._cache:
-            self._cache[role] = self._extract(role)
+            s = dedupe_steps(self.view[role]) if role in self.view else None
+            self._cache[role] = s if s is not None and len(s) else None
         return self._cache[role]
-
-    def _extract(self, role: str) -> Series | None:
-        if role not in self.view:
-            return None
-        import pandas as pd
-
-        sc = self.view.run.scalars
-        if self._codes is None:
-            codes, uniques = pd.factorize(sc["tag"])
-            self._codes, self._uniques = codes, list(uniques)
-        tag = self.view.roles[role]
-        if tag not in self._uniques:
-            return None
-        rows = np.nonzero(self._codes == self._uniques.index(tag))[0]
-        steps = sc["step"].to_numpy(dtype=np.int64)[rows]
-        order = np.argsort(steps, kind="stable")
-        s = Series(
-            tag=tag,
-            steps=steps[order],
-            values=sc["value"].to_numpy(dtype=np.float64)[rows][order],
-            wall_time=None,
-        )
-        s = dedupe_steps(s)
-        return s if len(s) else None
 
 
 def make_finding(rule: RuleSpec, ev: Evidence, view: RoleView) -> Finding:

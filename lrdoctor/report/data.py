@@ -13,7 +13,7 @@ import numpy as np
 
 from ..model import Diagnosis, Finding, Proposal, Severity, Verdict
 from ..readers.base import ORIGIN_FILE
-from ..roles import ROLES
+from ..roles import ROLES, TagIndex
 from .downsample import downsample
 
 #: Display order, label and colour of each role (one palette for every figure in the report).
@@ -151,39 +151,18 @@ def best_value(values: np.ndarray) -> float | None:
     return float(finite.min()) if len(finite) else None
 
 
-class TagIndex:
-    """Row positions of every tag of a run, from one factorize + stable sort (no per-tag masks:
-    a boolean mask per tag is what made a 1,000-run report slow)."""
-
-    def __init__(self, scalars) -> None:
-        import pandas as pd
-
-        codes, uniques = pd.factorize(scalars["tag"], sort=False)
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
-        self.tags = [str(t) for t in uniques]
-        self._rows = {t: order[bounds[i]:bounds[i + 1]] for i, t in enumerate(self.tags)}
-        self.steps = scalars["step"].to_numpy(dtype=np.int64)
-        self.values = scalars["value"].to_numpy(dtype=np.float64)
-
-    def series(self, tag: str) -> tuple[np.ndarray, np.ndarray]:
-        """(steps, values) of one tag sorted by step, repeats in logged order (as roles.series_of)."""
-        rows = self._rows.get(tag, np.array([], dtype=np.int64))
-        steps = self.steps[rows]
-        o = np.argsort(steps, kind="stable")
-        return steps[o], self.values[rows][o]
-
-    def rows(self, roles: Mapping[str, str]) -> tuple[TagRow, ...]:
-        role_of = {tag: role for role, tag in roles.items()}
-        out = []
-        for tag in self.tags:
-            r = self._rows[tag]
-            st, va = self.steps[r], self.values[r]
-            out.append(TagRow(tag, role_of.get(tag), len(r), int(st.min()), int(st.max()), float(va[-1]),
-                              int((~np.isfinite(va)).sum())))
-        rank = {r: i for i, r in enumerate(ROLES)}
-        out.sort(key=lambda t: rank.get(t.role, len(ROLES)))
-        return tuple(out)
+def tag_table(index: TagIndex, roles: Mapping[str, str]) -> tuple[TagRow, ...]:
+    """One row per tag (points, step range, last value, non-finite count), role tags first."""
+    role_of = {tag: role for role, tag in roles.items()}
+    out = []
+    for tag in index.tags:
+        r = index.rows(tag)
+        st, va = index.steps[r], index.values[r]
+        out.append(TagRow(tag, role_of.get(tag), len(r), int(st.min()), int(st.max()), float(va[-1]),
+                          int((~np.isfinite(va)).sum())))
+    rank = {r: i for i, r in enumerate(ROLES)}
+    out.sort(key=lambda t: rank.get(t.role, len(ROLES)))
+    return tuple(out)
 
 
 def _marks(findings: tuple[Finding, ...], roles: Mapping[str, str]) -> tuple[Mark, ...]:
@@ -203,7 +182,8 @@ def run_curves(diag: Diagnosis, max_points: int, roles=tuple(ROLE_STYLE), index:
         tag = diag.roles.get(role)
         if tag is None:
             continue
-        steps, values = index.series(tag)
+        ser = index.series(tag)
+        steps, values = ser.steps, ser.values
         if len(steps) == 0:
             continue
         ds, dv = downsample(steps, values, max_points)
@@ -253,15 +233,15 @@ def build_run_view(
         key=key,
         diagnosis=diag,
         severity_rank=0 if worst is None else worst.rank + 1,
-        tags=index.rows(diag.roles),
+        tags=tag_table(index, diag.roles),
         hparams=tuple((k, short(v)) for k, v in sorted(flatten(hparams).items())),
         hparams_origin=hparams_origin,
         findings=findings,
         verdicts=run_verdicts,
         counts=counts,
         max_step=max_step,
-        best_val_loss=best_value(index.series(val.tag)[1]) if val is not None else None,
-        final_train_loss=final_value(index.series(train.tag)[1]) if train is not None else None,
+        best_val_loss=best_value(index.series(val.tag).values) if val is not None else None,
+        final_train_loss=final_value(index.series(train.tag).values) if train is not None else None,
         figure=figure,
         figure_skipped=not with_figure,
         overlay=(_thin(train), _thin(val)),
