@@ -54,9 +54,9 @@ def make_runs(root: Path, full: bool, run_seeds: tuple[int, ...], fmt: str):
 
 
 def load(path: Path):
-    from lrdoctor.commands.diagnose import load_runs
+    from lrdoctor.api import load_runs
 
-    (run,) = load_runs(str(path), None, False)
+    (run,) = load_runs(path)
     return run
 
 

@@ -11,13 +11,6 @@ from .common import role_overrides, rule_selection_options, run_input_options, s
 FAIL_ON = ("error", "warning", "info", "never")
 
 
-def load_runs(path: str, fmt: str | None, strict: bool, progress: bool = False) -> list:
-    """Every run under PATH, through the readers' discovery (used by report and benchmarks)."""
-    from ..readers import discover
-
-    return discover(path, format=fmt, strict=strict, progress=progress)
-
-
 def load_runs_with_errors(path: str, fmt: str | None, strict: bool, progress: bool = False) -> tuple[list, list]:
     """Every readable run under PATH, and one error per run that could not be read."""
     from ..readers import discover_with_errors
