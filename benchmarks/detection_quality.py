@@ -12,8 +12,13 @@ Scoring, per split:
 - false-alarm rate = share of runs without labels that get any canonical finding;
 - onset: share of true positives whose start step is within 10% of the run's length (last
   logged train-loss step) of the label's onset_step.
-Real logs: per log in manifest.tsv, lrdoctor's findings against the eye label (EYE below, a
-hand transcription of the manifest's label column into expected / acceptable rules).
+Real logs (``--real``): every run of each log's folder is diagnosed and the findings' rules are
+compared with the eye label: ``want`` (rules a careful engineer would say clearly apply) and
+``also_ok`` (borderline, not wrong), from the folder's labels.json where it has the log, else from
+EYE below (a hand transcription of manifest.tsv's label column). Per rule over (log, rule) pairs:
+TP = wanted and found, FN = wanted and not found, FP = found and neither wanted nor also ok.
+A healthy log (empty ``want``) with any finding of warning or error severity is a false alarm.
+The last table puts the corpus splits and the real logs side by side.
 """
 
 from __future__ import annotations
@@ -165,10 +170,10 @@ def print_split(name: str, s: dict, verbose: bool) -> None:
         print("errors:\n  " + "\n  ".join(s["misses"]))
 
 
-def corpus_table(corpus: Path, rules, verbose: bool, only: str | None = None) -> None:
+def corpus_table(corpus: Path, rules, verbose: bool, only: str | None = None) -> dict[str, dict]:
     if not corpus.is_dir():
         print(f"(no corpus at {corpus}: run scripts/make_corpus.py first)")
-        return
+        return {}
     t0 = time.perf_counter()
     runs = [r for r in discover(corpus) if r.origin is not None and "labels" in r.origin]
     diags = diagnose_runs(runs, rules=rules, proposals=False)
@@ -183,35 +188,99 @@ def corpus_table(corpus: Path, rules, verbose: bool, only: str | None = None) ->
         by_split[_split_of(run.source, corpus, rows)].append((run, d, run.origin["labels"]))
     print(f"# corpus {corpus}: {len(runs)} labelled runs read and diagnosed in {time.perf_counter() - t0:.1f} s"
           f" ({skipped} marked not ok in the labels file, left out)")
+    out: dict[str, dict] = {}
     for name in sorted(by_split, key=lambda n: {"dev": 0, "heldout": 1}.get(n, 2)):
         if only and name != only:
             continue
-        print_split(name, score(by_split[name]), verbose)
+        out[name] = score(by_split[name])
+        print_split(name, out[name], verbose)
+    return out
 
 
-def real_table(real: Path, rules) -> None:
+def eye_labels(real: Path) -> dict[str, tuple[set[str], set[str], str]]:
+    """short_id -> (want, also_ok, label): labels.json where it has the log, else EYE."""
+    out = dict(EYE)
+    f = real / "labels.json"
+    if f.exists():
+        for sid, lab in json.loads(f.read_text(encoding="utf-8")).items():
+            out[sid] = (set(lab.get("want", ())), set(lab.get("also_ok", ())), lab.get("eye_label", ""))
+    return out
+
+
+def real_score(real: Path, rules) -> dict | None:
+    """Diagnose every log of ``real`` (all runs of its folder) against its eye label."""
     manifest = real / "manifest.tsv"
     if not manifest.exists():
-        print(f"\n(no real logs at {real})")
-        return
-    rows = list(csv.DictReader(manifest.open(), delimiter="\t"))
-    print(f"\n## real logs ({len(rows)}, {real}): lrdoctor vs eye labels")
-    print(f"{'log':<28} {'eye label':<44} {'lrdoctor':<32} verdict")
-    agree = 0
+        return None
+    labels = eye_labels(real)
+    rows = list(csv.DictReader(manifest.open(encoding="utf-8"), delimiter="\t"))
+    tp: dict[str, int] = defaultdict(int)
+    fp: dict[str, int] = defaultdict(int)
+    fn: dict[str, int] = defaultdict(int)
+    logs: list[dict] = []
     for row in rows:
         sid = row["short_id"]
-        expected, ok, why = EYE.get(sid, (set(), set(), row["labels"][:40]))
+        want, ok, why = labels.get(sid, (set(), set(), row["labels"]))
+        found: list = []
+        error = None
         try:
             runs = discover(real / sid)
-            (d,) = diagnose_runs(runs[:1], rules=rules, proposals=False)
-            found = {f"{f.rule}@{f.start_step}" for f in d.findings}
-            names = {f.rule for f in d.findings}
+            for d in diagnose_runs(runs, rules=rules, proposals=False):
+                found.extend(d.findings)
         except Exception as exc:  # noqa: BLE001 -- one unreadable log is a row, not a crash
-            found, names = {f"ERROR {type(exc).__name__}"}, set()
-        good = expected <= names and names <= expected | ok
-        agree += good
-        print(f"{sid:<28} {why[:44]:<44} {', '.join(sorted(found)) or '-':<32} {'agree' if good else 'DISAGREE'}")
-    print(f"agree on {agree}/{len(rows)}")
+            error = f"ERROR {type(exc).__name__}"
+        names = {f.rule for f in found}
+        for rule in sorted(set(want) | names):
+            if rule in want and rule in names:
+                tp[rule] += 1
+            elif rule in want:
+                fn[rule] += 1
+            elif rule not in ok:
+                fp[rule] += 1
+        loud = {f.rule for f in found if f.severity.value in ("warning", "error")}
+        logs.append({"id": sid, "want": want, "ok": ok, "why": why, "error": error,
+                     "found": sorted({f"{f.rule}@{f.start_step}" for f in found}),
+                     "agree": want <= names and names <= want | ok,
+                     "healthy": not want, "loud": loud, "loud_not_ok": loud - ok})
+    return {"tp": tp, "fp": fp, "fn": fn, "logs": logs}
+
+
+def print_real(real: Path, s: dict) -> None:
+    logs = s["logs"]
+    print(f"\n## real logs ({len(logs)}, {real}): lrdoctor vs eye labels (want / also ok)")
+    print(f"{'log':<34} {'want':<26} {'also ok':<26} {'lrdoctor':<40} verdict")
+    for g in logs:
+        found = g["error"] or ", ".join(g["found"]) or "-"
+        verdict = "agree" if g["agree"] and not g["error"] else "DISAGREE"
+        print(f"{g['id']:<34} {','.join(sorted(g['want'])) or '-':<26} {','.join(sorted(g['ok'])) or '-':<26} "
+              f"{found:<40} {verdict}")
+    print(f"agree on {sum(g['agree'] and not g['error'] for g in logs)}/{len(logs)}")
+    print(f"\n{'rule':<22} {'TP':>3} {'FP':>3} {'FN':>3} {'precision':>9} {'recall':>7}")
+    for rule in sorted(set(s["tp"]) | set(s["fp"]) | set(s["fn"])):
+        t, f, n = s["tp"][rule], s["fp"][rule], s["fn"][rule]
+        print(f"{rule:<22} {t:>3} {f:>3} {n:>3} {_ratio(t, t + f):>9} {_ratio(t, t + n):>7}")
+    healthy = [g for g in logs if g["healthy"]]
+    loud = [g["id"] for g in healthy if g["loud"]]
+    print(f"healthy logs (empty want): {len(healthy)}; with a warning/error finding: {len(loud)} {loud or ''}")
+    print(f"  ... of a rule not in also_ok: {sum(bool(g['loud_not_ok']) for g in healthy)}")
+
+
+def _micro(s: dict) -> tuple[int, int, int]:
+    return tuple(sum(s[k].values()) for k in ("tp", "fp", "fn"))  # type: ignore[return-value]
+
+
+def print_summary(splits: dict[str, dict], real: dict | None) -> None:
+    """Corpus splits and the real logs side by side, one row each."""
+    print(f"\n## summary\n{'set':<26} {'TP':>3} {'FP':>3} {'FN':>3} {'precision':>9} {'recall':>7} {'F1':>6} "
+          f"{'healthy alarms':>15}")
+    rows = [(f"corpus {name}", s, f"{s['alarms']}/{s['healthy']}") for name, s in splits.items()]
+    if real is not None:
+        healthy = [g for g in real["logs"] if g["healthy"]]
+        rows.append(("real logs", real, f"{sum(bool(g['loud']) for g in healthy)}/{len(healthy)}"))
+    for name, s, alarms in rows:
+        T, F, N = _micro(s)
+        f1 = f"{2 * T / (2 * T + F + N):.3f}" if T + F + N else "  -"
+        print(f"{name:<26} {T:>3} {F:>3} {N:>3} {_ratio(T, T + F):>9} {_ratio(T, T + N):>7} {f1:>6} {alarms:>15}")
 
 
 def main() -> int:
@@ -225,9 +294,15 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     rules = load_rules(args.rules)
-    corpus_table(args.corpus, rules, args.verbose, args.split)
+    splits = corpus_table(args.corpus, rules, args.verbose, args.split)
+    real = None
     if not args.no_real:
-        real_table(args.real, rules)
+        real = real_score(args.real, rules)
+        if real is None:
+            print(f"\n(no real logs at {args.real})")
+        else:
+            print_real(args.real, real)
+    print_summary(splits, real)
     return 0
 
 
