@@ -62,6 +62,8 @@ def explain_cmd(ctx: click.Context, name: str, rule_dirs) -> int:
     ]
     for key in ("what", "why", "example", "fix"):
         out += [f"{key.capitalize()}:", *_wrap(rule.doc[key]), ""]
+    if rule.live.doc:
+        out += ["While it trains (lrdoctor watch, callbacks):", *_wrap(rule.live.doc), ""]
     out.append(f"Parameters (detector {rule.kind}; override with --set {rule.name}.PARAM=VALUE):")
     out += [f"  {k} = {v!r}" for k, v in rule.params.items()]
     if rule.proposals:

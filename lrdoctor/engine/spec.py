@@ -21,12 +21,13 @@ from typing import Any
 from ..errors import RuleSpecError
 from ..model import Severity
 from ..roles import ROLES
+from .livespec import LivePolicy, parse_live
 from .registry import detector_info
 
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("name", "code", "title", "severity", "requires", "detector", "message", "doc")
-OPTIONAL_KEYS = ("optional", "proposals", "superseded_by")
+OPTIONAL_KEYS = ("optional", "proposals", "superseded_by", "live")
 DOC_KEYS = ("what", "why", "example", "fix")
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _CODE = re.compile(r"^[A-Z]{2,}[0-9]{3,}$")
@@ -50,6 +51,8 @@ class RuleSpec:
     #: is the stall of vanished gradients)
     superseded_by: tuple[str, ...] = ()
     path: str = ""
+    #: how the live engine confirms this rule's findings on a run still being written
+    live: LivePolicy = field(default_factory=LivePolicy, hash=False)
 
 
 def _display(path: Path) -> str:
@@ -202,6 +205,7 @@ def parse_rule(data: Any, where: str) -> RuleSpec:
         doc={k: str(doc[k]).strip() for k in DOC_KEYS},
         superseded_by=_str_list(data, "superseded_by", where),
         path=where,
+        live=parse_live(data.get("live"), where),
     )
 
 

@@ -1,0 +1,317 @@
+"""The rule engine fed point by point: the same rules, on everything logged so far.
+
+A live check runs the offline rules (same YAML, same detectors) on the run's prefix, so the
+answer the live engine ends with on a finished log *is* ``diagnose``'s answer; what streaming
+adds is *when* each finding is first seen, and the events between checks:
+
+* ``new``: a rule fires that had not fired;
+* ``updated``: a finding that had fired grew (another spike, a new onset, a worse severity);
+  it is reported again as an update, never as a second finding;
+* ``withdrawn``: a finding of an earlier check no longer holds on more data (an overfitting
+  whose validation loss came back down, a loss spike that turned out to be the start of a
+  divergence, which supersedes it). Each rule's ``live`` note (``lrdoctor rules explain``) says
+  which of its findings can be withdrawn and what it reports before the evidence is complete.
+
+Points are kept in growing numpy buffers (amortised O(1) per point); a check costs what the
+detectors cost on the prefix. Proposals are computed only for new and updated findings, on a real
+:class:`~lrdoctor.model.Run` built from the buffers then.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..model import Finding, Run, Series, Severity, make_scalars
+from ..roles import RoleView, resolve_roles
+
+log = logging.getLogger(__name__)
+
+
+class EventKind(str, enum.Enum):
+    NEW = "new"
+    UPDATED = "updated"
+    WITHDRAWN = "withdrawn"
+
+
+@dataclass(frozen=True)
+class LiveEvent:
+    """A change in what the rules find on a run being written."""
+
+    kind: EventKind
+    run: str
+    finding: Finding
+    #: the last step the engine had seen when it noticed (the finding's onset is ``finding.start_step``)
+    at_step: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind.value, "run": self.run, "at_step": self.at_step, **self.finding.to_dict()}
+
+
+class _Buffer:
+    """One tag's points in arrays that double when full (no per-check concatenation)."""
+
+    __slots__ = ("n", "steps", "values")
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.n = 0
+        self.steps = np.empty(capacity, dtype=np.int64)
+        self.values = np.empty(capacity, dtype=np.float64)
+
+    def _grow(self, need: int) -> None:
+        cap = max(need, 2 * len(self.steps))
+        self.steps = np.resize(self.steps, cap)
+        self.values = np.resize(self.values, cap)
+
+    def append(self, step: int, value: float) -> None:
+        if self.n == len(self.steps):
+            self._grow(self.n + 1)
+        self.steps[self.n] = step
+        self.values[self.n] = value
+        self.n += 1
+
+    def extend(self, steps: np.ndarray, values: np.ndarray) -> None:
+        k = len(steps)
+        if self.n + k > len(self.steps):
+            self._grow(self.n + k)
+        self.steps[self.n:self.n + k] = steps
+        self.values[self.n:self.n + k] = values
+        self.n += k
+
+    def series(self, tag: str) -> Series:
+        steps, values = self.steps[:self.n], self.values[:self.n]
+        if self.n > 1 and not bool(np.all(steps[1:] >= steps[:-1])):
+            order = np.argsort(steps, kind="stable")  # a resumed run logs steps again
+            steps, values = steps[order], values[order]
+        return Series(tag=tag, steps=steps.copy(), values=values.copy())
+
+
+class _PrefixView:
+    """What the rule runner needs of a RoleView, served from the buffers (no pandas per check)."""
+
+    def __init__(self, run: Run, roles: dict[str, str], buffers: Mapping[str, _Buffer]) -> None:
+        self.run = run
+        self.roles = roles
+        self._buffers = buffers
+
+    def __contains__(self, role: str) -> bool:
+        return role in self.roles
+
+    def __getitem__(self, role: str) -> Series:
+        tag = self.roles[role]
+        return self._buffers[tag].series(tag)
+
+
+@dataclass
+class _State:
+    """One rule's standing on the prefix: seen since ``seen_n`` points, reported (confirmed) or not,
+    absent since ``absent_n`` points."""
+
+    seen_n: int
+    reported: Finding | None = None
+    absent_n: int | None = None
+
+
+def _held(policy: Any, since: int, now: int) -> bool:
+    return now - since >= policy.confirm_points and now >= policy.confirm_growth * since
+
+
+def _signature(f: Finding) -> tuple:
+    """What makes a finding 'grown' rather than the same: a new onset, more incidents, a worse severity."""
+    return (f.start_step, len(f.steps), f.severity.rank)
+
+
+@dataclass
+class LiveEngine:
+    """Feed points with :meth:`add` (or :meth:`extend`), then :meth:`check` for events.
+
+    ``rules`` default to the built-in ones (with ``overrides`` as ``--set`` values); roles are
+    resolved from the tags seen so far, as offline (``role_overrides`` as ``--role``).
+    """
+
+    name: str = "live"
+    source: str = ""
+    rules: Sequence[Any] | None = None
+    overrides: Mapping[str, Mapping[str, Any]] | None = None
+    role_overrides: Mapping[str, str] | None = None
+    step_axis: str = "step"
+    hparams: dict[str, Any] = field(default_factory=dict)
+    proposals: bool = True
+    last_step: int = field(default=-1, init=False)
+
+    def __post_init__(self) -> None:
+        from ..engine.spec import apply_overrides, load_rules
+
+        rules = list(self.rules) if self.rules is not None else load_rules()
+        self._rules = apply_overrides(rules, self.overrides)
+        self._buffers: dict[str, _Buffer] = {}
+        self._roles: dict[str, str] = {}
+        self._roles_stale = True
+        self._state: dict[str, _State] = {}
+        self._run = Run(name=self.name, source=self.source, format="live", hparams=self.hparams,
+                        step_axis=self.step_axis)
+
+    # ------------------------------------------------------------------ feeding
+
+    def _buffer(self, tag: str) -> _Buffer:
+        buf = self._buffers.get(tag)
+        if buf is None:
+            buf = self._buffers[tag] = _Buffer()
+            self._roles_stale = True
+        return buf
+
+    def add(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Points logged at one step, by tag (``{"train_loss": 2.3, "lr": 1e-3}``)."""
+        step = int(step)
+        for tag, value in metrics.items():
+            self._buffer(tag).append(step, float(value))
+        if step > self.last_step:
+            self.last_step = step
+
+    def extend(self, tag: str, steps: np.ndarray, values: np.ndarray) -> None:
+        """Many points of one tag at once (what a reader returned for an appended chunk)."""
+        if len(steps) == 0:
+            return
+        self._buffer(tag).extend(np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64))
+        self.last_step = max(self.last_step, int(np.max(steps)))
+
+    @property
+    def roles(self) -> dict[str, str]:
+        if self._roles_stale:
+            self._roles = resolve_roles(list(self._buffers), self.role_overrides, run_name=self.name)
+            self._roles_stale = False
+        return self._roles
+
+    @property
+    def n_points(self) -> int:
+        return sum(b.n for b in self._buffers.values())
+
+    # ------------------------------------------------------------------ checking
+
+    def findings(self, superseders: set[str] | None = None) -> list[Finding]:
+        """The rules' findings on everything fed so far (without proposals).
+
+        Offline, a finding is dropped when a rule it is ``superseded_by`` fires; live, only
+        when that rule's finding is among ``superseders`` (confirmed ones): a provisional
+        divergence must not hide a loss spike it may turn out not to be. ``None``: as offline.
+        """
+        from ..engine.runner import _SeriesCache, run_rule
+
+        view = _PrefixView(self._run, self.roles, self._buffers)
+        cache = _SeriesCache(view)  # type: ignore[arg-type]
+        found = [f for f in (run_rule(r, view, cache) for r in self._rules) if isinstance(f, Finding)]  # type: ignore[arg-type]
+        fired = {f.rule for f in found} if superseders is None else superseders & {f.rule for f in found}
+        by_name = {r.name: r for r in self._rules}
+        return [f for f in found if not (set(by_name[f.rule].superseded_by) & fired)]
+
+    def check(self, *, final: bool = False) -> list[LiveEvent]:
+        """Run the rules on the prefix and return what changed since the last check.
+
+        A raw finding becomes an event only once its rule's live policy confirms it (see
+        :mod:`lrdoctor.engine.livespec`); ``final=True`` (the log is complete) confirms, and
+        withdraws, at once, so the findings then held are exactly ``diagnose``'s.
+        """
+        confirmed = None if final else {r for r, st in self._state.items() if st.reported is not None}
+        raw = {f.rule: f for f in self.findings(confirmed)}
+        events: list[tuple[EventKind, Finding]] = []
+        for rule in self._rules:
+            f, st = raw.get(rule.name), self._state.get(rule.name)
+            n = self._points(rule)
+            if f is not None:
+                if st is None:
+                    st = self._state[rule.name] = _State(seen_n=n)
+                st.absent_n = None
+                if st.reported is None:
+                    if final or rule.live.final_at_once(f.evidence) or _held(rule.live, st.seen_n, n):
+                        st.reported = f
+                        events.append((EventKind.NEW, f))
+                elif _signature(f) != _signature(st.reported):
+                    st.reported = f
+                    events.append((EventKind.UPDATED, f))
+                else:
+                    st.reported = _keep_proposals(f, st.reported)
+            elif st is not None:
+                if st.reported is None:
+                    del self._state[rule.name]  # a provisional finding the new points undid: never reported
+                    continue
+                if st.absent_n is None:
+                    st.absent_n = n
+                if final or _held(rule.live, st.absent_n, n):
+                    events.append((EventKind.WITHDRAWN, st.reported))
+                    del self._state[rule.name]
+        fresh = [f for k, f in events if k is not EventKind.WITHDRAWN]
+        if fresh and self.proposals:
+            proposed = self._propose(fresh)
+            events = [(k, proposed.get(f.rule, f) if k is not EventKind.WITHDRAWN else f) for k, f in events]
+            for k, f in events:
+                if k is not EventKind.WITHDRAWN:
+                    self._state[f.rule].reported = f
+        return [LiveEvent(k, self.name, f, self.last_step) for k, f in events]
+
+    def finish(self) -> list[LiveEvent]:
+        """The log is complete: the last check, after which the held findings are ``diagnose``'s."""
+        return self.check(final=True)
+
+    @property
+    def current(self) -> dict[str, Finding]:
+        """The confirmed findings held now, by rule."""
+        return {r: st.reported for r, st in self._state.items() if st.reported is not None}
+
+    @property
+    def provisional(self) -> dict[str, bool]:
+        """Rules whose finding on the prefix is not confirmed yet."""
+        return {r: True for r, st in self._state.items() if st.reported is None}
+
+    def _points(self, rule: Any) -> int:
+        tag = self.roles.get(rule.requires[0]) if rule.requires else None
+        buf = self._buffers.get(tag) if tag is not None else None
+        return buf.n if buf is not None else 0
+
+    def snapshot(self) -> Run:
+        """Everything fed so far as a Run (tidy table), e.g. for proposals or a report."""
+        tags, steps, values = [], [], []
+        for tag, buf in self._buffers.items():
+            tags.append(np.full(buf.n, tag, dtype=object))
+            steps.append(buf.steps[:buf.n])
+            values.append(buf.values[:buf.n])
+        if not tags:
+            return self._run
+        from dataclasses import replace
+
+        return replace(self._run, scalars=make_scalars(np.concatenate(tags), np.concatenate(steps), None,
+                                                       np.concatenate(values)))
+
+    def _propose(self, findings: list[Finding]) -> dict[str, Finding]:
+        from dataclasses import replace
+
+        from ..engine.diagnose import _proposer
+
+        out = {f.rule: f for f in findings}
+        proposer = _proposer()
+        if proposer is None:
+            return out
+        view = RoleView(self.snapshot(), dict(self.roles))
+        for f in findings:
+            try:
+                out[f.rule] = replace(f, proposals=tuple(proposer(f, view) or ()))
+            except Exception as exc:  # noqa: BLE001 -- proposals are an extra; the finding stands alone
+                log.debug("proposals for %s failed: %s", f.rule, exc, exc_info=True)
+        return out
+
+
+def _keep_proposals(new: Finding, old: Finding) -> Finding:
+    """An unchanged finding keeps the proposals computed when it was new (not recomputed per check)."""
+    if new.proposals or not old.proposals:
+        return new
+    from dataclasses import replace
+
+    return replace(new, proposals=old.proposals)
+
+
+def at_least(severity: Severity | str, threshold: Severity | str) -> bool:
+    return Severity(severity).rank >= Severity(threshold).rank

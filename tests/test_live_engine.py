@@ -1,0 +1,93 @@
+"""The live engine: streaming the rules gives the offline answers (rule, onset), and its events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrdoctor.api import diagnose, load_runs
+from lrdoctor.engine.livespec import parse_live
+from lrdoctor.engine.spec import load_rules
+from lrdoctor.errors import RuleSpecError
+from lrdoctor.live.engine import EventKind, LiveEngine
+from lrdoctor.live.replay import replay
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_logs"
+CHECK_EVERY = 10
+
+
+@pytest.fixture(scope="module")
+def sample_runs():
+    return load_runs(SAMPLES)
+
+
+def test_replaying_every_sample_log_gives_the_offline_findings(sample_runs):
+    assert len(sample_runs) == 8
+    for run in sample_runs:
+        offline = {f.rule: f for f in diagnose([run], jobs=1)[0].findings}
+        rep = replay(run, CHECK_EVERY)
+        assert set(rep.final) == set(offline), run.name
+        reported = rep.reported()
+        for rule, f in offline.items():
+            # the onset the finding was reported with, while the log was still "being written"
+            assert abs(reported[rule].finding.start_step - f.start_step) <= CHECK_EVERY, (run.name, rule)
+            assert rep.final[rule].start_step == f.start_step
+
+
+def test_a_spike_is_not_reported_as_divergence_before_it_recovers(sample_runs):
+    run = next(r for r in sample_runs if r.name.startswith("loss-spike"))
+    rep = replay(run, CHECK_EVERY)
+    assert [(e.kind, e.finding.rule) for e in rep.events] == [(EventKind.NEW, "loss-spike"),
+                                                              (EventKind.UPDATED, "loss-spike")]
+    first, second = rep.events
+    assert first.finding.steps == (250,) and second.finding.steps == (250, 400)  # updated, not repeated
+    assert first.at_step < 400
+
+
+def _feed_until(engine, losses, start=0):
+    events = []
+    for i, v in enumerate(losses, start=start):
+        engine.add(i, {"train_loss": v})
+        if i % CHECK_EVERY == 0:
+            events += engine.check()
+    return events
+
+
+def test_nan_loss_is_reported_at_the_first_check_and_a_blow_up_is_provisional_first():
+    rng = np.random.default_rng(0)
+    healthy = 2.0 * np.exp(-np.arange(200) / 60) + 0.3 + 0.01 * rng.standard_normal(200)
+    eng = LiveEngine(proposals=False)
+    assert _feed_until(eng, healthy) == []
+    ev = _feed_until(eng, [float("nan")] * 3, start=200)
+    assert [(e.kind, e.finding.rule) for e in ev] == [(EventKind.NEW, "divergence")]
+    assert ev[0].finding.start_step <= 200
+
+    eng = LiveEngine(proposals=False)
+    _feed_until(eng, healthy)
+    assert _feed_until(eng, 40.0 + rng.random(20), start=200) == []  # finite blow-up: held back
+    assert "divergence" in eng.provisional
+    ev = _feed_until(eng, 40.0 + rng.random(60), start=220)
+    assert [(e.kind, e.finding.rule) for e in ev] == [(EventKind.NEW, "divergence")]
+
+
+def test_new_findings_carry_proposals():
+    eng = LiveEngine()
+    for i in range(120):
+        eng.add(i, {"train_loss": 1.0 / (1 + i) if i < 100 else float("inf"), "lr": 0.1})
+    (event,) = eng.check()
+    assert event.finding.rule == "divergence" and event.finding.proposals
+    assert event.to_dict()["event"] == "new" and event.to_dict()["proposals"][0]["id"].startswith("divergence:")
+
+
+def test_every_builtin_rule_documents_what_it_reports_live():
+    for rule in load_rules():
+        assert len(rule.live.doc) > 40, rule.name
+
+
+@pytest.mark.parametrize("bad", [{"confirm_points": -1}, {"confirm_growth": 0.5}, {"confirm_when": 3},
+                                 {"confirm_point": 3}, "x"])
+def test_bad_live_block_is_a_rule_spec_error(bad):
+    with pytest.raises(RuleSpecError):
+        parse_live(bad, "rules/x.yaml")
