@@ -149,8 +149,11 @@ class _BlowUp:
 
 
 def _blow_up(x: np.ndarray, *, smooth_window: int, ratio_over_best: float, linear_rise_over_range: float,
-             sustain: int, min_rise_to_start: float) -> _BlowUp | None:
-    """The tail of ``x`` that stays far above its running best, if it lasts ``sustain`` points."""
+             sustain: int, min_rise_to_start: float, recovered_share: float = 1.0) -> _BlowUp | None:
+    """The tail of ``x`` that stays far above its running best, if it lasts ``sustain`` points
+    and has not come back down ``recovered_share`` of the way from its peak to its best (log
+    scale for a positive loss): a jump that decays most of the way back is a spike that damaged
+    the model, not a loss that "rose and stayed there"."""
     n = len(x)
     w = odd_window(n, smooth_window, fraction=0.1)
     s = rolling_median(x, w)
@@ -177,11 +180,15 @@ def _blow_up(x: np.ndarray, *, smooth_window: int, ratio_over_best: float, linea
     onset = tail
     best = int(np.argmin(s[: max(onset, 1)]))
     peak = tail + int(np.argmax(x[tail:]))
+    level = (np.log(s) if positive else s)
+    top, end, low = float(np.max(level[tail:])), float(np.median(level[n - sustain:])), float(level[best])
+    if top > low and end - low < (1.0 - recovered_share) * (top - low):
+        return None
     return _BlowUp(onset, best, peak, positive, float(s[best]))
 
 
 @param_ranges(smooth_window=">=1", ratio_over_best=">0", linear_rise_over_range=">0", min_sustain_fraction="0..1",
-              min_sustain_points=">=1", min_rise_to_start=">=0", grad_skip_start_points=">=0",
+              min_sustain_points=">=1", min_rise_to_start=">=0", recovered_share="(0..1]", grad_skip_start_points=">=0",
               grad_max_skipped_run=">=0", grad_end_points=">=1", min_points=">=0")
 def divergence(
     train_loss: Series,
@@ -193,6 +200,7 @@ def divergence(
     min_sustain_fraction: float = 0.05,
     min_sustain_points: int = 3,
     min_rise_to_start: float = 0.5,
+    recovered_share: float = 0.5,
     grad_skip_start_points: int = 25,
     grad_max_skipped_run: int = 10,
     grad_end_points: int = 3,
@@ -216,10 +224,14 @@ def divergence(
     level must also climb back at least ``min_rise_to_start`` of the way from the best to the
     starting level (linear): a memorising run whose loss wobbles from 1e-7 up to 1e-2 is far above
     its best in ratio but nowhere near diverging. The onset is where the smoothed loss crossed
-    ``ratio_over_best`` x its best for good.
+    ``ratio_over_best`` x its best for good. A blow-up whose smoothed loss has since come back
+    ``recovered_share`` of the way from its peak to its best (log scale for a positive loss; the
+    median of the last sustained points) is a spike that recovers, reported by loss-spike: a loss
+    that jumps x7000 and decays back over 200 steps did not "stay there".
     """
     params = dict(smooth_window=smooth_window, ratio_over_best=ratio_over_best,
-                  linear_rise_over_range=linear_rise_over_range, min_rise_to_start=min_rise_to_start)
+                  linear_rise_over_range=linear_rise_over_range, min_rise_to_start=min_rise_to_start,
+                  recovered_share=recovered_share)
     bad_steps, bad_vals = _nonfinite(train_loss)
     g_bad_steps, g_bad_vals = _nonfinite(grad_norm)
     steps, x = finite_part(train_loss)

@@ -23,7 +23,7 @@ from .divergence import nonfinite_counts, persistent_nonfinite, value_word
 
 @param_ranges(window=">=1", noise_window=">=1", z_threshold=">0", min_rise_over_range=">=0", max_gap=">=0",
               recover_fraction="0..1", recover_within="(0..1]", max_events=">=0", ignore_start_fraction="[0..1)",
-              min_points=">=0")
+              log_domain_decades=">0", min_ratio_log_domain=">=1", min_points=">=0")
 def loss_spike(
     train_loss: Series,
     grad_norm: Series | None = None,
@@ -38,6 +38,8 @@ def loss_spike(
     max_events: int = 20,
     ignore_start_fraction: float = 0.05,
     attribute_to_gradients: bool = True,
+    log_domain_decades: float = 2.0,
+    min_ratio_log_domain: float = 3.0,
     min_points: int = 12,
 ) -> Evidence | None:
     """Sudden jumps of the loss far above its recent level that come back down.
@@ -60,23 +62,44 @@ def loss_spike(
     baseline yet. With ``attribute_to_gradients`` and a logged ``grad_norm``, a spike at a step
     where the gradient norm jumped by a larger factor than the loss did is an exploding gradient
     (reported by exploding-gradients), not counted here. ``steps`` lists each spike's first step.
+
+    A positive loss whose smoothed curve spans ``log_domain_decades`` decades or more (p5 to p95;
+    physics-informed losses go 1e10 -> 1e-4) is judged on ``log(loss)``: on a linear scale the
+    early values set the noise and the range, and a 1000x jump late in the run is invisible.
+    In the log domain the range test becomes a minimum jump ratio ``min_ratio_log_domain`` (a
+    fraction of 14 decades would ask for a 1e7x jump); noise and recovery work unchanged on the
+    log values, so a spike must be ``z_threshold`` robust sigmas of the *log* noise above its
+    baseline and come back below the geometric midpoint of its jump. Points from where the loss or
+    the grad norm stays non-finite on are divergence's, not judged here; spikes before it are
+    reported beside the divergence (repeated blow-ups that recovered, then a final one).
     """
-    steps, x = finite_part(train_loss)
-    n = len(x)
+    steps, raw = finite_part(train_loss)
+    n = len(raw)
     if n < min_points:
         return None
     w = odd_window(n, window, fraction=0.2, minimum=5)
-    med = rolling_median(x, w)
+    med = rolling_median(raw, w)
+    log_domain = bool(np.all(raw > 0)) and float(np.percentile(med, 95)) >= 10.0**log_domain_decades * float(
+        np.percentile(med, 5))
+    x = np.log(raw) if log_domain else raw
+    if log_domain:
+        med = rolling_median(x, w)
     global_sigma = noise_sigma(x, w, med)
     sigma = local_noise(x, odd_window(n, noise_window, fraction=0.25, minimum=w), med, floor=global_sigma)
-    rng = float(np.percentile(med, 95) - np.percentile(med, 5))
-    thresh = np.maximum(z_threshold * sigma, min_rise_over_range * rng)
+    if log_domain:
+        thresh = np.maximum(z_threshold * sigma, float(np.log(min_ratio_log_domain)))
+    else:
+        rng = float(np.percentile(med, 95) - np.percentile(med, 5))
+        thresh = np.maximum(z_threshold * sigma, min_rise_over_range * rng)
     if not bool(np.any(thresh > 0)):
         return None
     base = trailing_median(x, w)
     r = x - base
     first = min(n, max(3, int(ignore_start_fraction * n)))
     cand = np.nonzero(np.nan_to_num(r[first:], nan=-np.inf) > thresh[first:])[0] + first
+    # judged (and recovered) only before the loss or grad norm stays non-finite
+    cut = int(np.searchsorted(steps, _diverged_from(train_loss, grad_norm)))
+    cand = cand[cand < cut]
     if len(cand) == 0:
         return None
     events = group_events(cand, max_gap=max_gap)
@@ -93,19 +116,30 @@ def loss_spike(
         b0 = float(base[i0])
         p = int(ev[np.argmax(x[ev])])
         level = b0 + recover_fraction * (float(x[p]) - b0)
-        after = x[p + 1 : p + 1 + horizon]
-        if len(after) == 0 or float(np.min(after)) > level:
+        after = x[p + 1 : min(p + 1 + horizon, cut)]
+        if not log_domain and b0 > 0 and len(after) and float(np.min(after)) > 0:
+            # recovery of a positive loss is judged on the ratio scale (below the geometric
+            # midpoint): 4e5 after a 9e5 jump from 19 is "half way back" only linearly
+            if np.log(float(np.min(after))) > np.log(b0) + recover_fraction * np.log(x[p] / b0):
+                continue
+        elif len(after) == 0 or float(np.min(after)) > level:
             continue
         near = np.nonzero(after < b0 + thresh[i0])[0]
         settled = p + 1 + (int(near[0]) if len(near) else len(after))
         starts.append(i0)
         peaks.append(p)
         zs.append(float((x[p] - b0) / sigma[i0]) if sigma[i0] > 0 else float("inf"))
-        ratios.append(float(x[p] / b0) if b0 > 0 and x[p] > 0 else float("nan"))
+        if log_domain:
+            ratios.append(float(np.exp(x[p] - b0)))
+        else:
+            ratios.append(float(x[p] / b0) if b0 > 0 and x[p] > 0 else float("nan"))
     if starts and grad_norm is not None and attribute_to_gradients:
         idx = np.asarray(starts)
         grad_jump = jump_ratios(grad_norm, steps[idx], window)
-        loss_jump = x[idx] / base[idx] if bool(np.all(x > 0)) else np.full(len(idx), np.inf)
+        if log_domain:
+            loss_jump = np.exp(x[idx] - base[idx])
+        else:
+            loss_jump = x[idx] / base[idx] if bool(np.all(x > 0)) else np.full(len(idx), np.inf)
         keep = ~(grad_jump > loss_jump)
         starts = [s_ for s_, k in zip(starts, keep, strict=True) if k]
         peaks = [p_ for p_, k in zip(peaks, keep, strict=True) if k]
@@ -116,6 +150,7 @@ def loss_spike(
     st = np.asarray(starts)
     big = int(np.argmax(np.asarray(x[peaks])))
     pk = peaks[big]
+    unit = np.exp if log_domain else (lambda v: v)
     return Evidence(
         start_step=int(steps[st[0]]),
         end_step=int(steps[st[-1]]),
@@ -124,15 +159,28 @@ def loss_spike(
             "count": len(starts),
             "first_step": int(steps[st[0]]),
             "max_step": int(steps[pk]),
-            "max_value": float(x[pk]),
-            "max_baseline": float(base[starts[big]]),
+            "max_value": float(raw[pk]),
+            "max_baseline": float(unit(base[starts[big]])),
             "max_ratio": ratios[big],
             "max_z": zs[big],
+            # in the log domain the threshold and noise are in natural-log units of the loss
             "threshold": float(thresh[starts[big]]),
             "noise_sigma": float(sigma[starts[big]]),
             "global_noise_sigma": global_sigma,
+            "log_domain": log_domain,
         },
     )
+
+
+def _diverged_from(train_loss: Series, grad_norm: Series | None) -> float:
+    """First step from which the loss or the grad norm stays non-finite (divergence's territory:
+    HF's Trainer logs a diverged loss as finite values, so "spikes" there would recover to 0)."""
+    out = float("inf")
+    for s in (train_loss, grad_norm):
+        i = persistent_nonfinite(s, start_points=0, max_skipped_run=10, end_points=3)
+        if i is not None:
+            out = min(out, float(np.asarray(s.steps)[i]))
+    return out
 
 
 def jump_ratios(series: Series | None, at_steps: np.ndarray, window: int) -> np.ndarray:
