@@ -26,6 +26,7 @@ COMMANDS = {
     "rules": "lrdoctor.commands.rules:rules_cmd",
     "report": "lrdoctor.commands.report:report_cmd",
     "verify": "lrdoctor.commands.verify:verify_cmd",
+    "watch": "lrdoctor.commands.watch:watch_cmd",
 }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import LogFormatError, LrdoctorError, NoRunsFoundError, UsageError
 from ..model import Annotation, Run
-from .base import ORIGIN_FILE, Reader, ReadOptions, RunSource
+from .base import FINDINGS_FILE, ORIGIN_FILE, Reader, ReadOptions, RunSource
 from .discovery import Finder, origin_dir
 from .generic_csv import GenericCSVReader
 from .hf_trainer_state import HFTrainerStateReader
@@ -104,12 +104,37 @@ def read_source(source: RunSource, options: ReadOptions) -> Run:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             changes["annotations"] = run.annotations + (
                 Annotation("bad_origin", f"cannot read {ORIGIN_FILE}: {one_line(exc)}", path=str(origin_path)),)
+    notes = live_notes(origin_dir(source) / FINDINGS_FILE)
+    if notes:
+        changes["annotations"] = changes.get("annotations", run.annotations) + notes
     lfs = source.extra.get("lfs_pointers")
     if lfs:
         changes["annotations"] = changes.get("annotations", run.annotations) + tuple(
             Annotation("lfs_pointer", "a Git LFS pointer, not the log file itself ('git lfs pull' fetches it); "
                        "skipped", path=p) for p in lfs)
     return replace(run, **changes) if changes else run
+
+
+def live_notes(path: Path) -> tuple[Annotation, ...]:
+    """The records the live callbacks wrote beside the run (a stop, a rollback, a finding), as
+    annotations, so ``diagnose`` shows where and why the training was intervened on."""
+    if not path.is_file():
+        return ()
+    notes = []
+    for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            notes.append(Annotation("bad_live_record", "not a JSON object", path=str(path), location=f"line {i}"))
+            continue
+        if not isinstance(rec, dict):
+            continue
+        kind = str(rec.get("event", "finding"))
+        msg = str(rec.get("summary") or rec.get("message") or "")
+        step = rec.get("at_step")
+        notes.append(Annotation(f"live_{kind}", msg, path=str(path),
+                                location=f"step {step}" if step is not None else f"line {i}"))
+    return tuple(notes)
 
 
 def discover_with_errors(path: str | Path, *, format: str | None = None, strict: bool = False,

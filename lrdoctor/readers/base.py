@@ -11,6 +11,9 @@ from ..model import Run
 #: Name of the file a built-in workload writes into each run directory (workload + config +
 #: ground-truth labels). Discovery never treats it as a log; it becomes ``Run.origin``.
 ORIGIN_FILE = "lrdoctor-run.json"
+#: JSON Lines the live callbacks append to a run's log directory (findings, stops, rollbacks).
+#: Discovery never treats it as a log; its records become the run's annotations.
+FINDINGS_FILE = "lrdoctor-findings.jsonl"
 
 
 @dataclass(frozen=True)

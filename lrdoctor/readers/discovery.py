@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import LogFormatError
-from .base import ORIGIN_FILE, Reader, RunSource
+from .base import FINDINGS_FILE, ORIGIN_FILE, Reader, RunSource
 from .hf_trainer_state import FILE_NAME as HF_FILE
 from .hf_trainer_state import global_step_of
 from .mlflow import is_run_dir, metric_files, run_name
@@ -126,7 +126,7 @@ class Finder:
             tb_root = next((r for r in tb_runs if r == d or r in d.parents), None)
             for fname in sorted(filenames):
                 path = d / fname
-                if fname == ORIGIN_FILE or path.suffix.lower() in SKIP_SUFFIXES:
+                if fname in (ORIGIN_FILE, FINDINGS_FILE) or path.suffix.lower() in SKIP_SUFFIXES:
                     continue
                 head = _head(path)
                 if not head:

@@ -1,0 +1,228 @@
+"""Follow runs that are still being written: on each poll, only what was appended since the last.
+
+This layer calls the format readers; it does not parse any format itself. For each file of a run
+it keeps the offset up to which it has read *complete* units, and on a poll hands the readers a
+temporary copy of the run holding only the complete units appended since (plus the CSV header):
+
+* TensorBoard event files: whole TFRecord frames (the last frame may be half written: reading
+  resumes at its start on the next poll);
+* CSV (Lightning, Keras, generic), JSON Lines and MLflow metric files: whole lines (a line
+  without its newline yet is left for the next poll). A CSV whose header changes (Lightning's
+  CSVLogger rewrites the file when a new metric appears) or a file that shrinks is read again
+  from its start, and only the points beyond those already delivered are kept;
+* files a writer rewrites whole (HF ``trainer_state.json``, a Keras history JSON): read again
+  when their size or modification time changes, keeping the points beyond those already
+  delivered; a copy caught half written is left for the next poll.
+
+The temporary copy mirrors the run's layout (subdirectories of a TensorBoard run name tags), so
+each reader reads it exactly as it reads the real run.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import LogFormatError, NoRunsFoundError
+from ..model import Run
+from ..readers import ReadOptions, RunSource, find_run_sources, get_reader
+
+log = logging.getLogger(__name__)
+
+_LINE_FORMATS = frozenset({"lightning_csv", "keras_csv", "csv", "jsonl", "mlflow"})
+_CSV_FORMATS = frozenset({"lightning_csv", "keras_csv", "csv"})
+_WHOLE_FORMATS = frozenset({"hf_trainer_state", "keras_history"})
+_LEN = struct.Struct("<Q")
+
+
+def complete_frames_end(data: bytes) -> int:
+    """Where the last whole TFRecord frame in ``data`` ends (a half-written frame is left out)."""
+    off, size = 0, len(data)
+    while off + 12 <= size:
+        end = off + 12 + _LEN.unpack_from(data, off)[0] + 4
+        if end > size:
+            break
+        off = end
+    return off
+
+
+def complete_lines_end(data: bytes) -> int:
+    return data.rfind(b"\n") + 1
+
+
+@dataclass
+class _FileState:
+    offset: int = 0
+    header: bytes = b""  # a CSV's first line, prepended to every appended chunk
+    stamp: tuple[int, int] = (-1, -1)  # size, mtime_ns: for files rewritten whole
+
+
+@dataclass
+class RunFollower:
+    """One run being written: :meth:`poll` returns the points appended since the last poll."""
+
+    source: RunSource
+    strict: bool = False
+    files: dict[Path, _FileState] = field(default_factory=dict)
+    delivered: dict[str, int] = field(default_factory=dict)  # points per tag handed out so far
+    hparams: dict = field(default_factory=dict)
+    step_axis: str = "step"
+    bytes_read: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def poll(self, source: RunSource | None = None) -> pd.DataFrame | None:
+        """New points as a tidy table (tag, step, wall_time, value), or None when nothing new."""
+        if source is not None:
+            self.source = source  # a new event file may have appeared in the run
+        fmt = self.source.format
+        chunks: dict[Path, bytes] = {}
+        reset = False
+        for path in self.source.files:
+            st = self.files.setdefault(path, _FileState())
+            got = self._read_new(path, st, fmt)
+            if got is None:
+                continue
+            data, was_reset = got
+            reset |= was_reset
+            if data:
+                chunks[path] = data
+        if not chunks:
+            return None
+        run = self._read_chunks(chunks)
+        if run is None:
+            return None
+        self.hparams.update(run.hparams)
+        self.step_axis = run.step_axis
+        return self._only_new(run.scalars, reset or fmt in _WHOLE_FORMATS)
+
+    def _read_new(self, path: Path, st: _FileState, fmt: str) -> tuple[bytes, bool] | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None  # removed or not there yet
+        if fmt in _WHOLE_FORMATS:
+            stamp = (stat.st_size, stat.st_mtime_ns)
+            if stamp == st.stamp:
+                return None
+            data = path.read_bytes()
+            self.bytes_read += len(data)
+            return data, True  # st.stamp is set once the copy parses (see _read_chunks)
+        reset = stat.st_size < st.offset
+        if reset:
+            st.offset, st.header = 0, b""
+        if stat.st_size == st.offset:
+            return None
+        with open(path, "rb") as fh:
+            if fmt in _CSV_FORMATS and st.header:
+                first = fh.readline()
+                if first != st.header:  # rewritten with a new header: read it all again
+                    st.offset, st.header, reset = 0, b"", True
+            fh.seek(st.offset)
+            data = fh.read()
+        self.bytes_read += len(data)
+        end = complete_frames_end(data) if fmt == "tensorboard" else complete_lines_end(data)
+        data = data[:end]
+        if not data:
+            return None
+        if fmt in _CSV_FORMATS:
+            if not st.header:
+                nl = data.find(b"\n") + 1
+                st.header = data[:nl]
+                body = data[nl:]
+            else:
+                body = data
+            st.offset += end
+            return (st.header + body if body else b""), reset
+        st.offset += end
+        return data, reset
+
+    def _read_chunks(self, chunks: dict[Path, bytes]) -> Run | None:
+        src = self.source
+        base = src.root if src.root.is_dir() else src.root.parent
+        with tempfile.TemporaryDirectory(prefix="lrdoctor-follow-") as tmp:
+            root = Path(tmp) / "run"
+            files = []
+            for path, data in chunks.items():
+                dest = root / path.relative_to(base)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+                files.append(dest)
+            if src.root.is_dir() or src.format == "lightning_csv":  # sidecars: run name, hparams
+                for extra in ("meta.yaml", "params", "hparams.yaml"):
+                    p = base / extra
+                    if p.is_file():
+                        shutil.copy(p, root / extra)
+                    elif p.is_dir():
+                        shutil.copytree(p, root / extra, dirs_exist_ok=True)
+            tmp_root = root if src.root.is_dir() else root / src.root.name
+            copy = replace(src, root=tmp_root, files=tuple(files))
+            try:
+                run = get_reader(src.format).read(copy, ReadOptions(strict=self.strict))
+            except LogFormatError as exc:
+                if src.format in _WHOLE_FORMATS:
+                    return None  # caught half written; read again on the next change
+                raise LogFormatError(str(exc.message).replace(str(root), str(base)), path=str(src.root),
+                                     location=exc.location) from exc
+        if src.format in _WHOLE_FORMATS:
+            for path in chunks:
+                stat = path.stat()
+                self.files[path].stamp = (stat.st_size, stat.st_mtime_ns)
+        return run
+
+    def _only_new(self, scalars: pd.DataFrame, reread: bool) -> pd.DataFrame | None:
+        tags = scalars["tag"].astype(str).to_numpy()
+        if reread:
+            # a file read again from its start: drop each tag's first ``delivered`` points
+            keep = np.ones(len(tags), dtype=bool)
+            for tag in np.unique(tags):
+                rows = np.flatnonzero(tags == tag)
+                keep[rows[: self.delivered.get(tag, 0)]] = False
+            scalars, tags = scalars[keep], tags[keep]
+        if not len(scalars):
+            return None
+        uniq, counts = np.unique(tags, return_counts=True)
+        for t, c in zip(uniq, counts, strict=True):
+            self.delivered[str(t)] = self.delivered.get(str(t), 0) + int(c)
+        return scalars.assign(tag=tags).reset_index(drop=True)
+
+
+@dataclass
+class TreeFollower:
+    """Every run under a path, including runs and files that appear while it is followed."""
+
+    path: Path
+    format: str | None = None
+    strict: bool = False
+    runs: dict[str, RunFollower] = field(default_factory=dict)  # by the run's root path
+
+    def poll(self) -> list[tuple[RunFollower, pd.DataFrame]]:
+        """(run, new points) for each run that grew since the last poll."""
+        try:
+            sources = find_run_sources(self.path, self.format)
+        except NoRunsFoundError as exc:  # nothing written yet is not an error while following
+            log.debug("no runs under %s yet: %s", self.path, exc)
+            return []
+        out = []
+        for src in sources:
+            key = str(src.root)  # not the name: an MLflow run's name comes from its meta.yaml
+            f = self.runs.get(key)
+            if f is None:
+                f = self.runs[key] = RunFollower(src, strict=self.strict)
+            new = f.poll(src)
+            if new is not None:
+                out.append((f, new))
+        return out
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(f.bytes_read for f in self.runs.values())
