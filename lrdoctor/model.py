@@ -92,6 +92,9 @@ class Run:
     #: What produced the run when known, e.g. the parsed ``lrdoctor-run.json`` of a built-in
     #: workload (workload name, config, labels); used by verification to rerun it.
     origin: dict[str, Any] | None = field(default=None, compare=False)
+    #: The tracker's own run summary when the format keeps one (W&B: the last value of each
+    #: key, and what the script set in ``run.summary``); never used to diagnose, only shown.
+    summary: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def tags(self) -> list[str]:

@@ -47,10 +47,20 @@ def summarize(run: Run, overrides: dict[str, str]) -> dict[str, Any]:
         "roles": roles,
         "unused_role_overrides": {r: t for r, t in overrides.items() if r not in usable},
         "hparams": len(run.hparams),
+        "summary": {k: _short(v) for k, v in run.summary.items()},
         "origin": run.origin is not None,
         "annotations": [{"kind": a.kind, "message": a.message, "path": a.path, "location": a.location}
                         for a in run.annotations],
     }
+
+
+def _short(v: Any) -> Any:
+    """A summary value as shown: numbers as they are, anything long cut (a W&B summary may hold
+    a whole table or caption)."""
+    if isinstance(v, (bool, int, float)) or v is None:
+        return v
+    text = v if isinstance(v, str) else json.dumps(v, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _codes(tags):
@@ -67,6 +77,10 @@ def render(s: dict[str, Any]) -> str:
     lines.append(f"  {s['step_axis']}s      " + (f"{rng[0]} .. {rng[1]} ({s['points']} points)" if rng
                                                  else "none (no scalars)"))
     lines.append(f"  hparams    {s['hparams']}" + ("   origin: lrdoctor-run.json" if s["origin"] else ""))
+    if s["summary"]:
+        shown = ", ".join(f"{k}={v}" for k, v in list(s["summary"].items())[:8])
+        more = f", ... ({len(s['summary'])} keys)" if len(s["summary"]) > 8 else ""
+        lines.append(f"  summary    {shown}{more}")
     width = max((len(t["tag"]) for t in s["tags"]), default=0)
     lines.append(f"  tags ({len(s['tags'])}):")
     for t in s["tags"]:
@@ -87,7 +101,7 @@ def render(s: dict[str, Any]) -> str:
 
 #: Kept in sync with lrdoctor.readers.supported_formats() by a test (importing the readers here
 #: would make every `lrdoctor --help` pay for pandas).
-FORMATS = ("tensorboard", "mlflow", "hf_trainer_state", "lightning_csv", "keras_csv", "keras_history",
+FORMATS = ("tensorboard", "wandb", "mlflow", "hf_trainer_state", "lightning_csv", "keras_csv", "keras_history",
            "jsonl", "csv")
 HELP = f"""Show the runs found under PATH: format, tags, point counts, step range, resolved roles.
 

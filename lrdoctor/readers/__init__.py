@@ -24,6 +24,7 @@ from .keras_history_json import KerasHistoryReader
 from .lightning_csv import LightningCSVReader
 from .mlflow import MLflowReader
 from .tabular import one_line
+from .wandb_run import WandbReader
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ except ImportError:  # pragma: no cover - only while readers/tensorboard.py does
 #: Readers in sniffing priority order: the most specific content signature first.
 READERS: list[Reader] = [
     *([TensorBoardReader()] if TensorBoardReader is not None else []),
+    WandbReader(),
     MLflowReader(),
     HFTrainerStateReader(),
     LightningCSVReader(),

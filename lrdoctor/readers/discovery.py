@@ -9,6 +9,8 @@ Rules (README "Runs and discovery"):
 - An MLflow run is a directory with ``metrics/`` next to ``meta.yaml``/``params/``/``tags/``.
 - ``trainer_state.json`` copies in ``checkpoint-*/`` are skipped when the run directory has its own;
   otherwise the copy with the largest ``global_step`` is read.
+- A W&B run is a directory holding ``run-<id>.wandb`` (wandb's ``files/``, ``logs/``, ``tmp/`` in it and
+  ``wandb/debug*.log`` are not runs).
 - Every other log file is one run, its format sniffed from its first bytes.
 - A run is named by its directory relative to the searched path (the searched directory's own name
   when the run is the directory itself); runs that share a directory add their file name.
@@ -38,9 +40,12 @@ SKIP_SUFFIXES = frozenset({
     ".npy", ".npz", ".pkl", ".pickle", ".h5", ".hdf5", ".onnx", ".zip", ".gz", ".tar", ".yaml", ".yml",
     ".md", ".rst", ".txt", ".py", ".html", ".ipynb", ".parquet", ".model", ".msgpack", ".lock",
 })
-SKIP_DIRS = frozenset({"__pycache__", "node_modules", ".git", ".trash", "wandb"})
+SKIP_DIRS = frozenset({"__pycache__", "node_modules", ".git", ".trash"})
 #: File names fixed by their format: such a run is named by its directory alone.
 FIXED_NAMES = frozenset({"metrics.csv", HF_FILE, "trainer_log.jsonl", "history.json", "results.csv"})
+#: A W&B run directory holds ``run-<id>.wandb``; ``wandb/`` holds one directory per run.
+WANDB_SUFFIX = ".wandb"
+WANDB_RUN_DIRS = ("run-", "offline-run-")
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -97,7 +102,8 @@ class Finder:
                 names = ", ".join(self.by_name)
                 raise LogFormatError(f"not a log format lrdoctor knows (supported: {names}; "
                                      "use --format to force one)", path=str(path))
-        name = path.parent.resolve().name if path.name in FIXED_NAMES or fmt == "tensorboard" else path.stem
+        by_dir = path.name in FIXED_NAMES or fmt in ("tensorboard", "wandb")
+        name = path.parent.resolve().name if by_dir else path.stem
         return RunSource(name=name or path.name, root=path, files=(path,), format=fmt)
 
     def sniff(self, path: Path, head: bytes) -> str | None:
@@ -123,6 +129,10 @@ class Finder:
                 mlflow_runs.append(d)
                 dirnames[:] = []
                 continue
+            if any(n.endswith(WANDB_SUFFIX) for n in filenames):
+                dirnames[:] = []  # a W&B run directory: files/, logs/, tmp/ are wandb's own copies
+            elif d.name == "wandb" and any(n.startswith(WANDB_RUN_DIRS) for n in dirnames):
+                filenames = []  # wandb/debug*.log: wandb's own logs, not the training's
             tb_root = next((r for r in tb_runs if r == d or r in d.parents), None)
             for fname in sorted(filenames):
                 path = d / fname
