@@ -181,7 +181,8 @@ def make_mlflow() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     res = subprocess.run([sys.executable, "-c", MLFLOW_SCRIPT, json.dumps(specs)], cwd=out, env=env,
                          check=True, capture_output=True, text=True)
-    assert res.stdout.strip().splitlines()[-1] == "sqlite:///mlflow.db", res.stdout
+    uri = res.stdout.strip().splitlines()[-1]  # the default store: mlflow.db in the working directory
+    assert uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).resolve() == out / "mlflow.db", uri
     shutil.rmtree(out / "mlruns", ignore_errors=True)  # artifact folders, empty
     (out / "expected.json").write_text(json.dumps(specs, indent=1))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import LogFormatError, LrdoctorError, NoRunsFoundError, UsageError
 from ..model import Annotation, Run
 from .base import FINDINGS_FILE, ORIGIN_FILE, Reader, ReadOptions, RunSource
-from .discovery import Finder, origin_dir
+from .discovery import Finder, origin_dir, unique_names
 from .generic_csv import GenericCSVReader
 from .hf_trainer_state import HFTrainerStateReader
 from .jsonl import JSONLinesReader
@@ -23,6 +23,7 @@ from .keras_csv import KerasCSVReader
 from .keras_history_json import KerasHistoryReader
 from .lightning_csv import LightningCSVReader
 from .mlflow import MLflowReader
+from .mlflow_sqlite import MLflowSQLiteReader
 from .tabular import one_line
 from .wandb_run import WandbReader
 
@@ -39,6 +40,7 @@ READERS: list[Reader] = [
     *([TensorBoardReader()] if TensorBoardReader is not None else []),
     WandbReader(),
     MLflowReader(),
+    MLflowSQLiteReader(),
     HFTrainerStateReader(),
     LightningCSVReader(),
     KerasCSVReader(),
@@ -73,8 +75,8 @@ def find_run_sources(path: str | Path, format: str | None = None) -> list[RunSou
     if not path.exists():
         raise NoRunsFoundError(f"no such file or directory: {path}")
     if path.is_file():
-        return [finder.for_file(path)]
-    sources = finder.for_tree(path)
+        return _expand([finder.for_file(path)], path.parent)
+    sources = _expand(finder.for_tree(path), path)
     if not sources:
         what = f" of format {format!r}" if format else ""
         msg = f"no runs{what} found under {path}"
@@ -83,6 +85,15 @@ def find_run_sources(path: str | Path, format: str | None = None) -> list[RunSou
                    f"{finder.lfs_pointers[0]}: run 'git lfs pull')"
         raise NoRunsFoundError(msg)
     return sources
+
+
+def _expand(sources: list[RunSource], root: Path) -> list[RunSource]:
+    """Files that hold many runs (an MLflow SQLite store) become one source per run."""
+    out: list[RunSource] = []
+    for s in sources:
+        expand = getattr(get_reader(s.format), "expand", None) if s.format in supported_formats() else None
+        out += expand(s) if expand is not None else [s]
+    return unique_names(out, root) if len(out) != len(sources) else out
 
 
 def read_source(source: RunSource, options: ReadOptions) -> Run:

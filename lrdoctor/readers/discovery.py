@@ -102,7 +102,7 @@ class Finder:
                 names = ", ".join(self.by_name)
                 raise LogFormatError(f"not a log format lrdoctor knows (supported: {names}; "
                                      "use --format to force one)", path=str(path))
-        by_dir = path.name in FIXED_NAMES or fmt in ("tensorboard", "wandb")
+        by_dir = path.name in FIXED_NAMES or fmt in ("tensorboard", "wandb", "mlflow_sqlite")
         name = path.parent.resolve().name if by_dir else path.stem
         return RunSource(name=name or path.name, root=path, files=(path,), format=fmt)
 
@@ -164,7 +164,7 @@ class Finder:
         sources = [self._tb(root, r, files) for r, files in tb_runs.items()]
         sources += [self._mlflow(root, r) for r in mlflow_runs]
         sources += self._files(root, found)
-        return _unique_names(sources, root)
+        return unique_names(sources, root)
 
     def _tb(self, root: Path, run_dir: Path, files: list[Path]) -> RunSource:
         lfs = [p for p in self.lfs_pointers if run_dir in p.parents]
@@ -241,7 +241,7 @@ def _natural(text: str) -> list:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
-def _unique_names(sources: list[RunSource], root: Path) -> list[RunSource]:
+def unique_names(sources: list[RunSource], root: Path) -> list[RunSource]:
     """Sort by name (naturally: version_2 before version_10); names shared by several runs get
     the run's file (or path) appended."""
     from dataclasses import replace
@@ -252,7 +252,7 @@ def _unique_names(sources: list[RunSource], root: Path) -> list[RunSource]:
     out = []
     for s in sources:
         if counts[s.name] > 1:
-            if s.format == "mlflow":
+            if "path_name" in s.extra:  # MLflow runs: the store's own path instead of the run name
                 s = replace(s, name=s.extra["path_name"])
             elif s.format != "tensorboard":
                 s = replace(s, name=_rel(root, s.files[0]))

@@ -1,0 +1,175 @@
+"""MLflow's SQLite tracking store: ``mlflow.db`` (the default store since MLflow 3.7).
+
+One file holds every experiment and run: ``experiments``, ``runs`` (name, experiment,
+lifecycle), ``metrics`` (key, value, timestamp ms, step, is_nan), ``params``. MLflow stores a
+NaN as ``0`` with ``is_nan = 1`` and clamps +-inf to +-DBL_MAX (SQLite has no infinity); both are
+turned back into what the script logged. Deleted runs and experiments (MLflow's trash) are
+not read, as the file store's ``.trash`` is not.
+
+The database is opened through a read-only URI (``mode=ro``): lrdoctor never writes it and never
+takes more than the shared lock of one read transaction, so a training still logging to it is
+not disturbed (SQLite's ``immutable=1`` would skip even that lock, but then a concurrent write
+could be read half-done; it is used only when a read-only open is impossible, e.g. a database in
+WAL mode on a read-only disk, and the run says so). One store becomes one run per MLflow run
+(discovery asks :meth:`MLflowSQLiteReader.expand`), named like file-store runs: the database's
+directory, then the run's name.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import urllib.parse
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LogFormatError
+from ..model import Annotation, Run
+from .base import ReadOptions, RunSource
+from .mlflow import _scalar
+from .tabular import backwards_annotations, cap, duplicate_annotations, one_line, tidy_frame
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_TABLES = {"experiments", "runs", "metrics", "params"}
+_DBL_MAX = sys.float_info.max
+
+
+def connect(path: Path) -> tuple[sqlite3.Connection, str | None]:
+    """A read-only connection, and a note when it had to be opened as immutable."""
+    uri = "file:" + urllib.parse.quote(str(path.resolve()))
+    try:
+        con = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=10)
+        con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return con, None
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            raise LogFormatError(f"the MLflow database is locked by a writer ({one_line(exc)})",
+                                 path=str(path)) from exc
+        try:
+            con = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True)
+            con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc2:
+            raise LogFormatError(f"cannot open the SQLite database read-only: {one_line(exc2)}",
+                                 path=str(path)) from exc2
+        return con, (f"opened as immutable (a read-only open failed: {one_line(exc)}); a write "
+                     "in progress while reading could be missed")
+    except sqlite3.DatabaseError as exc:
+        raise LogFormatError(f"not a readable SQLite database: {one_line(exc)}", path=str(path)) from exc
+
+
+def is_mlflow_db(path: Path, head: bytes) -> bool:
+    if not head.startswith(SQLITE_MAGIC):
+        return False
+    try:
+        con, _ = connect(path)
+    except LogFormatError:
+        return False
+    try:
+        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        con.close()
+    return _TABLES <= names
+
+
+def _runs(con: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
+    """(run_uuid, run name, experiment id, experiment name) of every live run, oldest first."""
+    return [(str(u), str(n or ""), str(e), str(en or "")) for u, n, e, en in con.execute(
+        "SELECT r.run_uuid, r.name, r.experiment_id, e.name FROM runs r "
+        "LEFT JOIN experiments e ON e.experiment_id = r.experiment_id "
+        "WHERE r.lifecycle_stage = 'active' AND coalesce(e.lifecycle_stage, 'active') = 'active' "
+        "ORDER BY r.start_time, r.run_uuid")]
+
+
+class MLflowSQLiteReader:
+    name = "mlflow_sqlite"
+    description = "MLflow SQLite store (mlflow.db: every experiment and run in one file)"
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        return is_mlflow_db(path, head)
+
+    def expand(self, source: RunSource) -> list[RunSource]:
+        """One source per live run in the store, named ``<db directory>/<run name>``; names shared
+        by several runs get their experiment (``<dir>/<experiment>/<run name>``), then the run id."""
+        path = source.files[0]
+        con, _ = connect(path)
+        try:
+            runs = _runs(con)
+        except sqlite3.DatabaseError as exc:
+            raise LogFormatError(f"cannot read the MLflow runs table: {one_line(exc)}", path=str(path)) from exc
+        finally:
+            con.close()
+        if not runs:
+            raise LogFormatError("an MLflow database with no runs", path=str(path))
+        first = Counter(n or u for u, n, _, _ in runs)
+        second = Counter(f"{en}/{n or u}" for u, n, _, en in runs)
+        out = []
+        for uuid, name, exp_id, exp_name in runs:
+            own = name or uuid
+            if first[own] > 1:
+                own = f"{exp_name or exp_id}/{own}"
+                if second[own] > 1:
+                    own = f"{exp_name or exp_id}/{uuid}"
+            out.append(replace(source, name=f"{source.name}/{own}",
+                               extra={**source.extra, "run_uuid": uuid,
+                                      "path_name": f"{source.name}/{path.name}/{exp_id}/{uuid}"}))
+        return out
+
+    def read(self, source: RunSource, options: ReadOptions) -> Run:
+        path = source.files[0]
+        spath = str(path)
+        con, note = connect(path)
+        try:
+            con.execute("BEGIN")  # one read transaction: a consistent snapshot, one shared lock
+            uuid = source.extra.get("run_uuid")
+            if uuid is None:
+                runs = _runs(con)
+                if len(runs) != 1:
+                    raise LogFormatError(f"the store holds {len(runs)} runs; read it through discovery "
+                                         "(a directory or the file as PATH)", path=spath)
+                uuid = runs[0][0]
+            scalars, notes = _metrics(con, uuid, spath)
+            params = {k: _scalar(v) for k, v in con.execute(
+                "SELECT key, value FROM params WHERE run_uuid = ? ORDER BY key", (uuid,))}
+        except sqlite3.DatabaseError as exc:
+            raise LogFormatError(f"cannot read the MLflow database: {one_line(exc)}", path=spath) from exc
+        finally:
+            con.close()
+        if note:
+            notes.insert(0, Annotation("immutable_open", note, path=spath))
+        return Run(name=source.name, source=f"{spath}#{uuid}", format=self.name, scalars=scalars,
+                   hparams=params, step_axis="step", annotations=tuple(cap(notes)))
+
+
+_POINT = np.dtype([("step", np.int64), ("ts", np.int64), ("value", np.float64), ("is_nan", np.int64)])
+
+
+def _metrics(con: sqlite3.Connection, uuid: str, spath: str):
+    keys = [k for (k,) in con.execute(
+        "SELECT DISTINCT key FROM metrics WHERE run_uuid = ? ORDER BY key", (uuid,))]
+    parts = []
+    for key in keys:
+        # rowid order is insertion order: the order the script logged the points in
+        cur = con.execute("SELECT step, timestamp, value, is_nan FROM metrics "
+                          "WHERE run_uuid = ? AND key = ? ORDER BY rowid", (uuid, key))
+        parts.append(np.fromiter(cur, dtype=_POINT))
+    pts = np.concatenate(parts) if parts else np.zeros(0, dtype=_POINT)
+    codes = np.repeat(np.arange(len(keys)), [len(p) for p in parts])
+    value = pts["value"].copy()
+    value[pts["is_nan"] != 0] = np.nan
+    value[value == _DBL_MAX] = np.inf  # MLflow's stand-ins for +-inf
+    value[value == -_DBL_MAX] = -np.inf
+    wall = pts["ts"] / 1000.0
+    order = np.argsort(wall, kind="stable")  # logged order across keys (ties keep key order)
+    steps, codes, value, wall = pts["step"][order], codes[order], value[order], wall[order]
+    notes: list[Annotation] = []
+    loc = np.arange(len(steps))
+    for c, key in enumerate(keys):  # a step going back within one metric: a resumed script
+        sel = np.flatnonzero(codes == c)
+        notes += backwards_annotations(steps[sel], sel, spath, axis=f"step of {key!r}", loc_label="row")
+    notes += duplicate_annotations(codes, steps, value, loc, keys, spath, loc_label="row")
+    return tidy_frame(codes, keys, steps, wall, value), notes
