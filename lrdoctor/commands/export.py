@@ -41,11 +41,9 @@ def export_cmd(ctx: click.Context, path: str, fmt: str | None, strict: bool, rol
     if kind is None:
         raise UsageError(f"-o {output}: use a .csv or .parquet file name")
     if kind == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError as exc:
-            raise UsageError("parquet output needs pyarrow: pip install 'lrdoctor[parquet]' "
-                             "(or write .csv)") from exc
+        from .._optional import require
+
+        require("pyarrow", "parquet output (or write .csv)")
     runs, errors = discover_with_errors(path, format=fmt, strict=strict, progress=sys.stderr.isatty())
     frames = [run.scalars.assign(run=run.name, step_axis=run.step_axis)[COLUMNS] for run in runs]
     table = pd.concat(frames, ignore_index=True)

@@ -45,6 +45,10 @@ def _print(results, out) -> None:
               help="Paired seeds per arm (3 allowed, but a paired test cannot then reach p < 0.05).")
 @click.option("--budget-steps", type=click.IntRange(min=1), default=None,
               help="Steps per rerun (default: past the onset plus a recovery margin).")
+@click.option("--rerun-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Kill a rerun (with its child processes) after this long; 0: never. Default: 5x the time "
+                   "the original run took for the same steps (at least 120 s) when its logs hold wall "
+                   "times, else never.")
 @click.option("--out", "out_dir", default="lrdoctor-verify", show_default=True, type=click.Path(file_okay=False),
               help="Where reruns and their logs go (never inside the input run); finished reruns are reused.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -62,8 +66,8 @@ def _print(results, out) -> None:
 @click.option("--set", "sets", multiple=True, metavar="RULE.PARAM=VALUE",
               help="Override a rule's detector parameter (as for diagnose).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON on stdout.")
-def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_json, seeds, budget_steps, out_dir,
-               device, executor_kind, ray_address, jobs, train, rule_dirs, sets, as_json) -> int:
+def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_json, seeds, budget_steps,
+               rerun_timeout, out_dir, device, executor_kind, ray_address, jobs, train, rule_dirs, sets, as_json) -> int:
     """Rerun each run under PATH briefly, with and without each proposal on the same seeds, and give
     each proposal a verdict: CONFIRMED, REJECTED, INCONCLUSIVE or ERROR.
 
@@ -72,6 +76,7 @@ def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_
     """
     from ..engine.spec import apply_overrides, load_rules, parse_set
     from ..verify.entry import verify_path
+    from ..verify.procs import terminate_as_interrupt
     from .inspect import report_unreadable
 
     patch = None
@@ -84,11 +89,18 @@ def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_
             raise UsageError("--patch must be a JSON object (a config patch)")
     rules = apply_overrides(load_rules(rule_dirs), parse_set(sets))
     unreadable: list = []
-    results = verify_path(
-        path, proposal_id=proposal_id, rule=rule, patch=patch, seeds=seeds, budget_steps=budget_steps, out=out_dir,
-        device=device, executor=executor_kind, ray_address=ray_address, jobs=jobs, train=train, fmt=fmt,
-        strict=strict, role_overrides=role_overrides(roles, roles_config), rules=rules, unreadable=unreadable,
-    )
+    try:
+        with terminate_as_interrupt():
+            results = verify_path(
+                path, proposal_id=proposal_id, rule=rule, patch=patch, seeds=seeds, budget_steps=budget_steps,
+                rerun_timeout=rerun_timeout, out=out_dir, device=device, executor=executor_kind,
+                ray_address=ray_address, jobs=jobs, train=train, fmt=fmt, strict=strict,
+                role_overrides=role_overrides(roles, roles_config), rules=rules, unreadable=unreadable,
+            )
+    except KeyboardInterrupt:
+        click.echo(f"lrdoctor: interrupted: every rerun was stopped; finished reruns under {out_dir} are kept "
+                   "and a repeated verify resumes from them", err=True)
+        raise
     if as_json:
         click.echo(json.dumps({"runs": [r.to_dict() for r in results]}, indent=2))
     else:

@@ -11,13 +11,13 @@ which are turned back into floats here so a diverged rerun's curve keeps its NaN
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
 from ..model import Run, Verdict, VerdictKind
+from .untrusted import checked_runs
 
 _NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
 
@@ -56,15 +56,13 @@ def _verdict(d: dict) -> Verdict:
 
 
 def read_verdicts(path: str | Path) -> list[RunVerdicts]:
-    """Every run entry of a verdicts file, in file order."""
+    """Every run entry of a verdicts file, in file order. The file is untrusted: anything but the
+    shape verify writes is one :class:`~lrdoctor.report.untrusted.VerdictsFileError` naming where."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return [RunVerdicts(str(r["name"]), None if r.get("source") is None else str(r["source"]),
-                            tuple(_verdict(v) for v in r.get("verdicts") or ())) for r in data["runs"]]
-    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise UsageError(
-            f"not a verdicts file from 'lrdoctor verify --json' ({type(exc).__name__}: {exc})", path=str(path)
-        ) from exc
+        runs = checked_runs(path)
+    except OSError as exc:
+        raise UsageError(f"cannot read the verdicts file: {exc.strerror or exc}", path=str(path)) from exc
+    return [RunVerdicts(r["name"], r["source"], tuple(_verdict(v) for v in r["verdicts"])) for r in runs]
 
 
 def load_verdicts(path: str | Path) -> dict[str, list[Verdict]]:

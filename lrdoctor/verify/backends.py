@@ -29,7 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._optional import require
 from ..errors import VerifyError
+from .outdir import DISK_FULL, write_atomic
+from .procs import signal_text
 
 ENV_CONFIG = "LRDOCTOR_VERIFY_CONFIG"  # JSON: the arm's config patch, with max_steps and seed
 ENV_LOGDIR = "LRDOCTOR_LOGDIR"
@@ -78,6 +81,7 @@ class RerunTask:
     device: str
     backend: WorkloadBackend | CommandBackend
     digest: str = ""
+    timeout_s: float | None = None  # killed past this (executors that can: the local pool, Ray)
 
     @property
     def logdir(self) -> str:
@@ -117,9 +121,15 @@ def finished(task: RerunTask) -> bool:
 
 
 def _write_marker(task: RerunTask, seconds: float) -> None:
-    (Path(task.rerun_dir) / MARKER).write_text(
-        json.dumps({"digest": task.digest, "ok": True, "seconds": round(seconds, 3), "key": task.key}) + "\n"
-    )
+    # atomic: a half-written marker (full disk, a kill mid-write) must not mark a rerun finished
+    write_atomic(Path(task.rerun_dir) / MARKER,
+                 json.dumps({"digest": task.digest, "ok": True, "seconds": round(seconds, 3), "key": task.key}) + "\n")
+
+
+def write_error_log(rerun_dir: str | Path, text: str) -> None:
+    """``error.log`` of a failed rerun (whole or absent, like the marker)."""
+    Path(rerun_dir).mkdir(parents=True, exist_ok=True)
+    write_atomic(Path(rerun_dir) / "error.log", text)
 
 
 def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
@@ -127,8 +137,8 @@ def _tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
 
 
 def run_rerun(task: RerunTask) -> RerunOutcome:
-    """Execute one rerun (in a worker). Never raises: failures come back in the outcome."""
-    rerun_dir = Path(task.rerun_dir)
+    """Execute one rerun (in a worker). A failed rerun comes back in the outcome; only a failure to
+    write under ``--out`` (a full disk) raises, as a :class:`VerifyError` that stops verification."""
     logdir = Path(task.logdir)
     t0 = time.perf_counter()
     try:
@@ -145,8 +155,11 @@ def run_rerun(task: RerunTask) -> RerunOutcome:
     if rc == 0:
         _write_marker(task, seconds)
     else:
-        rerun_dir.mkdir(parents=True, exist_ok=True)
-        (rerun_dir / "error.log").write_text(err)
+        if any(f"[Errno {n}]" in err for n in DISK_FULL):
+            # the training's own log writes hit a full disk: that stops every rerun, say it once
+            raise VerifyError(f"the rerun in {task.rerun_dir} failed writing its logs: {_tail(err, 1)}; free "
+                              "some space or use another --out (finished reruns are kept and reused)")
+        write_error_log(task.rerun_dir, err)
     return RerunOutcome(task.key, rc == 0, str(logdir), seconds, rc, _tail(err) if rc != 0 else "")
 
 
@@ -169,6 +182,12 @@ class WorkloadBackend:
 
     def _fmt(self) -> str:
         return self.fmt or self.origin.get("format") or "jsonl"
+
+    def require(self) -> None:
+        """Name a missing dependency before any rerun starts."""
+        require("torch", "rerunning a built-in workload")
+        if self._fmt() == "tensorboardx":
+            require("tensorboardX", "rerunning a built-in workload in the tensorboardx format")
 
     def execute(self, task: RerunTask) -> tuple[int, str]:
         from ..workloads.config import WorkloadConfig
@@ -217,7 +236,6 @@ class CommandBackend:
     template: str
     base: dict[str, Any] = field(default_factory=dict)  # the run's own knobs (lr, weight_decay, ...)
     cwd: str | None = None
-    timeout_s: float | None = None
 
     name = "command"
 
@@ -316,22 +334,24 @@ class CommandBackend:
             env["LRDOCTOR_BASE_LR"] = _num(float(self.base["lr"]))
         return env
 
+    def require(self) -> None:
+        """The user's command brings its own dependencies."""
+
     def execute(self, task: RerunTask) -> tuple[int, str]:
         argv = self.command(task)
         rerun_dir = Path(task.rerun_dir)
         (rerun_dir / "command.json").write_text(json.dumps({"argv": argv}, indent=1) + "\n")
+        # The command stays in the worker's process group (no new session): killing that group on
+        # a timeout or an interrupt then reaches the command and everything it starts.
         with open(rerun_dir / "stdout.log", "wb") as out, open(rerun_dir / "stderr.log", "wb") as err:
             try:
-                proc = subprocess.run(
-                    argv, stdout=out, stderr=err, env=self.env(task), cwd=self.cwd,
-                    timeout=self.timeout_s, check=False,
-                )
-                rc = proc.returncode
+                rc = subprocess.run(argv, stdout=out, stderr=err, env=self.env(task), cwd=self.cwd,
+                                    check=False).returncode
             except FileNotFoundError as exc:
                 return 127, f"cannot run {argv[0]!r}: {exc}"
-            except subprocess.TimeoutExpired:
-                return 124, f"timed out after {self.timeout_s}s"
         stderr = (rerun_dir / "stderr.log").read_text(errors="replace")
+        if rc < 0:
+            return rc, f"{signal_text(rc)}\n{stderr}"
         if rc != 0:
             return rc, f"exit code {rc}\n{stderr}"
         return 0, ""

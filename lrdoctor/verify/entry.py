@@ -70,6 +70,7 @@ def verify_path(
     patch: dict[str, Any] | None = None,
     seeds: int = 5,
     budget_steps: int | None = None,
+    rerun_timeout: float | None = None,
     out: str | Path = DEFAULT_OUT,
     device: str = "auto",
     executor: str = "local",
@@ -84,6 +85,9 @@ def verify_path(
 ) -> list[RunVerification]:
     """Diagnose the runs under ``path`` and verify the selected proposals; one entry per run read.
 
+    ``rerun_timeout``: seconds before a rerun is killed as hung (0: never; None: derived from the
+    run's logged wall time, see :mod:`lrdoctor.verify.timeouts`).
+
     A run under ``path`` that cannot be read does not stop the others: its error (naming the file)
     is appended to ``unreadable`` when a list is given, else logged as a warning. Nothing readable
     at all (or any unreadable run with ``strict``) raises, as for ``discover``.
@@ -92,7 +96,8 @@ def verify_path(
     from ..engine.spec import load_rules
     from ..readers import discover_with_errors
 
-    cfg = VerifyConfig(seeds=seeds, budget_steps=budget_steps, device=resolve_device(device)).check()
+    cfg = VerifyConfig(seeds=seeds, budget_steps=budget_steps, device=resolve_device(device),
+                       rerun_timeout_s=rerun_timeout).check()
     rules = list(rules) if rules is not None else load_rules()
     runs, errors = discover_with_errors(str(path), format=fmt, strict=strict)
     if unreadable is not None:

@@ -50,6 +50,7 @@ class VerifyConfig:
     worse_margin: float = 0.05
     smooth_window: int = 5  # points averaged for the "smoothed final" target metric
     device: str = "cpu"  # resolved device: "cpu" or "cuda"
+    rerun_timeout_s: float | None = None  # None: derived from the run's wall time (verify/timeouts.py); 0: none
 
     def seed_list(self) -> tuple[int, ...]:
         return tuple(range(self.first_seed, self.first_seed + self.seeds))

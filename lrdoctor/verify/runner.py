@@ -32,10 +32,13 @@ from .backends import (
     finished,
     run_rerun,
     task_digest,
+    write_error_log,
 )
-from .executors import Executor, SerialExecutor
+from .executors import Executor, RerunKilled, RerunTimeout, SerialExecutor
+from .outdir import out_lock
 from .protocol import VerifyConfig, budget_for
 from .stats import smoothed_final
+from .timeouts import rerun_timeout
 from .verdict import ArmResult, decide
 
 log = logging.getLogger(__name__)
@@ -209,6 +212,7 @@ def plan(
     p = _Plan()
     for run, finding, proposals in items:
         backend = backend_for(run, train)
+        backend.require()  # a missing torch is one line now, not a traceback per rerun
         base_lr = base_lr_of(run)
         if isinstance(backend, CommandBackend):
             backend.check(lr_needed=any("lr_scale" in pr.config or "lr" in pr.config for pr in proposals))
@@ -216,6 +220,7 @@ def plan(
         budget = budget_for(cfg, onset_of(finding) if finding is not None else None, run_length(run),
                             last_event_of(finding) if finding is not None else None)
         run_dir = out / _safe(run.name)
+        timeout_s = rerun_timeout(run, budget, cfg.rerun_timeout_s)
         for prop in proposals:
             keys: dict[str, list[str]] = {"baseline": [], "candidate": []}
             for arm, patch, sub in (
@@ -230,7 +235,7 @@ def plan(
                         p.tasks[key] = RerunTask(
                             key=key, arm=arm, seed=seed, max_steps=budget, patch=patch, rerun_dir=key,
                             device=cfg.device, backend=backend,
-                            digest=task_digest(backend, patch, budget, seed, cfg.device),
+                            digest=task_digest(backend, patch, budget, seed, cfg.device), timeout_s=timeout_s,
                         )
                     keys[arm].append(key)
             p.jobs.append(_Job(run, rule, prop, budget, tuple(keys["baseline"]), tuple(keys["candidate"]), base_lr))
@@ -263,11 +268,15 @@ def execute(tasks: Sequence[RerunTask], executor: Executor) -> dict[str, RerunOu
         log.info("reusing %d finished reruns", len(outcomes))
     prog = _progress(len(todo))
     try:
-        for i, res in executor.run(run_rerun, todo):
+        for i, res in executor.run(run_rerun, todo, [t.timeout_s for t in todo]):
             t = todo[i]
+            if isinstance(res, LrdoctorError):
+                raise res  # cannot write under --out (a full disk): one error, the other reruns stop
             if isinstance(res, BaseException):
-                res = RerunOutcome(t.key, False, t.logdir, returncode=None,
-                                   stderr_tail=f"{type(res).__name__}: {res}")
+                # the worker could not report (timed out, killed by a signal): its reason is the error
+                why = str(res) if isinstance(res, (RerunTimeout, RerunKilled)) else f"{type(res).__name__}: {res}"
+                write_error_log(t.rerun_dir, why + "\n")
+                res = RerunOutcome(t.key, False, t.logdir, returncode=None, stderr_tail=why)
             outcomes[t.key] = res
             if res.ok and not any(Path(t.logdir).iterdir()):
                 # a misconfigured command: every other rerun would do the same, so stop now
@@ -354,11 +363,12 @@ def verify_items(
     _check_out(out, [run for run, _, _ in items])
     p = plan(items, cfg, out, train)
     executor = executor or SerialExecutor()
-    outcomes = execute(list(p.tasks.values()), executor)
     arms: dict[str, ArmResult] = {}
     clips = {k: base_clip_of(job.run) for job in p.jobs for k in (*job.baseline, *job.candidate)}
-    for key, task in p.tasks.items():
-        arms[key] = _read_back(task, outcomes[key], diagnose_fn, cfg, clips.get(key))
+    with out_lock(out):  # a second verify on this --out stops here, naming this one
+        outcomes = execute(list(p.tasks.values()), executor)
+        for key, task in p.tasks.items():
+            arms[key] = _read_back(task, outcomes[key], diagnose_fn, cfg, clips.get(key))
     by_run: dict[str, list[Verdict]] = {}
     for job in p.jobs:
         def mark(a: ArmResult, rule=job.rule) -> ArmResult:

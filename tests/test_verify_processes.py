@@ -1,0 +1,248 @@
+"""verify's reruns as real processes: hung ones are killed at their timeout, signal deaths become
+ERROR verdicts, an interrupted verify leaves no process behind and resumes, and two verify
+commands never share an --out."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lrdoctor.cli import main
+from lrdoctor.verify.executors import LocalPoolExecutor, RerunKilled, RerunTimeout
+
+SCRIPT = str(Path(__file__).with_name("verify_misbehave.py"))
+PY = shlex.quote(sys.executable)
+REPO = str(Path(__file__).resolve().parents[1])
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="process groups are POSIX")
+
+
+def healthy_run(d: Path, wall_step_s: float | None = None) -> Path:
+    """A short healthy CSV log (no findings), optionally with wall times."""
+    d.mkdir(parents=True, exist_ok=True)
+    head = "step,train_loss" + (",wall_time" if wall_step_s else "")
+    rows = [f"{s},{math.exp(-s / 50) + 0.1 + 0.002 * math.sin(s)}" + (f",{1.7e9 + wall_step_s * s}" if wall_step_s else "")
+            for s in range(1, 201)]
+    (d / "metrics.csv").write_text("\n".join([head, *rows]) + "\n")
+    return d
+
+
+def template(mode: str, tmp: Path) -> str:
+    return (f"{PY} {shlex.quote(SCRIPT)} --mode {mode} --pidfile {shlex.quote(str(tmp / 'pids'))} "
+            f"--gate {shlex.quote(str(tmp / 'gate'))} --logdir {{logdir}} --seed {{seed}}")
+
+
+def verify_args(run: Path, out: Path, train: str, *extra: str) -> list[str]:
+    return ["verify", str(run), "--patch", "{}", "--proposal", "patch", "--seeds", "3", "--budget-steps", "20",
+            "--jobs", "6", "--out", str(out), "--train", train, "--json", *extra]
+
+
+def pids(tmp: Path) -> list[int]:
+    f = tmp / "pids"
+    return [int(x) for x in f.read_text().split()] if f.exists() else []
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped is dead: it runs nothing and holds nothing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def survivors(ps: list[int], wait_s: float = 5.0) -> list[int]:
+    end = time.monotonic() + wait_s
+    while (left := [p for p in ps if alive(p)]) and time.monotonic() < end:
+        time.sleep(0.1)
+    return left
+
+
+def only_verdict(text: str) -> dict:
+    (v,) = [v for r in json.loads(text)["runs"] for v in r["verdicts"]]
+    return v
+
+
+def test_hung_rerun_killed_at_timeout_with_its_children(tmp_path, capsys):
+    run = healthy_run(tmp_path / "run")
+    rc = main(verify_args(run, tmp_path / "out", template("hang", tmp_path), "--rerun-timeout", "2"))
+    v = only_verdict(capsys.readouterr().out)
+    assert rc == 1 and v["verdict"] == "ERROR"
+    assert "timed out after 2 s and was killed with its child processes" in v["reason"]
+    started = pids(tmp_path)
+    assert len(started) == 12  # 6 reruns, each a command and its grandchild
+    assert survivors(started) == []
+    errors = sorted((tmp_path / "out").rglob("error.log"))
+    assert len(errors) == 6 and "timed out" in errors[0].read_text()
+    assert not list((tmp_path / "out").rglob("lrdoctor-rerun.done"))
+
+
+def test_rerun_killed_by_signal_is_an_error_verdict(tmp_path, capsys):
+    run = healthy_run(tmp_path / "run")
+    rc = main(verify_args(run, tmp_path / "out", template("sigkill", tmp_path)))
+    v = only_verdict(capsys.readouterr().out)
+    assert rc == 1 and v["verdict"] == "ERROR"
+    assert "killed by signal SIGKILL (the kernel's out-of-memory killer" in v["reason"]
+
+
+def die_by_sigkill(task: int) -> int:
+    if task == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return task * 10
+
+
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_pool_survives_a_killed_worker_and_times_out_only_the_slow_task():
+    with LocalPoolExecutor(jobs=2) as ex:
+        got = dict(ex.run(die_by_sigkill, [0, 1, 2, 3]))
+        slow = dict(ex.run(sleep_for, [0.0, 30.0, 0.1], [5.0, 1.0, 5.0]))
+    assert got[0] == 0 and got[2] == 20 and got[3] == 30  # the lost worker was replaced
+    assert isinstance(got[1], RerunKilled) and "SIGKILL" in str(got[1])
+    assert slow[0] == 0.0 and slow[2] == 0.1
+    assert isinstance(slow[1], RerunTimeout) and "after 1 s" in str(slow[1])
+
+
+def test_default_timeout_comes_from_the_run_wall_time(tmp_path):
+    from lrdoctor.readers import discover
+    from lrdoctor.verify.timeouts import FACTOR, FLOOR_S, rerun_timeout
+
+    (fast,) = discover(str(healthy_run(tmp_path / "fast", wall_step_s=0.05)))
+    (slow,) = discover(str(healthy_run(tmp_path / "slow", wall_step_s=30.0)))
+    (untimed,) = discover(str(healthy_run(tmp_path / "untimed")))
+    assert rerun_timeout(fast, 100, None) == FLOOR_S  # 5 s of training: the start-up floor
+    assert rerun_timeout(slow, 100, None) == pytest.approx(FACTOR * 30.0 * 100)
+    assert rerun_timeout(untimed, 100, None) is None  # no wall times, no flag: no limit
+    assert rerun_timeout(slow, 100, 7) == 7 and rerun_timeout(slow, 100, 0) is None
+
+
+def spawn_verify(run: Path, out: Path, train: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
+    return subprocess.Popen([sys.executable, "-m", "lrdoctor.cli", *verify_args(run, out, train)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for(cond, what: str, timeout_s: float = 90.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_stopped_verify_leaves_no_process_keeps_finished_reruns_and_resumes(tmp_path, capsys, sig):
+    """Seed 0's reruns finish, seeds 1 and 2 hang (each with a grandchild). A second verify on the
+    same --out is refused while the first runs. Then the first is stopped: every process it started
+    is gone (after SIGKILL too: the workers follow their parent), the finished reruns are kept, and
+    (after Ctrl-C) a repeat - the gate removed, the same command line - takes the lock, reuses them
+    and runs only the others."""
+    run = healthy_run(tmp_path / "run")
+    out = tmp_path / "out"
+    (tmp_path / "gate").touch()
+    train = template("gated", tmp_path)
+    proc = spawn_verify(run, out, train)
+    try:
+        wait_for(lambda: len(pids(tmp_path)) == 8 and len(list(out.rglob("lrdoctor-rerun.done"))) == 2,
+                 "4 hung reruns and 2 finished ones")
+        rc2 = main(verify_args(run, out, train))
+        err = capsys.readouterr().err
+        assert rc2 == 2
+        assert f"is in use by another 'lrdoctor verify' (pid {proc.pid} on {socket.gethostname()}, started" in err
+        assert len(err.strip().splitlines()) == 1 + ("warning" in err)  # the 3-seed warning, then the error
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == (130 if sig != signal.SIGKILL else -signal.SIGKILL), stderr
+    if sig != signal.SIGKILL:
+        assert "interrupted: every rerun was stopped" in stderr and "Traceback" not in stderr
+    assert survivors(pids(tmp_path)) == []
+    markers = {p: p.stat().st_mtime_ns for p in out.rglob("lrdoctor-rerun.done")}
+    assert len(markers) == 2 and all(p.parent.name == "seed0" for p in markers)
+    if sig != signal.SIGINT:
+        return  # the resume is the same whatever stopped the first verify: checked once
+
+    (tmp_path / "gate").unlink()
+    assert main(verify_args(run, out, train)) == 0  # the lock went with the first verify
+    v = only_verdict(capsys.readouterr().out)
+    assert v["verdict"] == "INCONCLUSIVE" and v["seeds"] == [0, 1, 2]
+    assert all(p.stat().st_mtime_ns == t for p, t in markers.items())  # not redone
+    assert len(list(out.rglob("lrdoctor-rerun.done"))) == 6
+
+
+def test_marker_write_on_a_full_disk_leaves_no_half_marker(tmp_path, monkeypatch):
+    """ENOSPC injected in the writer (fsync, where delayed allocation and NFS report it): the old
+    marker stays as it was, no temp file is left, and the error is one line naming the file."""
+    from lrdoctor.errors import VerifyError
+    from lrdoctor.verify.outdir import write_atomic
+
+    marker = tmp_path / "lrdoctor-rerun.done"
+    marker.write_text('{"digest": "old"}\n')
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(VerifyError) as err:
+        write_atomic(marker, '{"digest": "new", "ok": true}\n')
+    assert str(err.value).startswith(f"cannot write {marker}: No space left on device; free some space")
+    assert "\n" not in str(err.value)
+    assert marker.read_text() == '{"digest": "old"}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lrdoctor-rerun.done"]
+
+
+def test_full_disk_stops_verify_with_one_error_and_no_half_marked_reruns(tmp_path, monkeypatch, capsys):
+    """The first finished rerun cannot be marked: verify stops there with one line and exit 2, and
+    nothing under --out claims a finished rerun."""
+    from lrdoctor.verify import entry
+    from lrdoctor.verify.executors import SerialExecutor
+
+    monkeypatch.setattr(entry, "make_executor", lambda *a, **k: SerialExecutor())  # in-process: the fault reaches it
+    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    run = healthy_run(tmp_path / "run")
+    rc = main(verify_args(run, tmp_path / "out", template("ok", tmp_path)))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1].startswith("lrdoctor: error: cannot write ") and "No space left on device" in err[-1]
+    assert not list((tmp_path / "out").rglob("lrdoctor-rerun.done"))
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_verify_on_a_real_tiny_tmpfs(tmp_path, capsys):
+    """A real full disk (a 64 KiB tmpfs as --out): one error line, exit 2, and every marker that exists
+    is whole and belongs to a rerun whose logs are complete."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(out)], capture_output=True).returncode:
+        pytest.skip("mount not permitted here")
+    try:
+        run = healthy_run(tmp_path / "run")
+        rc = main(verify_args(run, out, template("ok", tmp_path)))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and "No space left on device" in err[-1] and err[-1].startswith("lrdoctor: error: ")
+        for marker in out.rglob("lrdoctor-rerun.done"):
+            assert json.loads(marker.read_text())["ok"] is True
+            assert (marker.parent / "logs" / "metrics.csv").read_text().count("\n") == 101
+    finally:
+        subprocess.run(["umount", str(out)], check=False)
