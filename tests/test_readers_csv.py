@@ -110,16 +110,39 @@ def test_keras_csvlogger_crlf_na_and_append_restart(tmp_path):
     write_keras_csv(f, second, append=True)
     raw = f.read_bytes()
     assert raw.count(b"\r\n") == 7 and b",NA" in raw
-    [run] = discover(f)
-    assert run.format == "keras_csv" and run.step_axis == "epoch"
-    steps, vals = values_of(run, "loss")
-    assert steps == [0, 1, 2, 3, 0, 1]
-    assert same(vals, [1.0, 0.5, float("nan"), 0.25, 0.3, float("inf")])
-    steps, _ = values_of(run, "val_loss")
-    assert steps == [0, 2, 3, 0, 1]  # NA is "not logged", not NaN
-    restart = [a for a in run.annotations if a.kind == "restart"]
-    assert len(restart) == 1 and restart[0].location == "line 6"
-    assert not [a for a in run.annotations if a.kind == "non_numeric"]
+    # two fits appended to one file: two runs, each judged on its own
+    first_run, second_run = discover(f)
+    assert (first_run.name, second_run.name) == ("training#1", "training#2")
+    for run in (first_run, second_run):
+        assert run.format == "keras_csv" and run.step_axis == "epoch"
+        assert not [a for a in run.annotations if a.kind in ("non_numeric", "restart")]
+    steps, vals = values_of(first_run, "loss")
+    assert steps == [0, 1, 2, 3]
+    assert same(vals, [1.0, 0.5, float("nan"), 0.25])
+    steps, _ = values_of(first_run, "val_loss")
+    assert steps == [0, 2, 3]  # NA is "not logged", not NaN
+    steps, vals = values_of(second_run, "loss")
+    assert steps == [0, 1] and same(vals, [0.3, float("inf")])
+    [note] = [a for a in second_run.annotations if a.kind == "attempt"]
+    assert note.location == "lines 6-7" and "attempt 2 of 2" in note.message
+
+
+def test_keras_csv_split_into_attempts_in_a_tree(tmp_path):
+    f = tmp_path / "exp" / "training_log.csv"
+    for n in (1, 8, 8):  # as in a real repository: a 1-epoch try, then two 8-epoch fits
+        write_keras_csv(f, [{"loss": 0.7 - 0.01 * e, "val_loss": 0.8 + 0.1 * e} for e in range(n)],
+                        append=f.exists())
+    runs = discover(tmp_path)
+    assert [r.name for r in runs] == ["exp#1", "exp#2", "exp#3"]
+    assert [len(r.series("loss")) for r in runs] == [1, 8, 8]
+    assert all(r.series("loss")["step"].tolist() == list(range(len(r.series("loss")))) for r in runs)
+    # a resumed fit that continues the epochs (initial_epoch=8) stays in its attempt
+    g = tmp_path / "resume" / "training_log.csv"
+    write_keras_csv(g, [{"loss": 1.0}] * 3)
+    with g.open("a", newline="") as fh:
+        fh.write("3,0.5\r\n4,0.4\r\n")
+    [run] = discover(tmp_path / "resume")
+    assert run.name == "resume" and run.series("loss")["step"].tolist() == [0, 1, 2, 3, 4]
 
 
 YOLO_HEADER = ["epoch", "train/box_loss", "train/obj_loss", "metrics/mAP_0.5", "val/box_loss", "x/lr0"]

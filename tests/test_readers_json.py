@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from reader_fixtures import write_history_json, write_llamafactory_jsonl, write_trainer_state
@@ -104,3 +106,30 @@ def test_unrelated_json_is_not_a_run(tmp_path):
     (tmp_path / "config.json").write_text('{"architectures": ["LlamaForCausalLM"], "hidden_size": 64}')
     with pytest.raises(LogFormatError, match="supported: .*hf_trainer_state"):
         discover(tmp_path / "config.json")
+
+
+def test_history_json_with_epochs_and_metrics(tmp_path):
+    # the shape real repositories save: json.dump({"epochs": [...], "metrics": history.history})
+    loss = [3.0, 2.0, 2.5, float("nan"), float("nan")]
+    val = [3.1, 2.2, float("inf"), float("nan"), 1.0]
+    f = tmp_path / "history.json"
+    f.write_text(json.dumps({"epochs": [0.0, 1.0, 2.0, 3.0, 4.0],
+                             "metrics": {"loss": loss, "val_loss": val, "learning_rate": [1e-3] * 5}}, indent=2))
+    [run] = discover(f)
+    assert run.format == "keras_history" and run.step_axis == "epoch"
+    for tag, want in (("loss", loss), ("val_loss", val)):
+        s = run.series(tag)
+        assert s["step"].tolist() == [0, 1, 2, 3, 4]
+        assert np.array_equal(s["value"].to_numpy(), np.array(want), equal_nan=True)
+    assert not run.annotations
+    # epochs that do not start at 0 (a resumed fit) are the steps, metrics key first also sniffed
+    g = tmp_path / "resumed" / "history.json"
+    g.parent.mkdir()
+    g.write_text(json.dumps({"metrics": {"loss": [1.0, 0.9]}, "epochs": [10, 11]}))
+    [run] = discover(g)
+    assert run.series("loss")["step"].tolist() == [10, 11]
+    bad = tmp_path / "bad" / "history.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"epochs": ["first"], "metrics": {"loss": [1.0]}}))
+    with pytest.raises(LogFormatError, match="'epochs' holds no numbers"):
+        discover(bad)

@@ -224,14 +224,23 @@ def _arrow_columns(path: Path, *, strict: bool, missing: Sequence[str], text: Se
 
 
 def read_wide_csv(path: Path, *, strict: bool, step_names: Sequence[str] = STEP_NAMES,
-                  missing: Sequence[str] = ()) -> tuple[pd.DataFrame, list[Annotation], str]:
+                  missing: Sequence[str] = (), rows: slice | None = None
+                  ) -> tuple[pd.DataFrame, list[Annotation], str]:
     """A wide CSV log (a step column + one column per metric) as the tidy table.
 
     Returns the table, the annotations, and the step axis (``"step"``, ``"epoch"``, or ``"row"``
-    when the file has no step column and rows are numbered instead).
+    when the file has no step column and rows are numbered instead). ``rows`` reads only those
+    data rows (one attempt of a file several runs appended to).
     """
     spath = str(path)
     columns, n, locs, notes = csv_columns(path, strict=strict, missing=missing)
+    if rows is not None:
+        columns = {k: Column(c.name, c.values[rows], c.present[rows]) for k, c in columns.items()}
+        lines = {f"line {int(x)}" for x in locs[rows]}
+        notes = [a for a in notes if not (a.location or "").startswith("line ")
+                 or a.location.split(",")[0] in lines]
+        locs = locs[rows]
+        n = len(locs)
     step_name = pick(list(columns), step_names)
     wt_name, wall_time = wall_time_column(columns)
     axis = "step"
