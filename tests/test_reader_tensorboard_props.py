@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from damage import byte_damage, damaged
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tb_writers import write_tensorboardx, write_tf2, write_torch
@@ -54,36 +55,13 @@ def originals(tmp_path_factory) -> dict[str, tuple[bytes, set]]:
     return out
 
 
-damage = st.one_of(
-    st.tuples(st.just("truncate"), st.floats(0, 1)),
-    st.tuples(st.just("flip"), st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), min_size=1, max_size=6)),
-    st.tuples(st.just("insert"), st.floats(0, 1), st.binary(min_size=1, max_size=40)),
-    st.tuples(st.just("delete"), st.floats(0, 1), st.integers(1, 60)),
-)
-
-
-def _damaged(data: bytes, how) -> bytes:
-    kind, *args = how
-    buf = bytearray(data)
-    if kind == "truncate":
-        return bytes(buf[: int(args[0] * len(buf))])
-    if kind == "flip":
-        for where, xor in args[0]:
-            buf[min(int(where * len(buf)), len(buf) - 1)] ^= xor
-        return bytes(buf)
-    at = int(args[0] * len(buf))
-    if kind == "insert":
-        return bytes(buf[:at]) + args[1] + bytes(buf[at:])
-    return bytes(buf[:at]) + bytes(buf[at + args[1] :])
-
-
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(writer=st.sampled_from(["torch", "tensorboardx", "tf2"]), how=damage, strict=st.booleans(),
+@given(writer=st.sampled_from(["torch", "tensorboardx", "tf2"]), how=byte_damage, strict=st.booleans(),
        chunk=st.sampled_from([None, 61, 700]))
 def test_damage_never_crashes_nor_invents_points(originals, tmp_path, writer, how, strict, chunk):
     data, truth = originals[writer]
     path = Path(tmp_path) / "events.out.tfevents.1.damaged"
-    path.write_bytes(_damaged(data, how))
+    path.write_bytes(damaged(data, how))
     try:
         if chunk is None:
             df, _, notes = read_event_file(path, strict=strict)

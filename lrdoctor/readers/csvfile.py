@@ -7,6 +7,7 @@ its column as text and goes through :func:`tabular.text_column`.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -30,6 +31,7 @@ from .tabular import (
     wall_time_column,
     wide_to_tidy,
 )
+from .textfile import check_regular, encoding_of, first_bad_byte, read_bytes, where
 
 #: Step-axis column names, most specific first (case-insensitive).
 STEP_NAMES = ("step", "global_step", "globalstep", "steps", "iteration", "iter", "iterations", "it",
@@ -41,28 +43,17 @@ EPOCH_NAMES = ("epoch", "epochs")
 USE_ARROW = True
 
 
-def encoding_of(head: bytes) -> str:
-    """The text encoding a CSV log's byte-order mark announces (Windows tools write UTF-16)."""
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return "utf-16"
-    return "utf-8-sig"
-
-
 def header_of(head: bytes) -> list[str] | None:
     """The stripped column names of a comma-separated file from its first bytes, or None."""
-    if encoding_of(head) == "utf-16":
-        text = head[: len(head) // 2 * 2].decode("utf-16", errors="ignore")
+    codec = encoding_of(head)
+    if codec != "utf-8-sig":  # Windows tools write UTF-16
+        width = 4 if codec == "utf-32" else 2
+        text = head[: len(head) // width * width].decode(codec, errors="ignore")
         return _header_names(text)
     if b"\x00" in head or not head.strip():
         return None
-    try:
-        text = head.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        try:
-            text = head[:-4].decode("utf-8-sig", errors="strict") if len(head) > 4 else ""
-        except UnicodeDecodeError:
-            return None
-    return _header_names(text)
+    # A byte that is not UTF-8 (a Latin-1 "é") is read as U+FFFD, as the whole file will be.
+    return _header_names(head.decode("utf-8-sig", errors="replace"))
 
 
 def _header_names(text: str) -> list[str] | None:
@@ -91,19 +82,24 @@ def _is_number(text: str) -> bool:
 
 
 def load_csv(path: Path) -> pd.DataFrame:
-    """Parse a CSV log: headers stripped of padding, values of leading spaces; empty cells NA."""
+    """Parse a CSV log: headers stripped of padding, values of leading spaces; empty cells NA.
+
+    Bytes the file's encoding cannot decode become U+FFFD: the cell holding one is then no
+    number (reported by :func:`tabular.text_column`), the rest of the file is read.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # mixed columns: see text_column
         return _read_csv(path)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
+    check_regular(path)
     with path.open("rb") as fh:
         encoding = encoding_of(fh.read(4))
     try:
         df = pd.read_csv(
             path, keep_default_na=False, na_values=[""], skipinitialspace=True,
-            encoding=encoding,
+            encoding=encoding, encoding_errors="replace",
         )
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         m = re.search(r"\bline (\d+)", str(exc))
@@ -167,9 +163,28 @@ def csv_columns(path: Path, *, strict: bool, missing: Sequence[str] = (), text: 
     df = load_csv(path)
     locs = np.arange(len(df), dtype=np.int64) + 2  # line numbers: the header is line 1
     df, locs, notes = drop_repeated_headers(df, locs, spath)
+    notes = _undecodable(path, strict) + notes
     texts = {name: _text_values(df[name]) for name in text if name in df.columns}
     columns, more = frame_columns(df.drop(columns=list(texts)), spath, locs, strict=strict, missing=missing)
     return {**texts, **columns}, len(df), locs, notes + more
+
+
+def _undecodable(path: Path, strict: bool) -> list[Annotation]:
+    """Where the first byte that is not UTF-8 was (load_csv read it as U+FFFD): one note, or
+    under ``strict`` an error."""
+    data = read_bytes(path)
+    if encoding_of(data[:4]) != "utf-8-sig":
+        return []
+    bom = 3 if data.startswith(codecs.BOM_UTF8) else 0
+    at = first_bad_byte(data[bom:])
+    if at is None:
+        return []
+    at += bom
+    what = f"byte {data[at:at + 1]!r} is not UTF-8 text"
+    if strict:
+        raise LogFormatError(what, path=str(path), location=where(data, at))
+    return [Annotation("invalid_utf8", f"{what}: read as U+FFFD (a cell holding one is no number)",
+                       path=str(path), location=where(data, at))]
 
 
 def _text_values(raw: pd.Series) -> Column:
@@ -184,13 +199,23 @@ def _arrow_columns(path: Path, *, strict: bool, missing: Sequence[str], text: Se
     leniency (ragged rows, every column text, e.g. repeated header rows)."""
     try:
         import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.csv as pcsv
     except ImportError:
         return None
+    check_regular(path)
     with path.open("rb") as fh:
         if encoding_of(fh.read(4)) != "utf-8-sig":
             return None  # pandas decodes UTF-16
+    try:
+        return _arrow_table_columns(path, strict=strict, missing=missing, text=text)
+    except (pa.ArrowInvalid, UnicodeDecodeError):
+        return None  # bytes that are not UTF-8 in a name or text column: pandas reads them as U+FFFD
+
+
+def _arrow_table_columns(path: Path, *, strict: bool, missing: Sequence[str], text: Sequence[str]):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pcsv
+
     try:
         table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
             null_values=["", *missing], strings_can_be_null=True, quoted_strings_can_be_null=True))

@@ -9,7 +9,6 @@ Which ``checkpoint-*/trainer_state.json`` copy is read is decided by discovery.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ from ..errors import LogFormatError
 from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
 from .records import records_to_columns
-from .tabular import Column, one_line, to_steps, wide_to_tidy
+from .tabular import Column, to_steps, wide_to_tidy
+from .textfile import load_json
 
 FILE_NAME = "trainer_state.json"
 _GLOBAL_STEP = re.compile(rb'"global_step"\s*:\s*(\d+)')
@@ -48,10 +48,7 @@ class HFTrainerStateReader:
     def read(self, source: RunSource, options: ReadOptions) -> Run:
         path = source.files[0]
         spath = str(path)
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise LogFormatError(f"cannot parse trainer_state.json: {one_line(exc)}", path=spath) from exc
+        state = load_json(path, "trainer_state.json")
         history = state.get("log_history") if isinstance(state, dict) else None
         if not isinstance(history, list):
             raise LogFormatError("no 'log_history' list", path=spath)

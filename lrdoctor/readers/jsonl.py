@@ -19,9 +19,11 @@ from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
 from .records import records_to_columns
 from .tabular import one_line, pick, to_steps, wall_time_column, wide_to_tidy
+from .textfile import decode, has_escapes, loads, read_bytes
 
 STEP_KEYS = ("current_steps", "step", "global_step", "steps", "iteration", "iter", "_step",
              "trainer/global_step", "current_step", "epoch")
+_LINE_END = re.compile(r"\r\n|\r|\n")
 _STEP_KEY_RX = re.compile(rb'"(' + b"|".join(re.escape(k.encode()) for k in STEP_KEYS) + rb')"\s*:')
 
 
@@ -46,22 +48,26 @@ class JSONLinesReader:
     def read(self, source: RunSource, options: ReadOptions) -> Run:
         path = source.files[0]
         spath = str(path)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LogFormatError(f"cannot read: {one_line(exc)}", path=spath) from exc
+        # Bytes that are not UTF-8 cost their line only (surrogateescape keeps them findable).
+        lines = _LINE_END.split(decode(read_bytes(path), path, errors="surrogateescape"))
+        if lines and not lines[-1]:
+            lines.pop()
         records, locs, notes = [], [], []
         for no, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except ValueError as exc:
+                if has_escapes(line):
+                    raise ValueError("bytes that are not UTF-8")
+                obj = loads(line)
+            except (ValueError, RecursionError) as exc:
                 last = no == len(lines)
+                why = getattr(exc, "msg", None) or ("nested too deeply" if isinstance(exc, RecursionError)
+                                                    else one_line(exc))
                 if options.strict:
-                    raise LogFormatError(f"invalid JSON: {one_line(exc)}", path=spath, location=f"line {no}") from exc
+                    raise LogFormatError(f"invalid JSON: {why}", path=spath, location=f"line {no}") from exc
                 notes.append(Annotation("truncated" if last else "corrupt_record",
-                                        f"line is not valid JSON ({exc.msg}); skipped",
+                                        f"line is not valid JSON ({why}); skipped",
                                         path=spath, location=f"line {no}"))
                 continue
             if not isinstance(obj, dict):

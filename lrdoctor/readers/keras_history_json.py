@@ -11,7 +11,6 @@ step axis (fractions floored, with a note), position i of every list belonging t
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from ..errors import LogFormatError
 from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
 from .records import records_to_columns
-from .tabular import one_line, to_steps, wide_to_tidy
+from .tabular import to_steps, wide_to_tidy
+from .textfile import load_json
 
 _SHAPE = re.compile(rb'^\s*\{\s*"[^"]*"\s*:\s*\[\s*(-?[0-9.]|NaN|-?Infinity|null|\])')
 _WRAPPED = re.compile(rb'^\s*\{\s*"(epochs|metrics)"\s*:\s*[\[{]')
@@ -37,10 +37,7 @@ class KerasHistoryReader:
     def read(self, source: RunSource, options: ReadOptions) -> Run:
         path = source.files[0]
         spath = str(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise LogFormatError(f"cannot parse JSON: {one_line(exc)}", path=spath) from exc
+        data = load_json(path, "JSON")
         epochs = None
         if isinstance(data, dict) and isinstance(data.get("metrics"), dict) and set(data) <= {"epochs", "metrics"}:
             epochs = data.get("epochs")

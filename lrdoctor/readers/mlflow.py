@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import LogFormatError
 from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
-from .tabular import backwards_annotations, cap, duplicate_annotations, one_line, tidy_frame
+from .tabular import backwards_annotations, cap, duplicate_annotations, tidy_frame
+from .textfile import decode, read_bytes
 
 _LINE = re.compile(rb"^\s*\d+ \S+( -?\d+)?\s*$")
 
@@ -92,10 +93,8 @@ def _read_metric(path: Path, tag: str, strict: bool) -> tuple[tuple[np.ndarray, 
     annotation and skipped, never turned into a point (``--strict``: an error).
     """
     spath = str(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LogFormatError(f"cannot read MLflow metric file: {one_line(exc)}", path=spath) from exc
+    # A byte that is not UTF-8 spoils the number it sits in: that line is reported as not a metric line.
+    text = decode(read_bytes(path), path, errors="surrogateescape")
     rows = [(i + 1, line.split()) for i, line in enumerate(text.splitlines()) if line.strip()]
     # Very old MLflow wrote no step; a file is one or the other, so the usual width decides.
     width = 3 if sum(len(f) == 3 for _, f in rows) * 2 >= len(rows) else 2

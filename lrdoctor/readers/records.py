@@ -16,6 +16,7 @@ import numpy as np
 
 from ..model import Annotation
 from .tabular import Column, bad_cell_annotations, short_repr
+from .textfile import clean_name
 
 
 def _number(v: Any) -> float | None:
@@ -45,6 +46,8 @@ def records_to_columns(
     texts: dict[str, list[tuple[int, Any]]] = {}
     for i, rec in enumerate(records):
         for key, v in rec.items():
+            if key not in values:
+                key = clean_name(key)
             if key not in values:
                 values[key] = np.full(n, np.nan)
                 present[key] = np.zeros(n, dtype=bool)
