@@ -54,7 +54,8 @@ EYE: dict[str, tuple[set[str], set[str], str]] = {
     "pl07_pinn_v19": (set(), {"plateau"}, "healthy over 15 decades, sawtooth"),
     "pl09_pendulum_v28": (set(), {"plateau", "loss-spike"}, "healthy, small early bumps"),
     "keras02_dm22_hsinhung": ({"overfitting"}, set(), "overfitting from epoch 2"),
-    "keras03_aes_plateau": ({"plateau"}, set(), "stuck at ln 2 from epoch 2"),
+    # the label also names "val_loss spikes at epoch 22 (0.720) and epoch 33 (0.844)"
+    "keras03_aes_plateau": ({"plateau"}, {"loss-spike"}, "stuck at ln 2 from epoch 2; val spikes"),
     "keras06_aes_cnn_healthy": (set(), {"plateau"}, "healthy, converged"),
     "csv02_cifar_numpy": (set(), set(), "healthy, not converged"),
     "csv03_cs336_sparse_wide": (set(), set(), "healthy"),

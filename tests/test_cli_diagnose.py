@@ -185,7 +185,8 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "real_logs"
         ("hf05_mt5_az_news", set()),  # healthy despite a first loss of 25
         ("pl07_pinn_v19", set()),  # healthy over 15 orders of magnitude
         ("tb04_yolo_helmet_exp", set()),  # 3 points: too short to say anything
-        ("keras03_aes_plateau", {"plateau"}),  # 0.79 at epoch 0, then stuck at ln 2 (0.4% change)
+        # 0.79 at epoch 0, then stuck at ln 2 (0.4% change); the val loss spikes at epochs 22 and 33
+        ("keras03_aes_plateau", {"plateau", "loss-spike"}),
         ("pl06_pinn_v13", {"plateau"}),  # stuck at 3.8e25 (relative change 2e-4, smooth)
         ("pl09_pendulum_v28", set()),  # early minibatch noise, not spikes against the quiet tail
         ("tb06_qbm_v16", set()),  # noisy, but fell 27% after the drop: not 'never moved'

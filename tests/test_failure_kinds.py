@@ -68,3 +68,83 @@ def test_spikes_before_a_final_divergence_are_reported_beside_it(tmp_path):
     found = _rules(tmp_path)
     assert "divergence" in found
     assert found["loss-spike"].steps == (300, 500)
+
+
+def _keras_csv(path: Path, columns: dict[str, np.ndarray]) -> Path:
+    """What keras.callbacks.CSVLogger writes: an epoch column, the logs' keys sorted, CRLF."""
+    keys = sorted(columns)
+    n = len(next(iter(columns.values())))
+    lines = [",".join(["epoch", *keys])]
+    lines += [",".join([str(i), *(repr(float(columns[k][i])) for k in keys)]) for i in range(n)]
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    return path
+
+
+def test_val_blow_up_while_train_sits_at_chance_is_not_overfitting(tmp_path):
+    # binary task that never learns (loss at ln 2) while the val loss blows up: unstable, not
+    # memorising; the plateau at chance level is what the user must hear
+    rng = np.random.default_rng(3)
+    loss = np.log(2) + 2e-4 * rng.standard_normal(30)
+    loss[0] = 0.712
+    val = np.concatenate([[0.79, 0.89], 2.0 + 3.0 * rng.random(28)])
+    f = _keras_csv(tmp_path / "training_log.csv", {"loss": loss, "val_loss": val})
+    found = _rules(f)
+    assert "overfitting" not in found, found["overfitting"].message
+    assert "plateau" in found and "ln 2" in found["plateau"].message
+
+
+def test_val_rise_after_a_train_spike_is_not_overfitting(tmp_path):
+    # the model learns, a spike at step 600 damages it, the val loss ends above its best: the
+    # spike explains the rise (loss-spike), not memorisation
+    rng = np.random.default_rng(4)
+    t = np.arange(1000)
+    loss = 2.0 * np.exp(-t / 150) + 0.3 + 0.01 * rng.standard_normal(1000)
+    loss[600], loss[601], loss[602] = 9.0, 4.0, 1.5
+    loss[603:] += 0.05 * np.exp(-(t[603:] - 603) / 400)
+    val_steps = np.arange(50, 1000, 50)
+    val = 2.0 * np.exp(-val_steps / 150) + 0.4 + np.where(val_steps > 600, 0.15, 0.0)
+    write_torch(tmp_path, {"train/loss": list(zip(t.tolist(), loss.tolist(), strict=True)),
+                           "val/loss": list(zip(val_steps.tolist(), val.tolist(), strict=True))})
+    found = _rules(tmp_path)
+    assert "overfitting" not in found, found["overfitting"].message
+    assert found["loss-spike"].steps == (600,)
+
+
+def test_epoch_mean_loss_creeping_down_at_chance_level_is_a_plateau(tmp_path):
+    # four classes, epoch means: 1.40 -> 1.379 over 20 epochs (1.5%) -- smooth, so many noise
+    # units, yet the model is still guessing (ln 4 = 1.386)
+    rng = np.random.default_rng(5)
+    e = np.arange(20)
+    loss = 1.40 - 0.021 * e / 19 + 5e-4 * rng.standard_normal(20)
+    logdir = _lightning_csv(tmp_path, [(int(i) * 50 + 49, {"train_loss_epoch": float(v), "epoch": int(i)})
+                                       for i, v in zip(e, loss, strict=True)])
+    found = _rules(logdir)
+    assert "plateau" in found and "ln 4" in found["plateau"].message, found
+
+
+def test_spike_in_an_epoch_level_log_is_found(tmp_path):
+    # 80 epoch means of a learning run; one epoch's mean jumps 3.5x (a per-step spike averaged
+    # into its epoch) and the next ones recover: less than half the curve's range (0.54)
+    rng = np.random.default_rng(6)
+    e = np.arange(80)
+    loss = 1.5 * np.exp(-e / 12) + 0.2 + 0.005 * rng.standard_normal(80)
+    loss[65], loss[66] = 0.74, 0.3
+    f = _keras_csv(tmp_path / "log.csv", {"loss": loss})
+    found = _rules(f)
+    assert found["loss-spike"].steps == (65,), found
+
+
+def test_spikes_that_show_only_in_the_val_loss_are_found(tmp_path):
+    # per-step train loss stays smooth; two evaluations jump 3-4x and the next ones recover
+    rng = np.random.default_rng(7)
+    rows = []
+    for step in range(0, 3000, 10):
+        rows.append((step, {"train_loss_step": float(1.0 * np.exp(-step / 800) + 0.3 + 0.01 * rng.standard_normal())}))
+        if step % 100 == 90:
+            val = 1.0 * np.exp(-step / 800) + 0.35 + 0.005 * rng.standard_normal()
+            val = {1490: 1.6, 2290: 1.9}.get(step, val)
+            rows.append((step, {"val_loss": float(val)}))
+    logdir = _lightning_csv(tmp_path, rows)
+    found = _rules(logdir)
+    assert found["loss-spike"].steps == (1490, 2290), found
+    assert "in the val loss" in found["loss-spike"].message

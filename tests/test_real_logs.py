@@ -85,7 +85,8 @@ def runs():
 
 
 def test_manifest_covers_expectations():
-    assert {r["short_id"] for r in manifest()} == set(EXPECTED)
+    # the folder grew from 20 to 37 logs; the later 17 are scored by benchmarks/detection_quality.py
+    assert set(EXPECTED) <= {r["short_id"] for r in manifest()}
 
 
 @pytest.mark.parametrize("short_id", sorted(EXPECTED))

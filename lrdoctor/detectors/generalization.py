@@ -9,7 +9,8 @@ from .base import Evidence, finite_part, noise_sigma, odd_window, param_ranges, 
 
 
 @param_ranges(smooth_window=">=1", min_rise=">=0", rise_sigmas=">=0", min_points_after_best=">=0",
-              min_val_points=">=0")
+              min_val_points=">=0", train_fall_sigmas=">=0",
+              min_train_fall=">=0")
 def overfitting(
     val_loss: Series,
     train_loss: Series,
@@ -19,6 +20,9 @@ def overfitting(
     rise_sigmas: float = 3.0,
     min_points_after_best: int = 3,
     min_val_points: int = 5,
+    train_fall_sigmas: float = 1.0,
+    min_train_fall: float = 0.01,
+    instability_explains: bool = True,
 ) -> Evidence | None:
     """Validation loss rises from its best while the training loss keeps falling.
 
@@ -32,6 +36,13 @@ def overfitting(
     step: the raw best evaluation within the smoothing window of the smoothed best. Evidence has that raw best value, the latest value
     (``rise_pct`` is from one to the other), and ``gap`` = latest val loss - the train loss at (or
     just before) the latest evaluation.
+
+    Not memorisation, so not reported: a training loss that does not really fall over the stretch
+    (by less than ``min_train_fall`` of its level, or ``train_fall_sigmas`` of its robust noise
+    over the stretch: a run stuck at chance level whose
+    val loss blows up is unstable, not overfitting), and, with ``instability_explains``, a val
+    rise that follows a spike of the training loss after the best evaluation (the spike damaged
+    the model; loss-spike reports it).
     """
     vs, v = finite_part(val_loss)
     ts, t = finite_part(train_loss)
@@ -64,7 +75,12 @@ def overfitting(
     h = len(stretch) // 2
     train_then = float(np.median(stretch[: max(h, 1)]))
     train_end = float(np.median(stretch[h:]))
-    if not train_end < train_then:
+    # noise of the stretch itself: the early noise of a loss that fell decades is not its scale
+    if train_then - train_end < min_train_fall * abs(train_then):
+        return None
+    if not train_then - train_end > train_fall_sigmas * noise_sigma(stretch, odd_window(len(stretch), 9, minimum=3)):
+        return None
+    if instability_explains and _spiked_after(train_loss, int(vs[best_i])):
         return None
     latest_step = int(vs[-1])
     latest_val = float(v[-1])
@@ -94,3 +110,11 @@ def overfitting(
             "val_noise_sigma": sigma,
         },
     )
+
+
+def _spiked_after(train_loss: Series, step: int) -> bool:
+    """Did the training loss spike at or after ``step`` (loss-spike's detector, its defaults)?"""
+    from .spikes import loss_spike
+
+    ev = loss_spike(train_loss, attribute_to_gradients=False)
+    return ev is not None and any(s >= step for s in ev.steps)

@@ -27,6 +27,7 @@ from .divergence import nonfinite_counts, persistent_nonfinite, value_word
 def loss_spike(
     train_loss: Series,
     grad_norm: Series | None = None,
+    val_loss: Series | None = None,
     *,
     window: int = 21,
     noise_window: int = 41,
@@ -40,6 +41,7 @@ def loss_spike(
     attribute_to_gradients: bool = True,
     log_domain_decades: float = 2.0,
     min_ratio_log_domain: float = 3.0,
+    judge_val_loss: bool = True,
     min_points: int = 12,
 ) -> Evidence | None:
     """Sudden jumps of the loss far above its recent level that come back down.
@@ -72,7 +74,43 @@ def loss_spike(
     baseline and come back below the geometric midpoint of its jump. Points from where the loss or
     the grad norm stays non-finite on are divergence's, not judged here; spikes before it are
     reported beside the divergence (repeated blow-ups that recovered, then a final one).
+
+    With ``judge_val_loss`` and a logged ``val_loss``, a run whose train loss has no spike has its
+    validation loss judged the same way (no gradient attribution): some spikes show only there
+    (an eval after a damaging step), and epoch-level logs often have the val loss as their only
+    other curve. The finding's ``series`` says which curve spiked.
     """
+    params = {k: v for k, v in locals().items() if k not in ("train_loss", "grad_norm", "val_loss", "judge_val_loss")}
+    ev = _spikes(train_loss, grad_norm, **params)
+    if ev is not None:
+        return Evidence(ev.start_step, ev.end_step, ev.steps, {**ev.values, "series": "train loss"})
+    if val_loss is None or not judge_val_loss:
+        return None
+    ev = _spikes(val_loss, None, **params)
+    if ev is None:
+        return None
+    return Evidence(ev.start_step, ev.end_step, ev.steps, {**ev.values, "series": "val loss"})
+
+
+def _spikes(
+    train_loss: Series,
+    grad_norm: Series | None = None,
+    *,
+    window: int = 21,
+    noise_window: int = 41,
+    z_threshold: float = 20.0,
+    min_rise_over_range: float = 0.5,
+    max_gap: int = 2,
+    recover_fraction: float = 0.5,
+    recover_within: float = 0.3,
+    max_events: int = 20,
+    ignore_start_fraction: float = 0.05,
+    attribute_to_gradients: bool = True,
+    log_domain_decades: float = 2.0,
+    min_ratio_log_domain: float = 3.0,
+    min_points: int = 12,
+) -> Evidence | None:
+    """The spikes of one loss curve (see :func:`loss_spike`)."""
     steps, raw = finite_part(train_loss)
     n = len(raw)
     if n < min_points:
@@ -90,7 +128,14 @@ def loss_spike(
         thresh = np.maximum(z_threshold * sigma, float(np.log(min_ratio_log_domain)))
     else:
         rng = float(np.percentile(med, 95) - np.percentile(med, 5))
-        thresh = np.maximum(z_threshold * sigma, min_rise_over_range * rng)
+        size = np.full(n, min_rise_over_range * rng)
+        if bool(np.all(raw > 0)):
+            # late in a falling run half the whole range is many times the current level: a
+            # jump to min_ratio_log_domain x the trailing baseline is big enough (a per-step
+            # spike averaged into an epoch mean shows as ~2-3x)
+            base0 = trailing_median(x, w)
+            size = np.minimum(size, np.nan_to_num((min_ratio_log_domain - 1.0) * base0, nan=np.inf))
+        thresh = np.maximum(z_threshold * sigma, size)
     if not bool(np.any(thresh > 0)):
         return None
     base = trailing_median(x, w)

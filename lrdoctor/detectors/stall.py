@@ -40,6 +40,17 @@ def _transient(x: np.ndarray, max_points: int, fraction: float, noise_tol: float
     return (int(near[0]) if len(near) else m), rel
 
 
+def _chance_classes(level: float, max_classes: int, tolerance: float) -> int | None:
+    """k when ``level`` is within ``tolerance`` (relative) of ln k, the cross-entropy of a uniform
+    guess over k classes (k = 2 .. max_classes), else None."""
+    if max_classes < 2 or not level > 0:
+        return None
+    k = np.arange(2, max_classes + 1)
+    off = np.abs(level - np.log(k)) / np.log(k)
+    i = int(np.argmin(off))
+    return int(k[i]) if off[i] <= tolerance else None
+
+
 def _lr_decay(lr: Series | None, from_step: int) -> float | None:
     """LR at the end over LR at ``from_step`` (None when the LR is not logged there)."""
     if lr is None:
@@ -54,7 +65,8 @@ def _lr_decay(lr: Series | None, from_step: int) -> float | None:
 
 @param_ranges(window=">=1", edge_fraction="(0..1]", flat_drop_sigmas=">=0", max_transient_points=">=0",
               flat_relative_change=">=0", max_relative_change=">=0", stall_drop_sigmas=">=0",
-              max_stall_trend="-1..1", min_stall_fraction="(0..1]", lr_decay_ratio=">=0", min_points=">=0")
+              max_stall_trend="-1..1", min_stall_fraction="(0..1]", lr_decay_ratio=">=0", min_points=">=0",
+              chance_max_classes=">=0", chance_tolerance=">=0", chance_relative_change=">=0")
 def plateau(
     train_loss: Series,
     lr: Series | None = None,
@@ -71,7 +83,10 @@ def plateau(
     lr_decay_ratio: float = 0.5,
     flag_never_moves: bool = True,
     flag_stalls: bool = False,
-    min_points: int = 10,
+    chance_max_classes: int = 10,
+    chance_tolerance: float = 0.01,
+    chance_relative_change: float = 0.05,
+    min_points: int = 8,
 ) -> Evidence | None:
     """The training loss never moves from where it started (``flag_never_moves``), or stops
     improving for a long stretch while the LR is not being decayed (``flag_stalls``).
@@ -92,6 +107,12 @@ def plateau(
     downward rank trend (Spearman > ``max_stall_trend``), for at least ``min_stall_fraction`` of
     the run, while the LR (when logged) ends above ``lr_decay_ratio`` x its value at the onset.
     Without a logged LR the stall must cover twice ``min_stall_fraction`` (capped at 0.9).
+
+    *At chance level*: a loss that ends within ``chance_tolerance`` (relative) of ln k for
+    k = 2 .. ``chance_max_classes`` -- the cross-entropy of a uniform guess over k classes -- and
+    moved less than ``chance_relative_change`` of its level after the transient never learned,
+    even when it crept down by more than ``flat_relative_change``: epoch-averaged logs are so
+    smooth that a 1.5% fall over 20 epochs is many noise units, yet the model still guesses.
 
     The two branches are separate switches because a long flat tail at a constant LR is as often
     a converged run (or a memorised training set) as a stuck one: the canonical ``plateau`` rule
@@ -125,15 +146,20 @@ def plateau(
         never_moves = within_noise
     else:
         never_moves = rel < flat_relative_change or (within_noise and rel < max_relative_change)
+    chance = _chance_classes(end_value, chance_max_classes, chance_tolerance) if rel is not None else None
+    if not never_moves and chance is not None and rel < chance_relative_change:
+        never_moves = True
     if never_moves and len(rest) >= min_points:
         if not flag_never_moves:
             return None
         values.update(kind="never_moves", stall_fraction=1.0, lr_ratio=_lr_decay(lr, int(steps[k])))
         change = f"{100 * rel:.2g}%, " if rel is not None else ""
         after = f" after a {k}-point initial transient ({float(x[0]):.4g} -> {float(x[k]):.4g})" if k else ""
+        values["chance_classes"] = chance
+        at_chance = f"; it sits at ln {chance} = {np.log(chance):.4g}, a uniform guess over {chance} classes" if chance else ""
         values["detail"] = (
             f"train loss never moved from {start_value:.4g} to {end_value:.4g} "
-            f"({change}{total_drop / sigma:.1f} noise units){after}"
+            f"({change}{total_drop / sigma:.1f} noise units){after}{at_chance}"
         )
         return Evidence(int(steps[k]), int(steps[-1]), (int(steps[k]),), values)
 
