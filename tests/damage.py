@@ -19,11 +19,18 @@ byte_damage = st.one_of(
     st.tuples(st.just("delete"), st.floats(0, 1), st.integers(1, 60)),
 )
 
-text_damage = st.one_of(
+bad_bytes = st.one_of(
     st.tuples(st.just("invalid_utf8"), st.floats(0, 1),
               st.sampled_from([b"\xff", b"\xfe\xff", b"\xc3", b"\xed\xa0\x80", b"\x80abc", b"\xff\xfe"])),
     st.tuples(st.just("huge"), st.floats(0, 1), st.sampled_from([b"9", b"x", b" ", b"\xff", b",", b"\n"]),
               st.integers(100_000, 2_000_000)),
+)
+
+#: For binary logs (event files, .wandb, SQLite): no re-encoding, which only text survives.
+binary_damage = st.one_of(byte_damage, bad_bytes)
+
+text_damage = st.one_of(
+    bad_bytes,
     st.tuples(st.sampled_from(SAME_TEXT)),
     st.tuples(st.just("line_ends"), st.lists(st.sampled_from([b"\r\n", b"\r", b"\n"]), min_size=1, max_size=8)),
 )

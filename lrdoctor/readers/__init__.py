@@ -74,7 +74,7 @@ def find_run_sources(path: str | Path, format: str | None = None) -> list[RunSou
     finder = Finder(READERS, forced=forced, is_lfs_pointer=is_lfs_pointer)
     if not path.exists():
         raise NoRunsFoundError(f"no such file or directory: {path}")
-    if path.is_file():
+    if not path.is_dir():  # a file, or a FIFO/device that for_file refuses by name
         return _expand([finder.for_file(path)], path.parent)
     sources = _expand(finder.for_tree(path), path)
     if not sources:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .base import FINDINGS_FILE, ORIGIN_FILE, Reader, RunSource
 from .hf_trainer_state import FILE_NAME as HF_FILE
 from .hf_trainer_state import global_step_of
 from .mlflow import is_run_dir, metric_files, run_name
+from .textfile import check_regular, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +60,32 @@ def _lfs_fallback(head: bytes) -> bool:
 
 
 def _head(path: Path) -> bytes:
+    """The first bytes of a file found in a tree; b"" (and a warning) when it cannot be read or is
+    no regular file: opening a FIFO blocks until someone writes, /dev/zero never ends."""
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            log.warning("%s: not a regular file (%s); skipped", path, kind_of(st.st_mode))
+            return b""
+        with path.open("rb") as fh:
+            return fh.read(HEAD_BYTES)
+    except OSError as exc:
+        log.warning("%s: cannot read (%s); skipped", path, exc.strerror or exc)
+        return b""
+
+
+def _head_of_file(path: Path) -> bytes:
+    """The first bytes of the file named on the command line: any failure is the error."""
+    check_regular(path)
     try:
         with path.open("rb") as fh:
             return fh.read(HEAD_BYTES)
     except OSError as exc:
-        log.warning("%s: cannot read (%s); skipped", path, exc)
-        return b""
+        raise LogFormatError(f"cannot read: {exc.strerror or exc}", path=str(path)) from exc
+
+
+def _unlistable(exc: OSError) -> None:
+    log.warning("%s: cannot list directory (%s); skipped", exc.filename, exc.strerror or exc)
 
 
 class Finder:
@@ -83,7 +105,7 @@ class Finder:
 
     # -- single file ---------------------------------------------------------------------------
     def for_file(self, path: Path) -> RunSource:
-        head = _head(path)
+        head = _head_of_file(path)
         if self.forced is not None:
             fmt = self.forced.name
         elif self.is_lfs(head):
@@ -122,7 +144,9 @@ class Finder:
         tb_runs: dict[Path, list[Path]] = {}
         found: list[tuple[Path, str, Path]] = []  # (run dir, format, file)
         mlflow_runs: list[Path] = []
-        for dirpath, dirnames, filenames in os.walk(root):
+        # Symlinked directories are not followed (os.walk's default): a link to a directory above
+        # would loop forever.
+        for dirpath, dirnames, filenames in os.walk(root, onerror=_unlistable):
             d = Path(dirpath)
             dirnames[:] = sorted(n for n in dirnames if n not in SKIP_DIRS and not n.startswith("."))
             if is_run_dir(d) and self.wants("mlflow"):

@@ -35,6 +35,8 @@ from .tabular import backwards_annotations, cap, duplicate_annotations, one_line
 SQLITE_MAGIC = b"SQLite format 3\x00"
 _TABLES = {"experiments", "runs", "metrics", "params"}
 _DBL_MAX = sys.float_info.max
+#: sqlite3 decodes the messages of a damaged store's errors as UTF-8 and can fail doing so.
+_DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 
 def connect(path: Path) -> tuple[sqlite3.Connection, str | None]:
@@ -42,6 +44,7 @@ def connect(path: Path) -> tuple[sqlite3.Connection, str | None]:
     uri = "file:" + urllib.parse.quote(str(path.resolve()))
     try:
         con = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=10)
+        con.text_factory = _text
         con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         return con, None
     except sqlite3.OperationalError as exc:
@@ -50,14 +53,21 @@ def connect(path: Path) -> tuple[sqlite3.Connection, str | None]:
                                  path=str(path)) from exc
         try:
             con = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True)
+            con.text_factory = _text
             con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-        except sqlite3.DatabaseError as exc2:
+        except _DB_ERRORS as exc2:
             raise LogFormatError(f"cannot open the SQLite database read-only: {one_line(exc2)}",
                                  path=str(path)) from exc2
         return con, (f"opened as immutable (a read-only open failed: {one_line(exc)}); a write "
                      "in progress while reading could be missed")
-    except sqlite3.DatabaseError as exc:
+    except _DB_ERRORS as exc:
         raise LogFormatError(f"not a readable SQLite database: {one_line(exc)}", path=str(path)) from exc
+
+
+def _text(raw: bytes) -> str:
+    """TEXT cells as str; a damaged store's bytes that are not UTF-8 show as U+FFFD instead of
+    raising out of sqlite3's row fetch."""
+    return raw.decode("utf-8", errors="replace")
 
 
 def is_mlflow_db(path: Path, head: bytes) -> bool:
@@ -69,7 +79,7 @@ def is_mlflow_db(path: Path, head: bytes) -> bool:
         return False
     try:
         names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError:
+    except _DB_ERRORS:
         return False
     finally:
         con.close()
@@ -99,7 +109,7 @@ class MLflowSQLiteReader:
         con, _ = connect(path)
         try:
             runs = _runs(con)
-        except sqlite3.DatabaseError as exc:
+        except _DB_ERRORS as exc:
             raise LogFormatError(f"cannot read the MLflow runs table: {one_line(exc)}", path=str(path)) from exc
         finally:
             con.close()
@@ -135,7 +145,8 @@ class MLflowSQLiteReader:
             scalars, notes = _metrics(con, uuid, spath)
             params = {k: _scalar(v) for k, v in con.execute(
                 "SELECT key, value FROM params WHERE run_uuid = ? ORDER BY key", (uuid,))}
-        except sqlite3.DatabaseError as exc:
+        except (*_DB_ERRORS, ValueError, TypeError, OverflowError) as exc:
+            # a damaged store can hold a text or out-of-range cell where a number belongs
             raise LogFormatError(f"cannot read the MLflow database: {one_line(exc)}", path=spath) from exc
         finally:
             con.close()
