@@ -81,9 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         click.echo(f"lrdoctor: error: {exc}", err=True)
         return 2
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
         click.echo("lrdoctor: aborted", err=True)
-        return 130
+        # click turns Ctrl-C into Abort; a SIGTERM turned into an interrupt carries its own code (143)
+        return getattr(exc.__cause__, "exit_code", 130)
     except click.ClickException as exc:
         if debug:
             raise
@@ -113,8 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         click.echo(f"lrdoctor: error: {where}{exc.strerror or exc}", err=True)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        # Ctrl-C: 128 + SIGINT; a SIGTERM turned into an interrupt carries its own (143)
+        return getattr(exc, "exit_code", 130)
     try:
         sys.stdout.flush()
     except BrokenPipeError:

@@ -36,6 +36,8 @@ def run_without(blocked: list[str], argv: list[str], cwd: Path) -> subprocess.Co
 @pytest.mark.parametrize("blocked, argv, message", [
     (["torch"], ["verify", str(SAMPLE / "divergence-mlp-lightning"), "--out", "v"],
      "lrdoctor: error: rerunning a built-in workload needs torch: pip install 'lrdoctor[torch]'"),
+    (["torch"], ["verify", str(SAMPLE / "divergence-mlp-lightning"), "--device", "cuda", "--out", "v"],
+     "lrdoctor: error: --device cuda needs torch: pip install 'lrdoctor[torch]'"),
     (["ray"], ["verify", str(SAMPLE / "divergence-mlp-lightning"), "--executor", "ray", "--out", "v"],
      "lrdoctor: error: --executor ray needs ray: pip install 'lrdoctor[ray]'"),
     (["pyarrow"], ["export", str(SAMPLE / "divergence-mlp-lightning"), "-o", "v/points.parquet"],
@@ -43,7 +45,7 @@ def run_without(blocked: list[str], argv: list[str], cwd: Path) -> subprocess.Co
     (["tensorboardX"], ["verify", str(SAMPLE / "loss-spike-cnn-tensorboardx"), "--out", "v"],
      "lrdoctor: error: rerunning a built-in workload in the tensorboardx format needs tensorboardX: "
      "pip install tensorboardX"),
-], ids=["torch", "ray", "pyarrow", "tensorboardX"])
+], ids=["torch", "torch-cuda", "ray", "pyarrow", "tensorboardX"])
 def test_missing_dependency_is_one_line_before_any_work(tmp_path, blocked, argv, message):
     proc = run_without(blocked, argv, tmp_path)
     assert proc.returncode == 2, proc.stderr

@@ -17,9 +17,11 @@ from lrdoctor.verify.backends import (
     run_rerun,
     task_digest,
 )
-from lrdoctor.verify.executors import LocalPoolExecutor, SerialExecutor
+from lrdoctor.verify.executors import LocalPoolExecutor, RerunTimeout, SerialExecutor
+from tests.proc_helpers import pids, survivors, wait_for
 
 SCRIPT = str(Path(__file__).with_name("verify_train.py"))
+MISBEHAVE = str(Path(__file__).with_name("verify_misbehave.py"))
 
 
 def torch_threads(_task) -> tuple[int, str]:
@@ -106,6 +108,19 @@ def test_ray_executor_and_cli_on_one_local_instance(tmp_path, capsys, monkeypatc
         ex = RayExecutor(gpus_per_task=0)
         out = dict(ex.run(run_rerun, tasks))
         res = dict(ex.run(boom, [1, 2]))
+        # a hung rerun is killed at its timeout on the Ray node, with its grandchild
+        hang = python_command(MISBEHAVE, "--mode", "hang", "--pidfile", str(tmp_path / "pids"), "--logdir", "{logdir}")
+        (timed,) = dict(ex.run(run_rerun, tasks_for(tmp_path / "hang", hang, seeds=(0,)), [2.0])).values()
+        timed_pids = survivors(pids(tmp_path))
+        # an interrupted verify: the generator is dropped while two reruns hang; their Ray tasks are
+        # cancelled and take their process groups down
+        ok = python_command(MISBEHAVE, "--mode", "ok", "--logdir", "{logdir}")
+        gen = ex.run(run_rerun, [*tasks_for(tmp_path / "ok", ok, seeds=(0,)),
+                                 *tasks_for(tmp_path / "cancel", hang, seeds=(1, 2))])
+        first = next(gen)
+        wait_for(lambda: len(pids(tmp_path)) == 6, "two more hung reruns")
+        gen.close()
+        cancelled_pids = survivors(pids(tmp_path), wait_s=30)
         capsys.readouterr()
         rc = main(["verify", str(run), "--rule", "divergence", "--proposal", "patch", "--patch", '{"lr": 0.1}',
                    "--budget-steps", "150", "--executor", "ray", "--out", str(tmp_path / "v"), "--json"])
@@ -115,6 +130,9 @@ def test_ray_executor_and_cli_on_one_local_instance(tmp_path, capsys, monkeypatc
     assert all(o.ok for o in out.values()), [o.stderr_tail for o in out.values()]
     assert final_loss(out[0].logdir) != final_loss(out[1].logdir)
     assert res[0] == 10 and isinstance(res[1], Exception) and "exploded" in str(res[1])
+    assert isinstance(timed, RerunTimeout) and "timed out after 2 s" in str(timed)
+    assert timed_pids == [] and cancelled_pids == []
+    assert first[1].ok
     doc = json.loads(capsys.readouterr().out)  # stdout stays pure JSON with Ray running
     (v,) = [v for r in doc["runs"] for v in r["verdicts"]]
     assert rc == 0 and v["verdict"] == "CONFIRMED", v["reason"]

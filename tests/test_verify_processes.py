@@ -19,6 +19,7 @@ import pytest
 
 from lrdoctor.cli import main
 from lrdoctor.verify.executors import LocalPoolExecutor, RerunKilled, RerunTimeout
+from tests.proc_helpers import pids, survivors, wait_for
 
 SCRIPT = str(Path(__file__).with_name("verify_misbehave.py"))
 PY = shlex.quote(sys.executable)
@@ -45,33 +46,6 @@ def template(mode: str, tmp: Path) -> str:
 def verify_args(run: Path, out: Path, train: str, *extra: str) -> list[str]:
     return ["verify", str(run), "--patch", "{}", "--proposal", "patch", "--seeds", "3", "--budget-steps", "20",
             "--jobs", "6", "--out", str(out), "--train", train, "--json", *extra]
-
-
-def pids(tmp: Path) -> list[int]:
-    f = tmp / "pids"
-    return [int(x) for x in f.read_text().split()] if f.exists() else []
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting to be reaped is dead: it runs nothing and holds nothing)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def survivors(ps: list[int], wait_s: float = 5.0) -> list[int]:
-    end = time.monotonic() + wait_s
-    while (left := [p for p in ps if alive(p)]) and time.monotonic() < end:
-        time.sleep(0.1)
-    return left
 
 
 def only_verdict(text: str) -> dict:
@@ -141,14 +115,6 @@ def spawn_verify(run: Path, out: Path, train: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def wait_for(cond, what: str, timeout_s: float = 90.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_stopped_verify_leaves_no_process_keeps_finished_reruns_and_resumes(tmp_path, capsys, sig):
     """Seed 0's reruns finish, seeds 1 and 2 hang (each with a grandchild). A second verify on the
@@ -173,7 +139,7 @@ def test_stopped_verify_leaves_no_process_keeps_finished_reruns_and_resumes(tmp_
         _, stderr = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode == (130 if sig != signal.SIGKILL else -signal.SIGKILL), stderr
+    assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}[sig], stderr
     if sig != signal.SIGKILL:
         assert "interrupted: every rerun was stopped" in stderr and "Traceback" not in stderr
     assert survivors(pids(tmp_path)) == []

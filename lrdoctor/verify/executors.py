@@ -66,6 +66,10 @@ def _init_worker() -> None:
         torch.set_num_threads(1)
 
 
+#: longest wait for a worker before checking timeouts and cancellation again
+POLL_S = 0.5
+
+
 class RerunTimeout(Exception):
     """A rerun outlived its timeout; it was killed with every process it started."""
 
@@ -106,7 +110,9 @@ class LocalPoolExecutor(Executor):
                     busy.append(w)
                     w.submit(i, fn, tasks[i], timeouts[i] if timeouts else None)
                 deadlines = [w.deadline for w in busy if w.deadline is not None]
-                wait_s = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+                # Bounded, never a blocking wait: Ray cancels a task by raising KeyboardInterrupt in
+                # its thread, which Python delivers only between bytecodes, not inside select()
+                wait_s = min([POLL_S, *(max(0.0, d - time.monotonic()) for d in deadlines)])
                 wait([x for w in busy for x in (w.conn, w.process.sentinel)], timeout=wait_s)
                 for w in list(busy):
                     got = self._collect(w)

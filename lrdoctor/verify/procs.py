@@ -41,8 +41,9 @@ def signal_text(returncode: int) -> str:
 
 def kill_group(pid: int) -> None:
     """SIGKILL the process group led by ``pid`` (gone already: nothing to do)."""
-    with suppress(ProcessLookupError, PermissionError, OSError):
-        os.killpg(pid, signal.SIGKILL)
+    if hasattr(os, "killpg"):  # not on Windows, where only the worker itself is killed
+        with suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def _die_with_parent() -> None:
@@ -64,8 +65,9 @@ def _die_with_parent() -> None:
 def worker_main(conn: Any, init: Any = None) -> None:
     """Body of a worker process: ``(fn, task)`` in; ``("started", None)`` then ``("ok", result)`` or
     ``("err", exception)`` out; until ``None`` or the parent goes away."""
-    os.setsid()
-    _die_with_parent()
+    if hasattr(os, "setsid"):
+        os.setsid()
+        _die_with_parent()
     if init is not None:
         init()
     while True:
@@ -122,6 +124,12 @@ class Worker:
             self.conn.close()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwinding like Ctrl-C; the command exits 128 + SIGTERM."""
+
+    exit_code = 128 + int(signal.SIGTERM)
+
+
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM (a scheduler's stop, ``kill``) unwinds like Ctrl-C for the block, so the executors'
@@ -132,7 +140,7 @@ def terminate_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+        raise Terminated(f"signal {signal.Signals(signum).name}")
 
     old = signal.signal(signal.SIGTERM, interrupt)
     try:

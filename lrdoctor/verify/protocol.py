@@ -103,6 +103,10 @@ def resolve_device(device: str) -> str:
 
         has_cuda = bool(torch.cuda.is_available())
     except ImportError:
+        if device == "cuda":
+            from .._optional import require
+
+            require("torch", "--device cuda")
         has_cuda = False
     if device == "cuda" and not has_cuda:
         raise VerifyError("--device cuda: torch sees no CUDA device")
