@@ -64,12 +64,28 @@ def test_nan_loss_is_reported_at_the_first_check_and_a_blow_up_is_provisional_fi
     assert [(e.kind, e.finding.rule) for e in ev] == [(EventKind.NEW, "divergence")]
     assert ev[0].finding.start_step <= 200
 
+    # 10x its best and flat: held back until it has stood 50 more points (a bad batch's aftermath
+    # can look like this for tens of points)
     eng = LiveEngine(proposals=False)
     _feed_until(eng, healthy)
-    assert _feed_until(eng, 40.0 + rng.random(20), start=200) == []  # finite blow-up: held back
+    assert _feed_until(eng, 3.0 + 0.1 * rng.random(30), start=200) == []
     assert "divergence" in eng.provisional
-    ev = _feed_until(eng, 40.0 + rng.random(60), start=220)
+    ev = _feed_until(eng, 3.0 + 0.1 * rng.random(60), start=230)
     assert [(e.kind, e.finding.rule) for e in ev] == [(EventKind.NEW, "divergence")]
+    assert ev[0].at_step >= 200 + 50
+
+    # 1e4x its best and not coming down: reported once it has stood 10 points
+    eng = LiveEngine(proposals=False)
+    _feed_until(eng, healthy)
+    ev = _feed_until(eng, 3000.0 * (1 + 0.1 * rng.random(30)), start=200)
+    assert [(e.kind, e.finding.rule) for e in ev] == [(EventKind.NEW, "divergence")]
+    assert ev[0].at_step <= 200 + 10 + CHECK_EVERY
+
+    # the same height falling steadily back (a spike recovering): not reported as divergence
+    eng = LiveEngine(proposals=False)
+    _feed_until(eng, healthy)
+    decay = 3000.0 * np.exp(-np.arange(40) / 4.0) + 0.3
+    assert not [e for e in _feed_until(eng, decay, start=200) if e.finding.rule == "divergence"]
 
 
 def test_new_findings_carry_proposals():

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model import Series
-from .base import Evidence, finite_part, listed, odd_window, param_ranges, rolling_median
+from .base import Evidence, finite_part, listed, odd_window, param_ranges, rolling_median, spearman_trend
 
 
 def _nonfinite(series: Series | None) -> tuple[np.ndarray, np.ndarray]:
@@ -146,6 +146,11 @@ class _BlowUp:
     peak: int  # index of the highest raw value in the blown-up tail
     positive: bool
     smooth_best: float
+    #: for how many points the loss has stayed blown up, and the rank trend of its last (up to
+    #: 20) points (-1: falling steadily): what tells a live check, before the future is known,
+    #: a divergence from a spike that is coming back down
+    sustained: int = 0
+    tail_trend: float = 0.0
 
 
 def _blow_up(x: np.ndarray, *, smooth_window: int, ratio_over_best: float, linear_rise_over_range: float,
@@ -184,7 +189,8 @@ def _blow_up(x: np.ndarray, *, smooth_window: int, ratio_over_best: float, linea
     top, end, low = float(np.max(level[tail:])), float(np.median(level[n - sustain:])), float(level[best])
     if top > low and end - low < (1.0 - recovered_share) * (top - low):
         return None
-    return _BlowUp(onset, best, peak, positive, float(s[best]))
+    return _BlowUp(onset, best, peak, positive, float(s[best]), int(n - tail),
+                   spearman_trend(x[max(tail, n - 20):]) if n - tail >= 3 else 0.0)
 
 
 @param_ranges(smooth_window=">=1", ratio_over_best=">0", linear_rise_over_range=">0", min_sustain_fraction="0..1",
@@ -265,6 +271,8 @@ def divergence(
             "peak_step": int(steps[bu.peak]),
             "ratio": ratio,
             "final": float(x[-1]),
+            "sustained_points": bu.sustained,
+            "tail_trend": bu.tail_trend,
             "detail": (
                 f"train loss rose from {{axis}} {onset} to {peak:.4g} at {{axis}} {int(steps[bu.peak])}"
                 + (f" ({ratio:.1f}x its best {best:.4g})" if bu.positive else f" from its best {best:.4g}")

@@ -180,6 +180,17 @@ class LiveEngine:
         self._buffer(tag).extend(np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64))
         self.last_step = max(self.last_step, int(np.max(steps)))
 
+    def truncate(self, last_step: int) -> None:
+        """Forget the points after ``last_step`` and every finding (a rollback restored the model of
+        that step: what came after is not this training's history any more)."""
+        for buf in self._buffers.values():
+            keep = np.flatnonzero(buf.steps[:buf.n] <= last_step)
+            k = len(keep)
+            buf.steps[:k], buf.values[:k] = buf.steps[keep], buf.values[keep]
+            buf.n = k
+        self._state.clear()
+        self.last_step = min(self.last_step, int(last_step))
+
     @property
     def roles(self) -> dict[str, str]:
         if self._roles_stale:
