@@ -61,7 +61,7 @@ class Controller:
     def __init__(self, optimizer, model=None, *, patch: dict[str, Any] | None = None,
                  max_steps: int | None = None, logdir: str | os.PathLike | None = None,
                  scheduler=None, seed: int | None = None, raise_at_budget: bool = False,
-                 log_every: int = 1, active: bool = True):
+                 log_every: int = 1, active: bool = True, live: Any = None):
         self.model = model
         self.optimizer = optimizer
         self.patch = dict(patch or {})
@@ -80,13 +80,19 @@ class Controller:
             self._file = open(Path(logdir) / METRICS_FILE, "a", buffering=1)  # noqa: SIM115 - lives with self
         if self.patch:
             self._apply(self.patch)
+        # the rules while it trains (lrdoctor.live.guard): live="warn" | "stop" | "rollback" | GuardOptions
+        self.guard = self._hooks = None
+        if live is not None:
+            from .live.loop import make_guard
+
+            self.guard, self._hooks = make_guard(self, live, logdir, Path(logdir).name if logdir else "train")
 
     # ---------------------------------------------------------------- construction
 
     @classmethod
     def from_env(cls, optimizer, model=None, *, scheduler=None, logdir: str | None = None,
                  raise_at_budget: bool = False, env: dict[str, str] | None = None,
-                 log_every: int = 1) -> Controller:
+                 log_every: int = 1, live: Any = None) -> Controller:
         """Read the harness's environment variables; a pass-through when they are absent.
 
         ``scheduler`` is the script's own LR scheduler: the controller steps it, and replaces it
@@ -97,7 +103,8 @@ class Controller:
         env = os.environ if env is None else env
         raw = env.get(ENV_CONFIG)
         if raw is None and ENV_LOGDIR not in env:
-            return cls(optimizer, model, scheduler=scheduler, logdir=logdir, active=False, log_every=log_every)
+            return cls(optimizer, model, scheduler=scheduler, logdir=logdir, active=False, log_every=log_every,
+                       live=live)
         try:
             patch = json.loads(raw) if raw else {}
         except ValueError as exc:
@@ -111,7 +118,7 @@ class Controller:
         return cls(
             optimizer, model, patch=patch, max_steps=int(max_steps) if max_steps else None,
             logdir=env.get(ENV_LOGDIR) or logdir, scheduler=scheduler, seed=seed,
-            raise_at_budget=raise_at_budget, log_every=log_every,
+            raise_at_budget=raise_at_budget, log_every=log_every, live=live,
         )
 
     def _base_config(self, max_steps: int):
@@ -173,6 +180,8 @@ class Controller:
 
     @property
     def should_stop(self) -> bool:
+        if self.guard is not None and self.guard.stopped:
+            return True
         return self.active and self.max_steps is not None and self.step_count >= self.max_steps
 
     @property
@@ -200,13 +209,19 @@ class Controller:
         if self.clip_grad_value is not None:
             torch.nn.utils.clip_grad_value_(params, self.clip_grad_value)
         lr = self.lr
+        if self.guard is not None and self.guard.skipping:  # a rollback skips the batches after it
+            self.optimizer.zero_grad(set_to_none=True)
+            self.guard.skipped_one()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step_count += 1
         if self.scheduler is not None and not _is_plateau(self.scheduler):
             self.scheduler.step()
+        loss_value = float(loss.detach())
         if self.step_count % self.log_every == 0:
-            self.log(train_loss=float(loss.detach()), grad_norm=gnorm, lr=lr)
+            self.log(train_loss=loss_value, grad_norm=gnorm, lr=lr)
+        if self.guard is not None:
+            self.guard.observe(self.step_count, {"train_loss": loss_value, "grad_norm": gnorm, "lr": lr}, self._hooks)
         if self.should_stop and self.raise_at_budget:
             raise StopTraining(self.step_count)
         return gnorm
@@ -219,10 +234,14 @@ class Controller:
             self._file.write(json.dumps(row) + "\n")
         else:
             log.debug("step %s: %s", row["step"], metrics)
+        if "val_loss" in metrics and self.guard is not None:
+            self.guard.engine.add(row["step"], {"val_loss": float(metrics["val_loss"])})
         if "val_loss" in metrics and self.scheduler is not None and _is_plateau(self.scheduler):
             self.scheduler.step(metrics["val_loss"])
 
     def close(self) -> None:
+        if self.guard is not None and not self.guard.stopped and not self.guard.finished:
+            self.guard.finish()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -273,30 +292,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# Framework callbacks are defined only when their framework is importable; neither is installed
-# in lrdoctor's test environment, so they are untested there.
-try:  # pragma: no cover
-    from transformers import TrainerCallback as _HFCallback
-except ImportError:  # pragma: no cover
-    _HFCallback = None
+def __getattr__(name: str) -> Any:
+    # The HF callback lives with the other framework integrations, so that importing the
+    # controller (``lrdoctor.Controller``) never imports transformers.
+    if name == "HFVerifyCallback":
+        from .integrations.hf import HFVerifyCallback
 
-if _HFCallback is not None:  # pragma: no cover
-
-    class HFVerifyCallback(_HFCallback):
-        """Stops a HuggingFace Trainer at the harness's budget. The Trainer does the logging
-        (``trainer_state.json``, which lrdoctor reads); LR/clipping come from the patch through
-        ``TrainingArguments`` - see :func:`hf_training_overrides`."""
-
-        def __init__(self, env: dict[str, str] | None = None):
-            from .verify.backends import ENV_MAX_STEPS
-
-            env = os.environ if env is None else env
-            self.max_steps = int(env[ENV_MAX_STEPS]) if env.get(ENV_MAX_STEPS) else None
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if self.max_steps is not None and state.global_step >= self.max_steps:
-                control.should_training_stop = True
-            return control
+        return HFVerifyCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def hf_training_overrides(env: dict[str, str] | None = None) -> dict[str, Any]:

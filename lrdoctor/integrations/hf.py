@@ -96,3 +96,22 @@ class LRDoctorCallback(TrainerCallback):
             self.guard.finish()
 
 
+
+
+class HFVerifyCallback(TrainerCallback):
+    """Stops a HuggingFace Trainer at the ``lrdoctor verify`` harness's budget. The Trainer does the
+    logging (``trainer_state.json``, which lrdoctor reads); LR/clipping come from the patch through
+    ``TrainingArguments`` -- see :func:`lrdoctor.controller.hf_training_overrides`."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        import os
+
+        from ..verify.backends import ENV_MAX_STEPS
+
+        env = os.environ if env is None else env
+        self.max_steps = int(env[ENV_MAX_STEPS]) if env.get(ENV_MAX_STEPS) else None
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self.max_steps is not None and state.global_step >= self.max_steps:
+            control.should_training_stop = True
+        return control

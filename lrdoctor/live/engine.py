@@ -32,6 +32,10 @@ from ..roles import RoleView, resolve_roles
 
 log = logging.getLogger(__name__)
 
+#: a whole-run rule is run again once the run has grown by this factor (8 times per doubling,
+#: the span its live policy waits for before confirming)
+RECHECK_GROWTH = 2 ** (1 / 8)
+
 
 class EventKind(str, enum.Enum):
     NEW = "new"
@@ -153,6 +157,7 @@ class LiveEngine:
         self._roles: dict[str, str] = {}
         self._roles_stale = True
         self._state: dict[str, _State] = {}
+        self._last: dict[str, tuple[int, Finding | None]] = {}  # per rule: points, answer at its last run
         self._run = Run(name=self.name, source=self.source, format="live", hparams=self.hparams,
                         step_axis=self.step_axis)
 
@@ -189,6 +194,7 @@ class LiveEngine:
             buf.steps[:k], buf.values[:k] = buf.steps[keep], buf.values[keep]
             buf.n = k
         self._state.clear()
+        self._last.clear()
         self.last_step = min(self.last_step, int(last_step))
 
     @property
@@ -204,21 +210,44 @@ class LiveEngine:
 
     # ------------------------------------------------------------------ checking
 
-    def findings(self, superseders: set[str] | None = None) -> list[Finding]:
+    def findings(self, superseders: set[str] | None = None, *, final: bool = True) -> list[Finding]:
         """The rules' findings on everything fed so far (without proposals).
 
         Offline, a finding is dropped when a rule it is ``superseded_by`` fires; live, only
         when that rule's finding is among ``superseders`` (confirmed ones): a provisional
         divergence must not hide a loss spike it may turn out not to be. ``None``: as offline.
+
+        With ``final=False`` a rule is run again only when its data changed enough to change its
+        answer (see :meth:`_due`); otherwise its last answer stands.
         """
         from ..engine.runner import _SeriesCache, run_rule
 
         view = _PrefixView(self._run, self.roles, self._buffers)
         cache = _SeriesCache(view)  # type: ignore[arg-type]
-        found = [f for f in (run_rule(r, view, cache) for r in self._rules) if isinstance(f, Finding)]  # type: ignore[arg-type]
+        found = []
+        for rule in self._rules:
+            n = self._points(rule)
+            if final or self._due(rule, n):
+                out = run_rule(rule, view, cache)  # type: ignore[arg-type]
+                self._last[rule.name] = (n, out if isinstance(out, Finding) else None)
+            f = self._last[rule.name][1]
+            if f is not None:
+                found.append(f)
         fired = {f.rule for f in found} if superseders is None else superseders & {f.rule for f in found}
         by_name = {r.name: r for r in self._rules}
         return [f for f in found if not (set(by_name[f.rule].superseded_by) & fired)]
+
+    def _due(self, rule: Any, n: int) -> bool:
+        """Whether a check must run ``rule`` again: its first required role has new points, and
+        for a whole-run rule (``confirm_growth`` > 1: "never moved") the run grew by RECHECK_GROWTH
+        since it was last run -- its answer is about the run's shape, which a few more points do
+        not change, and its detectors are the costliest (the stall tests take many medians)."""
+        last = self._last.get(rule.name)
+        if last is None:
+            return True
+        if n == last[0]:
+            return False
+        return rule.live.confirm_growth <= 1.0 or n >= last[0] * RECHECK_GROWTH
 
     def check(self, *, final: bool = False) -> list[LiveEvent]:
         """Run the rules on the prefix and return what changed since the last check.
@@ -228,7 +257,7 @@ class LiveEngine:
         withdraws, at once, so the findings then held are exactly ``diagnose``'s.
         """
         confirmed = None if final else {r for r, st in self._state.items() if st.reported is not None}
-        raw = {f.rule: f for f in self.findings(confirmed)}
+        raw = {f.rule: f for f in self.findings(confirmed, final=final)}
         events: list[tuple[EventKind, Finding]] = []
         for rule in self._rules:
             f, st = raw.get(rule.name), self._state.get(rule.name)

@@ -12,7 +12,9 @@ temporary copy of the run holding only the complete units appended since (plus t
   from its start, and only the points beyond those already delivered are kept;
 * files a writer rewrites whole (HF ``trainer_state.json``, a Keras history JSON): read again
   when their size or modification time changes, keeping the points beyond those already
-  delivered; a copy caught half written is left for the next poll.
+  delivered; a copy caught half written is left for the next poll. W&B ``.wandb`` files (framed
+  in 32 KiB blocks whose records span blocks) and MLflow SQLite stores (a database updated in
+  place) are likewise read again, in place, when they change.
 
 The temporary copy mirrors the run's layout (subdirectories of a TensorBoard run name tags), so
 each reader reads it exactly as it reads the real run.
@@ -38,7 +40,13 @@ log = logging.getLogger(__name__)
 
 _LINE_FORMATS = frozenset({"lightning_csv", "keras_csv", "csv", "jsonl", "mlflow"})
 _CSV_FORMATS = frozenset({"lightning_csv", "keras_csv", "csv"})
-_WHOLE_FORMATS = frozenset({"hf_trainer_state", "keras_history"})
+#: read again whole when they change: JSON rewritten whole; a W&B .wandb file (appended, but in
+#: 32 KiB blocks whose records span blocks, so it cannot be read from an arbitrary offset); an
+#: MLflow SQLite store (a database, updated in place)
+_WHOLE_FORMATS = frozenset({"hf_trainer_state", "keras_history", "wandb", "mlflow_sqlite"})
+#: whole formats read in place rather than from a copy (their readers take a consistent view:
+#: SQLite's read transaction, the W&B reader's stop at a half-written block)
+_IN_PLACE = frozenset({"wandb", "mlflow_sqlite"})
 _LEN = struct.Struct("<Q")
 
 
@@ -98,7 +106,7 @@ class RunFollower:
                 chunks[path] = data
         if not chunks:
             return None
-        run = self._read_chunks(chunks)
+        run = self._read_in_place() if fmt in _IN_PLACE else self._read_chunks(chunks)
         if run is None:
             return None
         self.hparams.update(run.hparams)
@@ -114,6 +122,10 @@ class RunFollower:
             stamp = (stat.st_size, stat.st_mtime_ns)
             if stamp == st.stamp:
                 return None
+            if fmt in _IN_PLACE:
+                st.stamp = stamp
+                self.bytes_read += stat.st_size
+                return b"-", True  # the reader reads the file itself
             data = path.read_bytes()
             self.bytes_read += len(data)
             return data, True  # st.stamp is set once the copy parses (see _read_chunks)
@@ -145,6 +157,9 @@ class RunFollower:
             return (st.header + body if body else b""), reset
         st.offset += end
         return data, reset
+
+    def _read_in_place(self) -> Run:
+        return get_reader(self.source.format).read(self.source, ReadOptions(strict=self.strict))
 
     def _read_chunks(self, chunks: dict[Path, bytes]) -> Run | None:
         src = self.source
@@ -214,7 +229,8 @@ class TreeFollower:
             return []
         out = []
         for src in sources:
-            key = str(src.root)  # not the name: an MLflow run's name comes from its meta.yaml
+            # not the name: an MLflow run's name comes from its meta.yaml; one SQLite store holds many runs
+            key = f"{src.root}|{src.extra.get('run_uuid', '')}"
             f = self.runs.get(key)
             if f is None:
                 f = self.runs[key] = RunFollower(src, strict=self.strict)

@@ -28,6 +28,7 @@ import copy
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 ACTIONS = ("warn", "stop", "rollback")
 #: patch keys a running loop can apply (the rest need a restart: warmup, scheduler, batch size)
 LIVE_PATCH_KEYS = ("lr", "lr_scale", "clip_grad_norm")
+#: a loss this many times its best so far is checked at the next interval even over the overhead
+#: budget: the divergence rule confirms a blow-up of 100x at once (rules/divergence.yaml, live)
+URGENT_RATIO = 100.0
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,11 @@ class GuardOptions:
     action: str = "warn"
     severity: str = "error"  # act on confirmed findings at or above this
     check_every: int = 10  # steps between rule checks
-    max_rollbacks: int = 2
+    #: the checks' share of the training's wall time is kept under this: a check that would go
+    #: over waits (None: check every ``check_every`` steps whatever it costs). A non-finite loss
+    #: or grad norm, or a loss URGENT_RATIO x its best, is checked at the next interval regardless.
+    max_overhead: float | None = 0.01
+    max_rollbacks: int = 3
     apply_patch: bool = True  # rollback: apply the best live-applicable proposal's patch
     skip_after: int = 0  # rollback: batches skipped after restoring
     checkpoint_every: int = 25  # rollback: steps between in-memory snapshots
@@ -63,6 +71,8 @@ class GuardOptions:
             raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {self.action!r}")
         if self.severity not in ("info", "warning", "error"):
             raise ValueError(f"severity must be info, warning or error, not {self.severity!r}")
+        if self.max_overhead is not None and not 0 < self.max_overhead <= 1:
+            raise ValueError("max_overhead must be in (0, 1], or None")
         for name in ("check_every", "checkpoint_every", "keep"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -100,6 +110,7 @@ class Guard:
     name: str = "train"
     rollbacks: int = field(default=0, init=False)
     stopped: bool = field(default=False, init=False)
+    finished: bool = field(default=False, init=False)
     records: list[dict[str, Any]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +123,10 @@ class Guard:
         self._lr_scale = 1.0  # cumulative LR factor applied by rollbacks
         self._regime_lr_peak = 0.0  # the largest LR logged since the last rollback
         self._clip: float | None = None
+        self._best_loss = math.inf
+        self._check_seconds = 0.0  # time spent checking ...
+        self._t0: float | None = None  # ... out of the wall time since the first step
+        self.checks = 0
 
     # ------------------------------------------------------------------ the loop
 
@@ -131,20 +146,46 @@ class Guard:
         lr = metrics.get("lr")
         if lr is not None and math.isfinite(lr):
             self._regime_lr_peak = max(self._regime_lr_peak, float(lr))
+        now = time.perf_counter()
         if self._next_check is None:
             self._next_check = step + self.options.check_every
+            self._t0 = now
         events: list[LiveEvent] = []
-        if step >= self._next_check:
+        if step >= self._next_check and (self._urgent(metrics) or self._within_budget(now)):
             self._next_check = step + self.options.check_every
             events = self.engine.check()
+            self.checks += 1
+            self._check_seconds += time.perf_counter() - now
             self._handle(events, step, hooks)
         if (hooks is not None and self.options.action == "rollback" and not self.stopped
                 and step % self.options.checkpoint_every == 0 and _all_finite(metrics)):
             self._snapshot(step, hooks)
         return events
 
+    def _urgent(self, metrics: Mapping[str, float]) -> bool:
+        loss = metrics.get("train_loss")
+        if loss is not None and math.isfinite(loss):
+            self._best_loss = min(self._best_loss, loss)
+        if not _all_finite(metrics):
+            return True
+        return loss is not None and self._best_loss > 0 and loss >= URGENT_RATIO * self._best_loss
+
+    def _within_budget(self, now: float) -> bool:
+        budget = self.options.max_overhead
+        if budget is None or self._t0 is None:
+            return True
+        return self._check_seconds <= budget * (now - self._t0)
+
+    @property
+    def overhead(self) -> float:
+        """The share of wall time spent checking so far."""
+        if self._t0 is None:
+            return 0.0
+        return self._check_seconds / max(time.perf_counter() - self._t0, 1e-9)
+
     def finish(self) -> list[LiveEvent]:
         """The training ended: the last check (findings still standing are final), warned only."""
+        self.finished = True
         events = self.engine.finish()
         for e in events:
             if e.kind is EventKind.NEW and at_least(e.finding.severity, self.options.severity):
