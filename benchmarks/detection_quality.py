@@ -37,7 +37,8 @@ from lrdoctor.engine.spec import load_rules
 from lrdoctor.readers import discover
 from lrdoctor.roles import RoleView
 
-CANONICAL = ("divergence", "loss-spike", "plateau", "overfitting", "exploding-gradients", "vanishing-gradients")
+CANONICAL = ("divergence", "loss-spike", "plateau", "overfitting", "exploding-gradients", "vanishing-gradients",
+             "lr-restart")
 ONSET_TOLERANCE = 0.10
 
 #: short_id -> (expected rules, also acceptable rules, why). From manifest.tsv's eye labels.

@@ -148,3 +148,85 @@ def test_spikes_that_show_only_in_the_val_loss_are_found(tmp_path):
     found = _rules(logdir)
     assert found["loss-spike"].steps == (1490, 2290), found
     assert "in the val loss" in found["loss-spike"].message
+
+
+def _torch_lrs(make_scheduler, steps: int) -> np.ndarray:
+    """The LR a real torch scheduler gives at each optimizer step."""
+    import torch
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=3e-4)
+    sched = make_scheduler(opt)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return np.asarray(out)
+
+
+def test_resume_without_scheduler_state_is_named_as_the_cause(tmp_path):
+    # warmup + cosine over 2000 steps; resumed at step 1200 from a checkpoint without the
+    # scheduler state, so warmup+cosine start again; the grad norm explodes and the loss blows up
+    import torch
+
+    def sched(opt):
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-4, total_steps=2000, pct_start=0.05)
+
+    lr = _torch_lrs(sched, 2000)
+    lr = np.concatenate([lr[:1200], lr[:800]])
+    rng = np.random.default_rng(8)
+    t = np.arange(2000)
+    loss = 2.0 * np.exp(-t / 300) + 0.5 + 0.02 * rng.standard_normal(2000)
+    grad = 1.0 + 0.05 * rng.standard_normal(2000)
+    loss[1230:] += np.linspace(0, 30, 770)
+    grad[1230:] *= 40
+    write_torch(tmp_path, {"train/loss": list(zip(t.tolist(), loss.tolist(), strict=True)),
+                           "train/grad_norm": list(zip(t.tolist(), grad.tolist(), strict=True)),
+                           "train/learning_rate": list(zip(t.tolist(), lr.tolist(), strict=True))})
+    (d,) = diagnose(tmp_path)
+    found = {f.rule: f for f in d.findings}
+    f = found["lr-restart"]
+    assert f.start_step in range(1199, 1202) and f.evidence["kind"] == "jump", f
+    assert f.evidence["grad_exploded"] and "resumes from a checkpoint" in f.message
+    kinds = [p.kind for p in f.proposals]
+    assert kinds[:2] == ["restore_scheduler_state", "rewarmup"], kinds
+    assert "scheduler.load_state_dict" in f.proposals[0].code
+    assert "divergence" in found  # the symptom is still reported beside its cause
+
+
+def _warm_restarts(t0: int, t_mult: int, steps: int) -> np.ndarray:
+    import torch
+
+    return _torch_lrs(lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=t0, T_mult=t_mult), steps)
+
+
+def test_cosine_warm_restarts_that_recover_are_not_flagged(tmp_path):
+    # each restart bumps the loss, which settles lower by the end of the cycle: intended
+    rng = np.random.default_rng(9)
+    lr = _warm_restarts(200, 1, 1000)
+    t = np.arange(1000)
+    phase = t % 200
+    loss = 1.5 * np.exp(-t / 300) + 0.3 + 0.1 * np.exp(-phase / 20) * (t >= 200) + 0.01 * rng.standard_normal(1000)
+    logdir = _lightning_csv(tmp_path, [(int(i), {"train_loss_step": float(a), "lr-SGD": float(b)})
+                                       for i, a, b in zip(t, loss, lr, strict=True)])
+    assert "lr-restart" not in _rules(logdir)
+
+
+def test_cosine_warm_restarts_that_destabilise_are_flagged_with_schedule_fixes(tmp_path):
+    # T_0=150, T_mult=2: from the second restart on, the loss ends each cycle higher than before it
+    rng = np.random.default_rng(10)
+    lr = _warm_restarts(150, 2, 2250)
+    t = np.arange(2250)
+    loss = 1.5 * np.exp(-t / 100) + 0.3 + 0.005 * rng.standard_normal(2250)
+    loss[450:] += 0.3 * (t[450:] - 450) / 1800
+    logdir = _lightning_csv(tmp_path, [(int(i), {"train_loss_step": float(a), "lr-SGD": float(b)})
+                                       for i, a, b in zip(t, loss, lr, strict=True)])
+    (d,) = diagnose(logdir)
+    f = next(f for f in d.findings if f.rule == "lr-restart")
+    assert f.evidence["kind"] == "periodic" and f.evidence["loss_unrecovered"], f
+    assert 450 in f.steps and 150 not in f.steps
+    kinds = [p.kind for p in f.proposals]
+    assert kinds[:2] == ["lower_restart_lr", "longer_restart_period"], kinds
+    longer = f.proposals[1]
+    assert longer.config["scheduler"]["type"] == "CosineAnnealingWarmRestarts"
+    assert longer.config["scheduler"]["T_0"] == 300 and longer.config["scheduler"]["T_mult"] == 2

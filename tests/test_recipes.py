@@ -126,3 +126,22 @@ def test_healthy_is_tuned_so_lr_x10_clearly_hurts(tmp_path, workload):
            .final_val_loss for scale in (1.0, 0.1, 10.0)}
     assert val[0.1] > val[1.0]
     assert val[10.0] > 1.3 * val[1.0] or not np.isfinite(val[10.0])
+
+
+def test_lr_restart_recipe_and_its_fixes(tmp_path, torch_one_thread):
+    """The resume-without-scheduler-state fault restarts the schedule; the two proposal patches
+    the lr-restart rule makes (restore the state; re-warm up) change the rerun as they say."""
+    from lrdoctor.api import diagnose
+
+    res = run(tmp_path, "lr-restart", 0, max_steps=150, schedule_restart_step=130)
+    lr = res.history.lr  # lr[i] is step i + 1's
+    assert lr[129] < 0.1 * lr.max() and lr[130] > 0.9 * lr[:130].max()  # back at the peak at once
+    assert rules(res) == {"lr-restart"} and res.labels[0]["onset_step"] == 131
+    (d,) = diagnose(res.logdir)
+    f = next(f for f in d.findings if f.rule == "lr-restart")
+    patches = {p.kind: p.config for p in f.proposals}
+    fixed = train(res.config.apply_patch(patches["restore_scheduler_state"]), tmp_path / "fixed", "jsonl", device="cpu")
+    assert np.all(np.diff(fixed.history.lr[30:]) <= 1e-12)  # the cosine decays to the end
+    warm = train(res.config.apply_patch(patches["rewarmup"]), tmp_path / "warm", "jsonl", device="cpu")
+    n = patches["rewarmup"]["rewarmup_steps"]
+    assert warm.history.lr[130] < 0.05 * warm.history.lr[130 + n]  # ramps up again over n steps

@@ -39,6 +39,15 @@ def _run(name, loss, lr=None, grad=None, val_every=None, hparams=None, val=None)
     return RoleView.of(Run(name, name, "test", pd.concat(parts, ignore_index=True), hparams=hparams or {}))
 
 
+def _detected(view, rule) -> Finding:
+    from lrdoctor.engine.runner import run_rule
+    from lrdoctor.engine.spec import load_rules
+
+    out = run_rule(next(r for r in load_rules() if r.name == rule), view)
+    assert isinstance(out, Finding), out
+    return out
+
+
 def _finding(rule, start, end=None, steps=()) -> Finding:
     return Finding(rule, Severity.ERROR, start, end if end is not None else N, tuple(steps), "", {})
 
@@ -67,7 +76,19 @@ def _shaped_proposals():
     decayed = _run("decayed", stall, lr=lr4, grad=grad)
     # No LR anywhere: relative proposals.
     nolr = _run("nolr", loss, grad=g1)
+    # A resume without the scheduler state at 600 (the cosine starts again), and a periodic
+    # schedule (T_0=100, T_mult=2) whose restarts blow the grad norm up: found by the real rule.
+    cos = 3e-3 * 0.5 * (1 + np.cos(np.pi * np.where(s < 600, s, s - 600) / 650))
+    resumed = _run("resumed", np.exp(-s / 300) + 0.1, lr=cos, grad=grad)
+    edges = np.array([0, 100, 300, 700, 1500])
+    k = np.searchsorted(edges, s - 1, side="right") - 1
+    phase, length = (s - 1 - edges[k]), np.diff(edges)[k]
+    warm = 3e-3 * 0.5 * (1 + np.cos(np.pi * phase / length))
+    g2 = grad.copy()
+    g2[[305, 705]] *= 30
+    periodic = _run("periodic", np.exp(-s / 300) + 0.1, lr=warm, grad=g2)
     cases = [
+        (resumed, _detected(resumed, "lr-restart")), (periodic, _detected(periodic, "lr-restart")),
         (adam, _finding("divergence", 700)), (adam, _finding("loss-spike", 300, 300, (300,))),
         (adam, _finding("overfitting", 500)), (adam, _finding("exploding-gradients", 690)),
         (sgd, _finding("plateau", 600)), (sgd, _finding("overfitting", 400)),
@@ -182,7 +203,7 @@ def test_snippet_follows_its_config(view, proposal):
     if "lr_scale" in cfg:
         start = BASE_LR * cfg["lr_scale"]
 
-    if kind in ("lower_peak_lr", "raise_lr", "rescale_lr_for_batch") and "scheduler" not in cfg:
+    if kind in ("lower_peak_lr", "raise_lr", "rescale_lr_for_batch", "lower_restart_lr") and "scheduler" not in cfg:
         t = drive(code, 5)
         assert close(t.lrs[0], start)
         assert close(t.opt.param_groups[1]["lr"], start / 10), "group ratios are kept"
@@ -201,6 +222,28 @@ def test_snippet_follows_its_config(view, proposal):
 
     if kind == "add_decay_schedule":
         _check_schedule(variant, cfg, code, view)
+        return
+
+    if kind == "longer_restart_period":
+        _check_schedule("warm_restarts", {**cfg, "scheduler": {"eta_min": 0.0, **cfg["scheduler"]}}, code, view)
+        return
+
+    if kind == "restore_scheduler_state":
+        _check_resume(code)
+        return
+
+    if kind == "rewarmup":
+        n, sf = cfg["rewarmup_steps"], cfg["warmup_start_factor"]
+        model, opt = _model_and_optimizer()
+        ns = {"model": model, "optimizer": opt}
+        exec(compile(code, "<snippet>", "exec"), ns)
+        sched = ns["rewarmup"](torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0))
+        lrs = []
+        for _ in range(n + 5):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert close(lrs[0], BASE_LR * sf) and close(lrs[n], BASE_LR) and np.all(np.diff(lrs[: n + 1]) > 0)
         return
 
     if kind == "clip_grad_norm":
@@ -243,6 +286,33 @@ def test_snippet_follows_its_config(view, proposal):
         return
 
     raise AssertionError(f"no check for {proposal.id}")
+
+
+def _check_resume(code, tmp="ckpt.pt"):
+    """A checkpoint saved by the snippet's save_checkpoint and loaded by its load_checkpoint into
+    a fresh model/optimizer/scheduler continues the LR schedule where it was."""
+    import tempfile
+    from pathlib import Path
+
+    def fresh():
+        model, opt = _model_and_optimizer()
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=50)
+        ns = {"model": model, "optimizer": opt, "scheduler": sched}
+        exec(compile(code, "<snippet>", "exec"), ns)
+        return ns
+
+    a = fresh()
+    for _ in range(20):
+        a["optimizer"].step()
+        a["scheduler"].step()
+    with tempfile.TemporaryDirectory() as d:
+        path = str(Path(d) / tmp)
+        a["save_checkpoint"](path, 20)
+        b = fresh()
+        assert b["load_checkpoint"](path) == 20
+    assert b["scheduler"].last_epoch == 20
+    assert close(b["optimizer"].param_groups[0]["lr"], a["optimizer"].param_groups[0]["lr"])
+    assert b["optimizer"].param_groups[0]["lr"] < 0.9 * BASE_LR, "not back at the peak"
 
 
 def _eval_every(view):

@@ -38,6 +38,7 @@ BUILTIN: dict[str, str] = {
     "plateau": "lrdoctor.detectors.stall:plateau",
     "vanishing_gradients": "lrdoctor.detectors.stall:vanishing_gradients",
     "overfitting": "lrdoctor.detectors.generalization:overfitting",
+    "lr_jump": "lrdoctor.detectors.schedule:lr_jump",
 }
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from ..model import Finding, Proposal
 from ..roles import RoleView
 from . import lr as lr_kinds
-from . import regularise, schedules
+from . import regularise, restarts, schedules
 from .codegen import snippet
 from .common import Draft, relative_drop
 from .context import RunContext, build_context
@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Every proposal kind this package produces.
 KINDS = ("lower_peak_lr", "add_warmup", "add_decay_schedule", "clip_grad_norm", "weight_decay", "adamw",
-         "early_stop", "rollback_skip", "raise_lr", "rescale_lr_for_batch")
+         "early_stop", "rollback_skip", "raise_lr", "rescale_lr_for_batch", "restore_scheduler_state", "rewarmup",
+         "lower_restart_lr", "longer_restart_period")
 
 Plan = list[tuple[Callable[[], Draft | None], float]]
 
@@ -177,6 +178,17 @@ def _no_lr_decay(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
     ]
 
 
+def _lr_restart(f: Finding, ctx: RunContext, view: RoleView) -> Plan:
+    # An accidental restart (a resume): restoring the state is the fix, a re-warmup the fallback
+    # when the restart is wanted. A periodic schedule: first the peak, then the cycle length.
+    return [
+        (lambda: restarts.restore_scheduler_state(f, ctx), 0.9),
+        (lambda: restarts.rewarmup(f, ctx), 0.8),
+        (lambda: restarts.lower_restart_lr(f, ctx), 0.85),
+        (lambda: restarts.longer_restart_period(f, ctx), 0.75),
+    ]
+
+
 #: rule name -> planner (which builders, and how strongly the run's evidence backs each).
 RULES: dict[str, Callable[[Finding, RunContext, RoleView], Plan]] = {
     "divergence": _divergence,
@@ -186,6 +198,7 @@ RULES: dict[str, Callable[[Finding, RunContext, RoleView], Plan]] = {
     "exploding-gradients": _exploding,
     "vanishing-gradients": _vanishing,
     "no-lr-decay": _no_lr_decay,
+    "lr-restart": _lr_restart,
 }
 
 

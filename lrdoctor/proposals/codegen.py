@@ -57,6 +57,7 @@ def snippet(patch: Mapping[str, Any], header: str = "", unit: str = "step", eval
     _lr(patch, lines)
     has_sched, plateau = _scheduler(patch, lines, imports, unit)
     clip = _clip(patch, lines)
+    _resume(patch, lines)
     early = "early_stop_step" in patch or "early_stop_epoch" in patch
     evals = plateau or early
     if evals:
@@ -319,3 +320,32 @@ def _stop(patch: Mapping[str, Any], lines: list[str]) -> bool:
     lines += ["", "def should_stop(step):", '    """Call after each optimizer step with the number of steps done."""',
               f"    return {' or '.join(conds)}"]
     return True
+
+
+def _resume(patch: Mapping[str, Any], lines: list[str]) -> None:
+    """Resuming with the LR schedule intact (``restore_scheduler_state``), or re-warming up after
+    a restart (``rewarmup_steps``). ``scheduler`` is the run's existing LR scheduler."""
+    if patch.get("restore_scheduler_state"):
+        lines += ["", "# Checkpoints carry the LR scheduler's state (`scheduler` is your scheduler), so a",
+                  "# resumed run continues its schedule instead of starting its warmup/decay again.",
+                  "def save_checkpoint(path, step):",
+                  '    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),',
+                  '                "scheduler": scheduler.state_dict(), "step": step}, path)',
+                  "", "",
+                  "def load_checkpoint(path):",
+                  '    """Call after building model, optimizer and scheduler; returns the step to resume after."""',
+                  '    ckpt = torch.load(path, map_location="cpu")',
+                  '    model.load_state_dict(ckpt["model"])',
+                  '    optimizer.load_state_dict(ckpt["optimizer"])',
+                  '    scheduler.load_state_dict(ckpt["scheduler"])',
+                  '    return ckpt["step"]']
+    if patch.get("rewarmup_steps"):
+        lines += ["", f"REWARMUP_STEPS = {int(patch['rewarmup_steps'])}",
+                  f"REWARMUP_START_FACTOR = {lit(float(patch.get('warmup_start_factor', 0.01)))}",
+                  "", "",
+                  "def rewarmup(scheduler):",
+                  '    """Right after resuming with a restarted schedule: ramp the LR up over REWARMUP_STEPS,',
+                  '    then hand over to `scheduler` (use the returned scheduler from then on)."""',
+                  "    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=REWARMUP_START_FACTOR,",
+                  "                                             end_factor=1.0, total_iters=REWARMUP_STEPS)",
+                  "    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, scheduler], milestones=[REWARMUP_STEPS])"]

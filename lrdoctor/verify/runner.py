@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 DEFAULT_OUT = "lrdoctor-verify"
 #: The series each built-in rule judges, kept per rerun next to the target metric's.
 SYMPTOM_ROLE = {"divergence": "train_loss", "loss-spike": "train_loss", "plateau": "train_loss",
-                "exploding-gradients": "grad_norm", "vanishing-gradients": "grad_norm", "overfitting": "val_loss"}
+                "exploding-gradients": "grad_norm", "vanishing-gradients": "grad_norm", "overfitting": "val_loss",
+                "lr-restart": "train_loss"}
 #: Points per rerun curve kept in ``Verdict.details["curves"]`` (the report draws at most ~400).
 CURVE_POINTS = 500
 CANONICAL_RULES = ("divergence", "loss-spike", "plateau", "overfitting", "exploding-gradients", "vanishing-gradients")

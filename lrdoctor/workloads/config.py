@@ -12,7 +12,9 @@ Proposal's ``config`` patch edits (``cfg.apply_patch(patch)``). Stable API:
   "constant", kwargs by torch's names}; same type or no type merges kwargs, a new type replaces
   them), ``clip_grad_norm``, ``clip_grad_value`` (None removes clipping), ``max_steps``,
   ``early_stop_step``, ``early_stop_epoch`` (epochs to train on an epoch-axis log: becomes
-  ``early_stop_step`` = epochs x ``epoch_steps``), ``skip_batches`` ([[first, last], ...], inclusive), ``batch_size``.
+  ``early_stop_step`` = epochs x ``epoch_steps``), ``skip_batches`` ([[first, last], ...], inclusive), ``batch_size``,
+  ``restore_scheduler_state`` (true: a resume keeps the schedule, so no ``schedule_restart_step``),
+  ``rewarmup_steps`` (after a schedule restart, ramp the LR from ``warmup_start_factor`` over this many steps).
   ``lr``/``lr_scale`` scale the scheduler's absolute LRs (``max_lr``, ``base_lr``, ``eta_min``)
   by the same factor, so the whole LR curve moves together.
 
@@ -56,6 +58,10 @@ class WorkloadConfig:
     label_noise: float = 0.0  # classification: fraction of flipped labels; regression: noise std
     poison_steps: tuple[int, ...] = ()
     poison_scale: float = 30.0
+    #: fault: at this step the LR scheduler is rebuilt from scratch, as a run resumed from a
+    #: checkpoint without its scheduler state does (the LR jumps back to its peak, the decay starts again)
+    schedule_restart_step: int | None = None
+    rewarmup_steps: int = 0  # after such a restart, ramp the LR up over this many steps
     poison_kind: str = "auto"  # "auto" (per task, see training.py) | "repeat" (LM: one character repeated)
     model: dict[str, Any] = field(default_factory=dict)  # workload-specific sizes, see models.py
     epoch_steps: int = 20  # steps per "epoch" for epoch-axis formats (keras_csv) and HF's epoch
@@ -104,7 +110,7 @@ class WorkloadConfig:
         known = {
             "lr", "lr_scale", "optimizer", "weight_decay", "warmup_steps", "warmup_start_factor",
             "scheduler", "clip_grad_norm", "clip_grad_value", "max_steps", "early_stop_step",
-            "early_stop_epoch", "skip_batches", "batch_size",
+            "early_stop_epoch", "skip_batches", "batch_size", "restore_scheduler_state", "rewarmup_steps",
         }
         unknown = sorted(set(patch) - known)
         if unknown:
@@ -136,7 +142,9 @@ class WorkloadConfig:
         for key in ("weight_decay", "warmup_start_factor"):
             if key in patch:
                 ch[key] = float(patch[key])
-        for key in ("warmup_steps", "max_steps", "batch_size"):
+        if patch.get("restore_scheduler_state"):
+            ch["schedule_restart_step"] = None
+        for key in ("warmup_steps", "max_steps", "batch_size", "rewarmup_steps"):
             if key in patch:
                 ch[key] = int(patch[key])
         for key in ("clip_grad_norm", "clip_grad_value"):

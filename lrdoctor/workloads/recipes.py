@@ -136,6 +136,16 @@ def _vanishing(w: str) -> dict[str, Any]:
     return dict(lr=0.05, optimizer={"type": "SGD", "momentum": 0.0}, max_steps=400, batch_size=256)
 
 
+def _lr_restart(w: str) -> dict[str, Any]:
+    # A healthy warmup + cosine run resumed at 60% from a checkpoint without its scheduler state:
+    # the LR jumps from near its floor back to its peak and the converged model is thrown out.
+    d = dict(_HEALTHY[w])
+    steps = int(d.get("max_steps", 600))
+    return {**d, "warmup_steps": max(int(d.get("warmup_steps", 0)), steps // 20),
+            "scheduler": {"type": "CosineAnnealingLR"},
+            "schedule_restart_step": int(0.6 * steps)}
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -158,6 +168,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
            "recurrent net without clipping -> grad-norm bursts"),
     Recipe("vanishing-gradients", "vanishing-gradients", ("deep_sigmoid_mlp",), _vanishing,
            "deep sigmoid MLP -> tiny grad norm, loss stalled"),
+    Recipe("lr-restart", "lr-restart", ("mlp_regressor", "cnn_classifier"), _lr_restart,
+           "resumed at 60% without the scheduler state -> LR jumps back to its peak"),
 )}
 
 
@@ -271,6 +283,14 @@ def _label_vanishing(cfg, h) -> list[dict]:
     return []
 
 
+def _label_lr_restart(cfg, h) -> list[dict]:
+    """The restart: the first logged step trained at the restarted LR."""
+    at = cfg.schedule_restart_step
+    if at is None or not len(h.steps) or at >= int(h.steps[-1]):
+        return []
+    return [_lab("lr-restart", at + 1, [at + 1])]
+
+
 LABELLERS = {
     "divergence": _label_divergence,
     "loss-spike": _label_spike,
@@ -278,4 +298,5 @@ LABELLERS = {
     "overfitting": _label_overfit,
     "exploding-gradients": _label_exploding,
     "vanishing-gradients": _label_vanishing,
+    "lr-restart": _label_lr_restart,
 }

@@ -67,6 +67,15 @@ def build_scheduler(optimizer, cfg: WorkloadConfig):
     return lrs.SequentialLR(optimizer, [warm, main], milestones=[w])
 
 
+def restart_scheduler(optimizer, cfg: WorkloadConfig):
+    """The scheduler a resume without its state builds: the decay from the top again, each group
+    back at its initial (peak) LR at once -- the run's warmup was for its start -- or ramped up
+    over ``cfg.rewarmup_steps`` when set (the re-warmup fix)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group.get("initial_lr", group["lr"])
+    return build_scheduler(optimizer, cfg.replace(warmup_steps=cfg.rewarmup_steps))
+
+
 def _main_scheduler(optimizer, cfg: WorkloadConfig):
     from torch.optim import lr_scheduler as lrs
 

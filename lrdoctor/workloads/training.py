@@ -110,7 +110,7 @@ def _train(cfg: WorkloadConfig, logdir: Path, fmt: str, device: str, clock) -> T
 
     from .data import BatchOrder, make_dataset
     from .models import build_model
-    from .schedules import build_optimizer, build_scheduler
+    from .schedules import build_optimizer, build_scheduler, restart_scheduler
 
     t0 = time.perf_counter()
     dev = torch.device(pick_device(device))
@@ -194,6 +194,8 @@ def _train(cfg: WorkloadConfig, logdir: Path, fmt: str, device: str, clock) -> T
                 log.info("non-finite loss at step %d; stopping after %d more steps", step, NAN_GRACE)
         if sched is not None and not plateau:
             sched.step()
+            if step == cfg.schedule_restart_step:
+                sched = restart_scheduler(opt, cfg)
         if cfg.early_stop_step is not None and step == cfg.early_stop_step:
             do_eval(step)
             if best[1] is not None:
