@@ -13,7 +13,8 @@ running it with ``--reload once --samples-per-plugin scalars=all -v`` and readin
 "Finished load cycle (N s)" it logs. Memory: each reader runs in a fresh subprocess; "peak MB" is
 tracemalloc's peak above the post-import baseline (numpy reports its buffers to tracemalloc),
 "RSS MB" the growth of the maximum resident set over the post-import RSS.
-CSV readers are timed against a bare ``pandas.read_csv`` of the same file.
+CSV readers are timed against a bare ``pandas.read_csv`` of the same file. W&B and MLflow SQLite
+rows: see ``tracker_ingest.py`` (the files are written by wandb / mlflow when those are installed).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import tracker_ingest  # noqa: E402  (W&B and MLflow SQLite rows)
 
 # Each measurement runs as `python ingest_speed.py --measure KIND PATH` in a fresh interpreter.
 _MEASURE = {
@@ -78,6 +81,7 @@ def run(p):
     (src,) = find_run_sources(p)
     return len(read_source(src, ReadOptions()).scalars)
 """,
+    **tracker_ingest.MEASURE,
     "pandas_read_csv": """
 import pandas as pd
 def run(p):
@@ -262,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import lrdoctor.readers  # noqa: F401
     except ImportError as exc:
-        print(f"# CSV readers skipped: {exc}")
+        print(f"# CSV and tracker readers skipped: {exc}")
         return 0 if ok else 1
+    ok = tracker_rows(args) and ok
     for name, path in make_csv_files(args.workdir, args.tags, args.steps).items():
         ours = run_measure("lrdoctor_csv", path, args.repeats)
         bare = run_measure("pandas_read_csv", path, args.repeats)
@@ -274,6 +279,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<20} lrdoctor {ours['wall']:.3f} s ({ours['n']:,} points) vs pandas.read_csv "
               f"{bare['wall']:.3f} s: {ratio:.2f}x ({'within' if ratio <= 2 else 'OVER'} the 2x target)")
     return 0 if ok else 1
+
+
+def tracker_rows(args) -> bool:
+    """1M points of a .wandb file and 1M rows of an mlflow.db, lrdoctor beside the package's own reading."""
+    ok = True
+    expected = args.tags * args.steps
+    files = tracker_ingest.make_files(args.workdir, args.tags, args.steps)
+    for name in ("wandb", "mlflow.db"):
+        if name not in files:
+            print(f"{name:<12} skipped: {'wandb' if name == 'wandb' else 'mlflow'} not installed (lrdoctor[trackers])")
+            continue
+        path = files[name]
+        size = sum(f.stat().st_size for f in path.rglob("*.wandb")) if path.is_dir() else path.stat().st_size
+        ours_kind, peer_kind = tracker_ingest.PEERS[name]
+        ours = run_measure(ours_kind, path, args.repeats)
+        mem = run_measure(ours_kind, path, 1, memory=True)
+        rows = [ours] + ([] if args.skip_peers else [run_measure(peer_kind, path, 1)])
+        for r in rows:
+            if "error" in r:
+                print(f"{name:<12} {r['kind']:<26} skipped: {r['error']}")
+                continue
+            ratio = r["wall"] / ours["wall"] if r is not ours else None
+            print(f"{name:<12} {r['kind']:<26} {r['n']:>9,} {r['wall']:>7.2f} {_fmt(r['cpu'], '7.2f')} "
+                  f"{r['n'] / r['wall'] / 1e6:>6.2f} {_fmt(ratio, '10.1f')} "
+                  f"{_fmt(mem.get('peak_mb') if r is ours else None, '8.0f')}")
+        if "error" in ours:
+            ok = False
+            continue
+        if ours["n"] != expected:
+            print(f"!! lrdoctor read {ours['n']} points, expected {expected}")
+            ok = False
+        print(f"{'':<12} file size {size / 1e6:.1f} MB; target >= 1 M points/s "
+              f"({'met' if expected / ours['wall'] >= 1e6 else 'MISSED'})")
+    return ok
 
 
 if __name__ == "__main__":

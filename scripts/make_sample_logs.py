@@ -35,6 +35,12 @@ SAMPLES = [
      "96 noisy training images, a wide CNN, no regularisation: val loss turns up while train loss falls"),
     ("exploding-gru-jsonl", "exploding-gradients", "gru_lm", "jsonl", 0,
      "GRU LM without clipping, plain SGD: grad-norm bursts ~20x the median at 4 steps"),
+    ("divergence-mlp-wandb", "divergence", "mlp_regressor", "wandb", 1,
+     "W&B offline run (wandb package): LR far too high, the loss blows up to inf/NaN"),
+    ("overfitting-mlp-mlflow-sqlite", "overfitting", "mlp_regressor", "mlflow_sqlite", 0,
+     "MLflow's default SQLite store (mlflow.db, written by mlflow): val loss turns up"),
+    ("plateau-mlp-text", "plateau", "mlp_regressor", "text", 0,
+     "printed output only (train.log, nanoGPT-style 'iter N: loss ...' lines): the loss never moves"),
     ("vanishing-sigmoid-tensorboard", "vanishing-gradients", "deep_sigmoid_mlp", "tensorboard", 0,
      "12-layer sigmoid MLP: grad norm tiny from the start, loss stalled at chance level"),
 ]
@@ -52,6 +58,8 @@ class FakeClock:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "sample_logs"))
+    p.add_argument("--only", action="append", help="regenerate only this sample (repeatable); the "
+                   "wandb and mlflow_sqlite samples need pip install 'lrdoctor[trackers]'")
     args = p.parse_args(argv)
     from lrdoctor.workloads.training import train
 
@@ -60,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, recipe, workload, fmt, seed, what in SAMPLES:
         d = out / name
+        if args.only and name not in args.only:
+            rows.append((name, workload, recipe, fmt, what, _onset_of(d, fmt)))
+            continue
         if d.exists():
             shutil.rmtree(d)
         cfg = recipe_config(recipe, workload, seed)
@@ -68,12 +79,37 @@ def main(argv: list[str] | None = None) -> int:
         onset = ", ".join(f"{lab['rule']} @ {lab['onset_step']}" for lab in prim) or "none (healthy)"
         if res.labels and fmt == "keras_csv":
             onset += " (epochs)"
+        if fmt == "wandb":
+            _trim_wandb(d)
         rows.append((name, workload, recipe, fmt, what, onset))
         print(f"{name}: {res.steps_done} steps, {res.seconds:.1f}s, labels: {onset}", flush=True)
     (out / "README.md").write_text(_readme(rows))
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"sample_logs: {size / 1e6:.2f} MB")
     return 0
+
+
+def _trim_wandb(d: Path) -> None:
+    """Keep what lrdoctor reads (the .wandb file) and the provenance; wandb's debug logs hold
+    host paths, files/ only requirements.txt, and wandb/latest-run is a symlink."""
+    wb = d / "wandb"
+    for p in list(wb.iterdir()):
+        if p.is_symlink() or p.is_file():
+            p.unlink()
+    for run_dir in wb.iterdir():
+        for p in list(run_dir.iterdir()):
+            if p.is_dir():
+                shutil.rmtree(p)
+
+
+def _onset_of(d: Path, fmt: str) -> str:
+    """The labelled onset of an existing sample (when it is not regenerated)."""
+    import json
+
+    origin = json.loads((d / "lrdoctor-run.json").read_text())
+    prim = [lab for lab in origin.get("labels", []) if lab.get("primary", True)]
+    onset = ", ".join(f"{lab['rule']} @ {lab['onset_step']}" for lab in prim) or "none (healthy)"
+    return onset + (" (epochs)" if prim and fmt == "keras_csv" else "")
 
 
 def _readme(rows) -> str:

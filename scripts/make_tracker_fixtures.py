@@ -11,6 +11,9 @@ which the reader tests compare against.
 - ``wandb/``: a ``wandb/`` folder as ``WANDB_MODE=offline`` leaves it, with three runs. wandb only
   writes online runs (``run-<ts>-<id>/``) when it can reach a server; the third run's directory
   is renamed to that layout (the file inside is the same format).
+- ``text/hf_trainer/train.log``: what a HuggingFace ``Trainer`` run on a tiny random GPT-2 printed
+  to stdout/stderr (as ``nohup python train.py > train.log 2>&1`` keeps it: tqdm bars with their
+  carriage returns, the ``{'loss': ...}`` dict lines); expected.json is ``trainer.state.log_history``.
 - ``mlflow_sqlite/mlflow.db``: MLflow's default store (``sqlite:///mlflow.db`` in the working
   directory) with two experiments, three runs; one diverges.
 """
@@ -187,14 +190,44 @@ def make_mlflow() -> None:
     (out / "expected.json").write_text(json.dumps(specs, indent=1))
 
 
+HF_SCRIPT = r'''
+import json, sys, torch
+from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+torch.manual_seed(0)
+model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=64, n_positions=32))
+g = torch.Generator().manual_seed(0)
+data = [{"input_ids": (ids := torch.randint(0, 64, (32,), generator=g)), "labels": ids} for _ in range(96)]
+args = TrainingArguments(output_dir=sys.argv[1], max_steps=60, logging_steps=5, eval_strategy="steps",
+                         eval_steps=20, per_device_train_batch_size=4, per_device_eval_batch_size=8,
+                         learning_rate=3e-3, warmup_steps=10, report_to="none", use_cpu=True,
+                         save_strategy="no", seed=0)
+trainer = Trainer(model=model, args=args, train_dataset=data[:80], eval_dataset=data[80:])
+trainer.train()
+with open(sys.argv[2], "w") as fh:
+    json.dump(trainer.state.log_history, fh, indent=1)
+'''
+
+
+def make_hf() -> None:
+    out = DATA / "text" / "hf_trainer"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as tmp, (out / "train.log").open("wb") as log:
+        env = {**os.environ, "TQDM_MININTERVAL": "0", "TRANSFORMERS_VERBOSITY": "warning"}
+        subprocess.run([sys.executable, "-c", HF_SCRIPT, tmp, str(out / "expected.json")], stdout=log,
+                       stderr=subprocess.STDOUT, env=env, check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--only", choices=["wandb", "mlflow"])
+    p.add_argument("--only", choices=["wandb", "mlflow", "hf"])
     args = p.parse_args(argv)
     if args.only in (None, "wandb"):
         make_wandb()
     if args.only in (None, "mlflow"):
         make_mlflow()
+    if args.only in (None, "hf"):
+        make_hf()
     return 0
 
 

@@ -180,3 +180,11 @@ def test_crc_is_zlib_crc32_of_type_and_data():
     data = _source_file().read_bytes()
     crc, length, kind = struct.unpack_from("<IHB", data, 7)
     assert crc == zlib.crc32(data[14:14 + length], zlib.crc32(bytes([kind])))
+
+
+def test_key_hash_collisions_fall_back_to_exact_grouping(monkeypatch):
+    from lrdoctor.readers import _wandb_items
+
+    want = _points(_read(_source_file()))
+    monkeypatch.setattr(_wandb_items, "_hash_rows", lambda keys: np.zeros(len(keys), dtype=np.uint64))
+    assert _points(_read(_source_file())) == want

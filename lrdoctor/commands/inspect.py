@@ -102,7 +102,7 @@ def render(s: dict[str, Any]) -> str:
 #: Kept in sync with lrdoctor.readers.supported_formats() by a test (importing the readers here
 #: would make every `lrdoctor --help` pay for pandas).
 FORMATS = ("tensorboard", "wandb", "mlflow", "mlflow_sqlite", "hf_trainer_state", "lightning_csv", "keras_csv", "keras_history",
-           "jsonl", "csv")
+           "jsonl", "csv", "text")
 HELP = f"""Show the runs found under PATH: format, tags, point counts, step range, resolved roles.
 
 PATH is a log file, one run directory, or a tree of runs (a sweep).

@@ -25,6 +25,7 @@ from .lightning_csv import LightningCSVReader
 from .mlflow import MLflowReader
 from .mlflow_sqlite import MLflowSQLiteReader
 from .tabular import one_line
+from .textlog import TextLogReader
 from .wandb_run import WandbReader
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ READERS: list[Reader] = [
     KerasHistoryReader(),
     JSONLinesReader(),
     GenericCSVReader(),
+    TextLogReader(),  # last: printed output is only read when no structured reader knows the file
 ]
 
 __all__ = ["READERS", "ReadOptions", "RunSource", "discover", "discover_with_errors", "find_run_sources",

@@ -90,11 +90,7 @@ def split(items: list[bytes], *, with_values: bool = True) -> Items:
     for width in np.unique(keylen[fast]):
         sel = fast[keylen[fast] == width]
         keys = _sliding(buf, int(width))[starts[sel]]
-        h = np.zeros(len(sel), dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            for j in range(int(width)):  # FNV-1a over the key bytes, one column at a time
-                h ^= keys[:, j].astype(np.uint64)
-                h *= np.uint64(1099511628211)
+        h = _hash_rows(keys)
         local, uniq = pd.factorize(h)
         first = np.zeros(len(uniq), dtype=np.int64)
         first[local[::-1]] = np.arange(len(sel))[::-1]
@@ -135,6 +131,23 @@ def split(items: list[bytes], *, with_values: bool = True) -> Items:
         if not isnum[0]:
             texts[int(i)] = item.value_json
     return Items(codes, names, values, numeric, texts)
+
+
+def _hash_rows(keys: np.ndarray) -> np.ndarray:
+    """One uint64 per row of a (n, width) uint8 array: the row in 8-byte words, mixed (FNV-style).
+    Collisions are possible and checked by the caller."""
+    n, width = keys.shape
+    words = -(-width // 8)
+    padded = np.zeros((n, words * 8), dtype=np.uint8)
+    padded[:, :width] = keys
+    cols = padded.view(np.uint64)
+    h = np.full(n, np.uint64(14695981039346656037))
+    with np.errstate(over="ignore"):
+        for j in range(words):
+            h ^= cols[:, j]
+            h *= np.uint64(1099511628211)
+            h ^= h >> np.uint64(29)
+    return h
 
 
 def _floats(texts: list[bytes]) -> tuple[np.ndarray, np.ndarray]:

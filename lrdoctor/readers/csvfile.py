@@ -67,10 +67,14 @@ def _header_names(text: str) -> list[str] | None:
     names = [n.strip() for n in names]
     if len(names) < 2 or sum(1 for n in names if n) < len(names) - 1:
         return None
-    # A header row has names, not numbers.
-    if any(_is_number(n) for n in names if n):
+    # A header row has names, not numbers, and not a printed line that happens to hold commas
+    # ("step 100: train loss 2.31, val loss 2.40", "Epoch [1/10], Step [100/600], Loss: 0.23").
+    if any(_is_number(n) or _PRINTED.search(n) for n in names if n):
         return None
     return names
+
+
+_PRINTED = re.compile(r"[:=]\s*[-+]?\.?\d|\s[-+]?\d+\.\d+\S*$|\[\s*\d+\s*/\s*\d+\s*\]")
 
 
 def _is_number(text: str) -> bool:

@@ -40,7 +40,7 @@ HEAD_BYTES = 8192
 SKIP_SUFFIXES = frozenset({
     ".png", ".jpg", ".jpeg", ".gif", ".svg", ".pdf", ".pt", ".pth", ".ckpt", ".bin", ".safetensors",
     ".npy", ".npz", ".pkl", ".pickle", ".h5", ".hdf5", ".onnx", ".zip", ".gz", ".tar", ".yaml", ".yml",
-    ".md", ".rst", ".txt", ".py", ".html", ".ipynb", ".parquet", ".model", ".msgpack", ".lock",
+    ".md", ".rst", ".py", ".html", ".ipynb", ".parquet", ".model", ".msgpack", ".lock",
 })
 SKIP_DIRS = frozenset({"__pycache__", "node_modules", ".git", ".trash"})
 #: File names fixed by their format: such a run is named by its directory alone.

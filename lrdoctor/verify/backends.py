@@ -188,6 +188,9 @@ class WorkloadBackend:
         require("torch", "rerunning a built-in workload")
         if self._fmt() == "tensorboardx":
             require("tensorboardX", "rerunning a built-in workload in the tensorboardx format")
+        for fmt, package in (("wandb", "wandb"), ("mlflow_sqlite", "mlflow")):
+            if self._fmt() == fmt:  # the tracker itself writes these reruns' logs
+                require(package, f"rerunning a built-in workload in the {fmt} format")
 
     def execute(self, task: RerunTask) -> tuple[int, str]:
         from ..workloads.config import WorkloadConfig

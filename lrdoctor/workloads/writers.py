@@ -50,7 +50,8 @@ import yaml
 
 from .config import WorkloadConfig
 
-FORMATS = ("tensorboard", "tensorboardx", "lightning_csv", "hf_trainer_state", "keras_csv", "mlflow", "jsonl")
+FORMATS = ("tensorboard", "tensorboardx", "lightning_csv", "hf_trainer_state", "keras_csv", "mlflow", "jsonl",
+           "wandb", "mlflow_sqlite", "text")  # the last three: tracker_writers.py
 
 
 class Writer:
@@ -256,7 +257,23 @@ class KerasCSVWriter(Writer):
             w.writerows(self.rows)
 
 
-class MLflowWriter(Writer):
+class MLflowMetrics(Writer):
+    """The metric names an MLflow logging script uses (file store and SQLite store alike)."""
+
+    def _log(self, name: str, value: float, step: int, wall: float) -> None:
+        raise NotImplementedError
+
+    def _train(self, step, loss, grad_norm, lr, wall):
+        self._log("train_loss", loss, step, wall)
+        self._log("grad_norm", grad_norm, step, wall)
+        self._log("lr", lr, step, wall)
+
+    def evaluate(self, step, val_loss, val_metric, wall):
+        self._log("val_loss", val_loss, step, wall)
+        self._log("val_acc", val_metric, step, wall)
+
+
+class MLflowWriter(MLflowMetrics):
     format = "mlflow"
 
     def __init__(self, logdir: Path, cfg: WorkloadConfig):
@@ -277,15 +294,6 @@ class MLflowWriter(Writer):
         if self.start is None:
             self.start = int(wall * 1000)
         self.lines.setdefault(name, []).append(f"{int(wall * 1000)} {float(value)} {step}\n")
-
-    def _train(self, step, loss, grad_norm, lr, wall):
-        self._log("train_loss", loss, step, wall)
-        self._log("grad_norm", grad_norm, step, wall)
-        self._log("lr", lr, step, wall)
-
-    def evaluate(self, step, val_loss, val_metric, wall):
-        self._log("val_loss", val_loss, step, wall)
-        self._log("val_acc", val_metric, step, wall)
 
     def close(self, step, wall):
         for name, lines in self.lines.items():
@@ -336,7 +344,9 @@ WRITERS: dict[str, Callable[[Path, WorkloadConfig], Writer]] = {
 
 def make_writer(fmt: str, logdir: str | os.PathLike, cfg: WorkloadConfig) -> Writer:
     from ..errors import UsageError
+    from .tracker_writers import TRACKER_WRITERS  # they subclass Writer: imported once it exists
 
+    WRITERS.update({w.format: w for w in TRACKER_WRITERS})
     if fmt not in WRITERS:
         raise UsageError(f"unknown log format {fmt!r} (known: {', '.join(FORMATS)})")
     return WRITERS[fmt](Path(logdir), cfg)

@@ -1,0 +1,181 @@
+"""Plain-text training output (``nohup.out``, ``slurm-1234.out``, ``train.log``): the metrics a
+script printed, in the line shapes of :mod:`.textlog_shapes`.
+
+Only lines a shape understands become points; every other line is skipped and counted, and
+``inspect`` lists the shapes recognised and the skipped count (an annotation). The step is the
+line's own counter: ``step``/``iter``/``iteration``/``global_step`` as printed; a batch counter
+that restarts every epoch (``Epoch [2/10], Step [100/600]``, tqdm's ``10/10``) becomes
+``(epoch - first epoch) * batches + batch``, said in an annotation; Keras's ``Epoch 3/20``
+header gives the epoch of the lines after it (step axis ``epoch``, numbered as printed).
+Lines without any counter (HuggingFace Trainer's ``{'loss': ...}`` dicts) are numbered by
+occurrence, per metric, and an annotation says so: no step is ever invented. A counterless
+shape is only read when its set of names recurs (one ``Namespace(lr=0.1, ...)`` is not a series).
+
+The reader is last in sniffing order and needs several recognised lines, so it never takes a
+file a structured reader knows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import LogFormatError
+from ..model import Annotation, Run
+from .base import ReadOptions, RunSource
+from .tabular import backwards_annotations, cap, duplicate_annotations, one_line, tidy_frame
+from .textlog_shapes import Parsed, clean, parse_line
+
+#: How much of a file sniffing looks at, and how many metric lines it must find there.
+SNIFF_BYTES = 256 * 1024
+SNIFF_MIN_LINES = 3
+_DAMAGED = re.compile("[\ufffd\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
+
+
+def _decode(raw: bytes) -> str | None:
+    if b"\x00" in raw[:4096]:
+        return None
+    return raw.decode("utf-8", errors="replace")
+
+
+class TextLogReader:
+    name = "text"
+    description = "printed training output (HF Trainer dicts, nanoGPT 'iter N: loss ...', Keras, key=value, ...)"
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        if _decode(head) is None:
+            return False
+        try:
+            with path.open("rb") as fh:
+                text = _decode(fh.read(SNIFF_BYTES))
+        except OSError:
+            return False
+        if text is None:
+            return False
+        # "\n" only: str.splitlines would also split at the "\r" of every progress-bar update
+        lines = text.split("\n")[:-1] if len(text) >= SNIFF_BYTES else text.split("\n")
+        found = 0
+        for line in lines:
+            got = parse_line(clean(line))
+            if got is not None and got.pairs:
+                found += 1
+                if found >= SNIFF_MIN_LINES:
+                    return True
+        return False
+
+    def read(self, source: RunSource, options: ReadOptions) -> Run:
+        path = source.files[0]
+        spath = str(path)
+        try:
+            text = _decode(path.read_bytes())
+        except OSError as exc:
+            raise LogFormatError(f"cannot read: {one_line(exc)}", path=spath) from exc
+        if text is None:
+            raise LogFormatError("not a text file (NUL bytes)", path=spath)
+        parsed: list[tuple[int, Parsed]] = []
+        skipped = 0
+        damaged: list[int] = []
+        lines = text.split("\n")
+        cut = lines.pop() if lines and lines[-1].strip() else None  # no newline yet: being written
+        for lineno, line in enumerate(lines, start=1):
+            if _DAMAGED.search(line):  # undecodable bytes or control characters: no trusted number
+                damaged.append(lineno)
+                continue
+            got = parse_line(clean(line))
+            if got is None:
+                skipped += int(bool(line.strip()))
+            else:
+                parsed.append((lineno, got))
+        notes = []
+        if damaged:
+            if options.strict:
+                raise LogFormatError("damaged line (undecodable bytes or control characters)", path=spath,
+                                     location=f"line {damaged[0]}")
+            notes.append(Annotation("damaged_line", f"{len(damaged)} line(s) with undecodable bytes or control "
+                                    "characters skipped", path=spath, location=f"line {damaged[0]}"))
+        if cut is not None:
+            notes.append(Annotation("truncated", "the last line has no line end (the file may still be "
+                                    "being written); not read", path=spath, location=f"line {len(lines) + 1}"))
+        return _to_run(source, spath, parsed, skipped, notes)
+
+
+def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], skipped: int,
+            notes: list[Annotation]) -> Run:
+    shapes = Counter(p.shape for _, p in parsed)
+    # counterless shapes count only when their names recur
+    sets = Counter(frozenset(k for k, _ in p.pairs) for _, p in parsed if not p.counters and p.pairs)
+    tag: list[str] = []
+    text: list[str] = []
+    step: list[int] = []  # -1: no counter, numbered by occurrence below
+    locs: list[int] = []
+    keras_epoch: int | None = None
+    first_epoch: dict[str, int] = {}
+    lone = 0
+    combined: set[str] = set()
+    for lineno, p in parsed:
+        if p.keras_epoch is not None:
+            keras_epoch = p.keras_epoch
+            continue
+        if not p.pairs:
+            continue  # an unfinished progress update: the epoch's last one carries its values
+        c = p.counters
+        if not c and p.shape.startswith("Keras") and keras_epoch is not None:
+            s = keras_epoch
+        elif "step" in c:
+            s = c["step"]
+        elif "batch" in c and "batches" in c and "epoch" in c:
+            e0 = first_epoch.setdefault(p.shape, c["epoch"])
+            s = (c["epoch"] - e0) * c["batches"] + c["batch"]
+            combined.add(p.shape)
+        elif "batch" in c:
+            s = c["batch"]
+        elif "epoch" in c:
+            s = c["epoch"]
+        else:
+            if sets[frozenset(k for k, _ in p.pairs)] < 2 and p.shape != "python dict":
+                lone += 1
+                continue
+            s = -1
+        for k, v in p.pairs:
+            tag.append(k)
+            text.append(v)
+            step.append(s)
+            locs.append(lineno)
+    if not tag:
+        raise LogFormatError(f"no metric lines recognised ({skipped} lines skipped)", path=spath)
+    listed = "; ".join(f"{n} x {shape}" for shape, n in shapes.most_common())
+    notes.append(Annotation("line_shapes", f"recognised {sum(shapes.values())} lines ({listed}); "
+                            f"{skipped + lone} lines skipped", path=spath))
+    codes, names = pd.factorize(pd.Series(tag), sort=False)
+    values = pd.to_numeric(pd.Series(text).str.lower().str.replace("infinity", "inf"), errors="coerce").to_numpy(
+        dtype=np.float64)
+    steps = np.asarray(step, dtype=np.int64)
+    loc = np.asarray(locs, dtype=np.int64)
+    free = steps < 0
+    if free.any():
+        # occurrence index per metric: the n-th printed value of a name is point n
+        order = np.argsort(codes[free], kind="stable")
+        grp = codes[free][order]
+        starts = np.r_[0, np.flatnonzero(np.diff(grp)) + 1]
+        occ = np.arange(len(grp)) - np.repeat(starts, np.diff(np.r_[starts, len(grp)]))
+        idx = np.flatnonzero(free)[order]
+        steps[idx] = occ
+        which = sorted({str(names[c]) for c in np.unique(codes[free])})
+        notes.append(Annotation("no_step_counter", f"lines without a step counter ({', '.join(which[:8])}"
+                                f"{', ...' if len(which) > 8 else ''}): each metric's points are numbered by "
+                                "occurrence (0, 1, 2, ...), not by training step", path=spath,
+                                location=f"line {int(loc[free][0])}"))
+    for shape in sorted(combined):
+        notes.append(Annotation("combined_step", f"{shape}: the batch counter restarts every epoch; step = "
+                                "(epoch - first epoch) x batches per epoch + batch", path=spath))
+    axis = "epoch" if shapes and all(s.startswith("Keras") for s in shapes) else "step"
+    counted = ~free
+    if counted.any():
+        notes += backwards_annotations(steps[counted], loc[counted], spath, axis=axis)
+    notes += duplicate_annotations(codes, steps, values, loc, list(names), spath)
+    return Run(name=source.name, source=spath, format="text", scalars=tidy_frame(codes, list(names), steps, None, values),
+               step_axis=axis, annotations=tuple(cap(notes)))

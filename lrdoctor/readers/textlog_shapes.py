@@ -1,0 +1,168 @@
+"""The line shapes the text-log reader understands, each a regex and what it yields.
+
+A shape turns one printed line into ``(counters, pairs)``: counters are the line's own step
+numbers (``{"step": 100}``, ``{"epoch": 3, "batch": 100, "batches": 600}``), pairs the metrics
+``[(name, text of the number)]``. Shapes are tried in order, most specific first; a line no shape
+matches is skipped (and counted). Numbers are kept as printed text until one vectorised
+conversion, so ``nan``/``inf`` stay what the script printed.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+NUM = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)"
+#: A number that is a whole token (not the "100" of "100/600" nor part of a time "00:01").
+_VALUE = rf"({NUM})(?:%|ms|s|it/s|s/it)?(?![\w/:.])"
+#: Counter names: a pair with one of these names is the line's step, not a metric.
+COUNTERS = {"step": "step", "global_step": "step", "steps": "step", "iter": "step", "iteration": "step",
+            "iterations": "step", "it": "step", "batch": "batch", "epoch": "epoch"}
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+_DICT = re.compile(r"\{\s*['\"][^'\"]+['\"]\s*:.*\}")
+#: transformers >= 4.46 prints floats as quoted text (``'loss': '2.31'``), older ones bare.
+_DICT_PAIR = re.compile(rf"['\"]([^'\"]+)['\"]\s*:\s*(['\"]?)({NUM})\2\s*(?=[,}}])")
+_TORCH = re.compile(r"Epoch\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]\s*,?\s*(?:Step|Batch|Iter)\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]",
+                    re.IGNORECASE)
+_COLON_PAIR = re.compile(rf"(?:^|[\s,|;\]\-])([A-Za-z][\w./ -]*?)\s*:\s*{_VALUE}")
+_KERAS_EPOCH = re.compile(r"^\s*Epoch\s+(\d+)\s*/\s*(\d+)\s*$")
+_KERAS_BAR = re.compile(r"^\s*(?:(\d+)/(\d+)\s+)?.*?\s-\s+[A-Za-z_][\w]*:\s*" + NUM)
+_KERAS_PAIR = re.compile(rf"\s-\s+([A-Za-z_][\w]*):\s*{_VALUE}")
+_LEAD = re.compile(r"^\s*(step|iter|iteration|it|global_step|epoch)\s*[:=]?\s*(\d+)(?:\s*/\s*\d+)?\s*[:,|\]]\s*(.*)$",
+                   re.IGNORECASE)
+_NAMED_PAIR = re.compile(rf"([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*)?)\s*[:=]?\s+{_VALUE}")
+_BAR = re.compile(r"^\s*(?:Epoch\s+(\d+)\s*:)?\s*\d+%\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]")
+_EQ_PAIR = re.compile(rf"(?:^|[\s,|;(\[])([A-Za-z_][\w./-]*)\s*=\s*{_VALUE}")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    shape: str
+    counters: dict[str, int]
+    pairs: list[tuple[str, str]]
+    keras_epoch: int | None = None  # a Keras "Epoch 3/20" header: sets the epoch of later lines
+
+
+def clean(line: str) -> str:
+    """The text a terminal would show last: ANSI codes gone, the last ``\\r`` segment with text."""
+    line = _ANSI.sub("", line)
+    if "\r" in line:
+        parts = [p for p in line.split("\r") if p.strip()]
+        line = parts[-1] if parts else ""
+    return line.replace("\x08", "").rstrip("\n")
+
+
+def _split(pairs: list[tuple[str, str]]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    counters: dict[str, int] = {}
+    metrics: list[tuple[str, str]] = []
+    for name, value in pairs:
+        kind = COUNTERS.get(name.strip().lower())
+        if kind and re.fullmatch(r"\d+", value):
+            counters.setdefault(kind, int(value))
+        else:
+            metrics.append((name.strip(), value))
+    return counters, metrics
+
+
+def _dict_line(line: str) -> Parsed | None:
+    m = _DICT.search(line)
+    if not m:
+        return None
+    pairs = [(k, v) for k, _, v in _DICT_PAIR.findall(m.group(0))]
+    if not pairs:
+        return None
+    try:  # a well-formed literal (nan/inf made names) is the strongest sign of a printed dict
+        ast.parse(m.group(0), mode="eval")
+    except SyntaxError:
+        return None
+    counters, metrics = _split(pairs)
+    counters.pop("epoch", None)  # HF's fractional epoch is a metric, never a counter
+    metrics = [(k, v) for k, v in pairs if COUNTERS.get(k.lower()) != "step"]
+    return Parsed("python dict", counters, metrics)
+
+
+def _torch_line(line: str) -> Parsed | None:
+    m = _TORCH.search(line)
+    if not m:
+        return None
+    rest = line[m.end():]
+    pairs = [(k, v) for k, v in _COLON_PAIR.findall(rest)]
+    if not pairs:
+        return None
+    counters = {"epoch": int(m.group(1)), "batch": int(m.group(3)), "batches": int(m.group(4))}
+    return Parsed("Epoch [e/E], Step [s/S], Name: value", counters, pairs)
+
+
+def _keras_line(line: str) -> Parsed | None:
+    m = _KERAS_EPOCH.match(line)
+    if m:
+        return Parsed("Keras 'Epoch e/E' header", {}, [], keras_epoch=int(m.group(1)))
+    m = _KERAS_BAR.match(line)
+    if not m:
+        return None
+    pairs = _KERAS_PAIR.findall(line)
+    if not pairs:
+        return None
+    if m.group(1) and m.group(1) != m.group(2):
+        return Parsed("Keras progress (epoch not finished)", {"partial": 1}, [])
+    return Parsed("Keras epoch end ' - name: value'", {}, pairs)
+
+
+def _bar_line(line: str) -> Parsed | None:
+    """A tqdm bar (Lightning's ``Epoch 1: 100%|████| 10/10 [00:00<00:00, loss=0.123]``)."""
+    m = _BAR.match(line)
+    if not m:
+        return None
+    pairs = [(k, v) for k, v in _EQ_PAIR.findall(" " + m.group(4).replace(",", " ")) if k != "v_num"]
+    if not pairs:
+        return None
+    counters, metrics = _split(pairs)
+    counters.update({"batch": int(m.group(2)), "batches": int(m.group(3))})
+    if m.group(1) is not None:
+        counters["epoch"] = int(m.group(1))
+    return Parsed("progress bar 'a/b [..., name=value]'", counters, metrics) if metrics else None
+
+
+def _lead_line(line: str) -> Parsed | None:
+    m = _LEAD.match(line)
+    if not m:
+        return None
+    pairs = _NAMED_PAIR.findall(m.group(3))
+    if not pairs:
+        return None
+    counters, metrics = _split(pairs)
+    counters.setdefault(COUNTERS[m.group(1).lower()], int(m.group(2)))
+    return Parsed("counter first: 'iter N: name value, ...'", counters, metrics) if metrics else None
+
+
+def _eq_line(line: str) -> Parsed | None:
+    pairs = _EQ_PAIR.findall(line)
+    if len(pairs) < 2:
+        return None
+    counters, metrics = _split(pairs)
+    return Parsed("name=value ...", counters, metrics) if metrics else None
+
+
+def _colon_line(line: str) -> Parsed | None:
+    pairs = _COLON_PAIR.findall(line)
+    if len(pairs) < 2:
+        return None
+    counters, metrics = _split(pairs)
+    if not counters:  # "key: value" alone is too common in prose and config dumps
+        return None
+    return Parsed("name: value, ...", counters, metrics) if metrics else None
+
+
+SHAPES: tuple[Callable[[str], Parsed | None], ...] = (
+    _dict_line, _torch_line, _keras_line, _bar_line, _lead_line, _eq_line, _colon_line)
+
+
+def parse_line(line: str) -> Parsed | None:
+    for shape in SHAPES:
+        got = shape(line)
+        if got is not None:
+            return got
+    return None

@@ -1,0 +1,195 @@
+"""Text-log reader on what real printers print.
+
+The HuggingFace Trainer output is committed (tests/data/text/hf_trainer, made by
+scripts/make_tracker_fixtures.py --only hf: a tiny random GPT-2 trained 60 steps with
+transformers' Trainer, stdout+stderr as nohup keeps them); the other shapes are printed here by
+plain loops with the print statements of the projects they come from.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from reader_fixtures import write_keras_csv, write_llamafactory_jsonl
+
+from lrdoctor.cli import main
+from lrdoctor.errors import LogFormatError
+from lrdoctor.readers import discover
+
+HF = Path(__file__).parent / "data" / "text" / "hf_trainer"
+
+
+def points(run, tag):
+    s = run.series(tag)
+    return s["step"].tolist(), s["value"].to_numpy()
+
+
+def test_hf_trainer_printed_dicts_read_as_logged():
+    history = json.loads((HF / "expected.json").read_text())
+    [run] = discover(HF / "train.log")
+    assert run.format == "text"
+    # ProgressCallback prints each float as f"{v:.4g}"; each key's values in the order printed,
+    # numbered by occurrence (the dict lines carry no step)
+    # (it leaves out total_flos)
+    keys = {k for entry in history for k, v in entry.items()
+            if k not in ("step", "total_flos") and isinstance(v, (int, float))}
+    assert set(run.tags) == keys
+    for key in keys:
+        want = [float(f"{e[key]:.4g}") if isinstance(e[key], float) else e[key] for e in history if key in e]
+        steps, got = points(run, key)
+        assert steps == list(range(len(want)))
+        assert np.array_equal(got, np.array(want, dtype=float), equal_nan=True), key
+    kinds = {a.kind: a for a in run.annotations}
+    assert "no_step_counter" in kinds
+    assert kinds["line_shapes"].message.startswith(f"recognised {len(history)} lines (")
+
+
+def _print_to(path: Path, body) -> Path:
+    buf = io.StringIO()
+    body(buf)
+    path.write_text(buf.getvalue())
+    return path
+
+
+def test_nanogpt_lines(tmp_path):
+    def body(out):  # nanoGPT train.py's two prints
+        for it in range(0, 30):
+            if it % 10 == 0:
+                print(f"step {it}: train loss {3 - it * 0.01:.4f}, val loss {3.1 - it * 0.01:.4f}", file=out)
+            print(f"iter {it}: loss {3 - it * 0.02:.4f}, time {12.3 + it:.2f}ms, mfu {-100.0 if it < 5 else 1.5:.2f}%",
+                  file=out)
+    [run] = discover(_print_to(tmp_path / "nohup.out", body))
+    steps, vals = points(run, "loss")
+    assert steps == list(range(30)) and np.array_equal(vals, [float(f"{3 - i * 0.02:.4f}") for i in range(30)])
+    steps, vals = points(run, "val loss")
+    assert steps == [0, 10, 20] and vals.tolist() == [3.1, 3.0, 2.9]
+    assert points(run, "mfu")[1][0] == -100.0
+    assert run.step_axis == "step" and not [a for a in run.annotations if a.kind == "no_step_counter"]
+
+
+def test_pytorch_tutorial_epoch_step_lines(tmp_path):
+    def body(out):  # pytorch/examples-style: Step restarts every epoch
+        for epoch in range(2):
+            for i in range(60):
+                if (i + 1) % 20 == 0:
+                    print("Epoch [{}/{}], Step [{}/{}], Loss: {:.4f}".format(  # noqa: UP032 - the tutorial's own print
+                        epoch + 1, 2, i + 1, 60, 1 / (i + 1 + 60 * epoch)),
+                          file=out)
+    [run] = discover(_print_to(tmp_path / "train.log", body))
+    steps, vals = points(run, "Loss")
+    assert steps == [20, 40, 60, 80, 100, 120]
+    assert vals.tolist() == [float(f"{1 / s:.4f}") for s in steps]
+    assert any(a.kind == "combined_step" for a in run.annotations)
+
+
+def test_key_value_and_colon_lines(tmp_path):
+    def body(out):
+        print("Namespace(lr=0.001, batch_size=32)", file=out)  # a config dump: not a series
+        for step in range(0, 50, 10):
+            print(f"step={step} loss={2.3 - step / 100:.3f} lr={1e-3:.1e}", file=out)
+        print("step=50 loss=nan lr=1.0e-03", file=out)
+        for step in range(3):
+            print(f"Step: {step}, Loss: {0.5 + step:.2f}, grad norm: inf", file=out)
+    [run] = discover(_print_to(tmp_path / "slurm-1234.out", body))
+    steps, vals = points(run, "loss")
+    assert steps == [0, 10, 20, 30, 40, 50]
+    assert np.array_equal(vals, [2.3, 2.2, 2.1, 2.0, 1.9, np.nan], equal_nan=True)
+    assert points(run, "lr")[1].tolist() == [1e-3] * 6
+    assert "batch_size" not in run.tags
+    assert points(run, "Loss")[0] == [0, 1, 2] and np.isinf(points(run, "grad norm")[1]).all()
+    assert any(a.kind == "restart" for a in run.annotations)  # the Step: lines start again at 0
+
+
+def test_keras_fit_output(tmp_path):
+    def body(out):  # Keras 2 fit(verbose=1) as nohup keeps it: \r progress updates, then the epoch line
+        for epoch in range(1, 4):
+            print(f"Epoch {epoch}/3", file=out)
+            bar = "".join(f"\r {b}/10 [====>.....] - ETA: 1s - loss: {9.0:.4f}" for b in range(1, 10))
+            print(bar + f"\r10/10 [==============================] - 1s 50ms/step - loss: {1 / epoch:.4f} "
+                  f"- val_loss: {1.2 / epoch:.4f}", file=out)
+    [run] = discover(_print_to(tmp_path / "train.log", body))
+    assert run.step_axis == "epoch"
+    steps, vals = points(run, "loss")
+    assert steps == [1, 2, 3] and vals.tolist() == [1.0, 0.5, float(f"{1 / 3:.4f}")]  # 9.0 partials never read
+    assert points(run, "val_loss")[0] == [1, 2, 3]
+
+
+def test_structured_readers_win(tmp_path):
+    # a Keras CSV named train.log and a JSONL file stay what they are
+    write_keras_csv(tmp_path / "a" / "train.log", [{"loss": 1.0}, {"loss": 0.5}, {"loss": 0.4}, {"loss": 0.3}])
+    (tmp_path / "b").mkdir()
+    write_llamafactory_jsonl(tmp_path / "b" / "trainer_log.jsonl",
+                             [{"current_steps": i, "loss": 1.0 / (i + 1)} for i in range(5)])
+    formats = {r.name: r.format for r in discover(tmp_path)}
+    assert formats == {"a": "keras_csv", "b": "jsonl"}
+
+
+def test_prose_is_not_a_log(tmp_path, capsys):
+    f = tmp_path / "notes.txt"
+    f.write_text("We trained for 3 epochs.\nlr: 0.1 worked, batch: 32\nDone.\n")
+    assert main(["inspect", str(f)]) == 2
+    assert "not a log format" in capsys.readouterr().err
+
+
+def _intact_log() -> bytes:
+    buf = io.StringIO()
+    for it in range(40):
+        if it % 10 == 0:
+            print(f"step {it}: train loss {3 - it * 0.01:.4f}, val loss {3.1 - it * 0.01:.4f}", file=buf)
+        print(f"iter {it}: loss {3 - it * 0.02:.4f}, time {12.3 + it:.2f}ms", file=buf)
+        if it % 7 == 0:
+            print("Epoch [{}/{}], Step [{}/{}], Loss: {:.4f}".format(  # noqa: UP032
+                it // 20 + 1, 2, it % 20 + 1, 20, 0.5), file=buf)
+    return buf.getvalue().encode()
+
+
+def _set(run) -> set:
+    s = run.scalars
+    return set(zip(s["tag"].astype(str), s["step"].tolist(), s["value"].map(repr), strict=True))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_truncated_or_damaged_text_never_crashes_nor_invents(tmp_path, data):
+    raw = bytearray(_intact_log())
+    intact_path = tmp_path / "intact.log"
+    intact_path.write_bytes(bytes(raw))
+    [intact] = discover(intact_path)
+    raw = raw[: data.draw(st.integers(0, len(raw)))]
+    for _ in range(data.draw(st.integers(0, 5))):
+        if raw:
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.sampled_from([0x00, 0xFF, 0x80, 0x07, 0x1F]))
+    f = tmp_path / "damaged.log"
+    f.write_bytes(bytes(raw))
+    try:
+        [run] = discover(f)
+    except LogFormatError:
+        return  # nothing left to read, or no longer text: one line, not a crash
+    assert _set(run) <= _set(intact)
+
+
+def test_truncated_last_line_is_not_read(tmp_path):
+    f = tmp_path / "train.log"
+    f.write_text("step=1 loss=2.5\nstep=2 loss=2.4\nstep=3 loss=2.3\nstep=4 loss=2.2")  # "2.25" cut short?
+    [run] = discover(f)
+    assert points(run, "loss")[0] == [1, 2, 3]
+    assert any(a.kind == "truncated" and a.location == "line 4" for a in run.annotations)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_damaged_line_annotated_or_error(tmp_path, strict):
+    f = tmp_path / "train.log"
+    f.write_bytes(b"step=1 loss=2.5\nstep=2 loss=2.\xff4\nstep=3 loss=2.3\nstep=4 loss=2.2\n")
+    if strict:
+        with pytest.raises(LogFormatError, match="line 2"):
+            discover(f, strict=True)
+        return
+    [run] = discover(f)
+    assert points(run, "loss")[0] == [1, 3, 4]
+    assert any(a.kind == "damaged_line" and a.location == "line 2" for a in run.annotations)
