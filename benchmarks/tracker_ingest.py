@@ -25,14 +25,16 @@ def run(p):
     "wandb_pb2": """
 import glob, json
 from lrdoctor.readers._tfrecord import Problems
-from lrdoctor.readers._wandb_log import records
+from lrdoctor.readers._wandb_log import scan
 from wandb.proto import wandb_internal_pb2 as pb
 from pathlib import Path
 def run(p):
     f = Path(glob.glob(p + "/wandb/*/*.wandb")[0])
     n = 0
-    for _, raw in records(f, Problems(str(f), False)):
-        rec = pb.Record.FromString(raw)
+    sc = scan(f, Problems(str(f), False))  # lrdoctor's framing; wandb's classes for the records
+    buf = sc.buffer.tobytes()
+    for s, length in zip(sc.start.tolist(), sc.length.tolist()):
+        rec = pb.Record.FromString(buf[s:s + length])
         if rec.HasField("history"):
             for item in rec.history.item:
                 key = "/".join(item.nested_key) or item.key

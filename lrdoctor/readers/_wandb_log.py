@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import LogFormatError
 from ._tfrecord import Problems
@@ -37,8 +39,20 @@ def is_wandb_file(head: bytes) -> bool:
     return head.startswith(MAGIC[:6])
 
 
-def records(path: Path, problems: Problems) -> Iterator[tuple[int, bytes]]:
-    """(file offset, payload) of every intact record in ``path``, in file order."""
+@dataclass(frozen=True)
+class Scan:
+    """Every intact record of a file: ``buffer[start[i]:start[i] + length[i]]`` is record i's
+    payload (whole records in place in the file's bytes, records split across blocks joined after
+    them), ``offset[i]`` the file offset of its first fragment. ``buffer`` ends in zero padding."""
+
+    buffer: np.ndarray  # uint8
+    offset: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+
+
+def scan(path: Path, problems: Problems, pad: int = 64) -> Scan:
+    """Find every intact record of ``path``; damage goes to ``problems`` (see the module docstring)."""
     spath = str(path)
     try:
         data = path.read_bytes()
@@ -52,6 +66,11 @@ def records(path: Path, problems: Problems) -> Iterator[tuple[int, bytes]]:
         raise LogFormatError(f"W&B run file format version {data[6]} is not known (expected 0)",
                              path=spath, location="byte 6")
     size = len(data)
+    view = memoryview(data)
+    offsets: list[int] = []
+    starts: list[int] = []  # -1: assembled from fragments, payload in `joined`
+    lengths: list[int] = []
+    joined: list[bytes] = []
     off = HEADER
     parts: list[bytes] = []
     start = -1  # offset of the record being assembled from fragments
@@ -68,6 +87,15 @@ def records(path: Path, problems: Problems) -> Iterator[tuple[int, bytes]]:
             break
         crc, length, kind = unpack(data, off)
         end = off + HEADER + length
+        if kind == FULL and end - off <= left and end <= size and crc32(view[off + HEADER:end], _SEED[1]) == crc:
+            if start >= 0:  # the common case first: one whole record
+                problems.corrupt(start, "a record split across blocks has no last fragment", "record dropped")
+                start, parts = -1, []
+            offsets.append(off)
+            starts.append(off + HEADER)
+            lengths.append(length)
+            off = end
+            continue
         if kind == 0 and length == 0 and crc == 0:  # zero-filled (preallocated) space
             off += left
             continue
@@ -86,12 +114,7 @@ def records(path: Path, problems: Problems) -> Iterator[tuple[int, bytes]]:
                 start, parts = -1, []
             off = nxt
             continue
-        if kind == FULL:
-            if start >= 0:
-                problems.corrupt(start, "a record split across blocks has no last fragment", "record dropped")
-                start, parts = -1, []
-            yield off, chunk
-        elif kind == FIRST:
+        if kind == FIRST:
             if start >= 0:
                 problems.corrupt(start, "a record split across blocks has no last fragment", "record dropped")
             start, parts = off, [chunk]
@@ -101,8 +124,19 @@ def records(path: Path, problems: Problems) -> Iterator[tuple[int, bytes]]:
             parts.append(chunk)
         else:
             parts.append(chunk)
-            yield start, b"".join(parts)
+            offsets.append(start)
+            starts.append(-1)
+            payload = b"".join(parts)
+            lengths.append(len(payload))
+            joined.append(payload)
             start, parts = -1, []
         off = end
     if start >= 0 or cut >= 0:  # cut off mid-record: the record being written is lost
         problems.truncated(start if start >= 0 else cut, size)
+    start_arr = np.asarray(starts, dtype=np.int64)
+    length_arr = np.asarray(lengths, dtype=np.int64)
+    tail = start_arr < 0
+    if tail.any():  # fragmented records go after the file's bytes, in order
+        start_arr[tail] = size + pad + np.concatenate([[0], np.cumsum(length_arr[tail])[:-1]])
+    buffer = np.frombuffer(b"".join([data, b"\0" * pad, *joined, b"\0" * pad]), dtype=np.uint8)
+    return Scan(buffer, np.asarray(offsets, dtype=np.int64), start_arr, length_arr)

@@ -3,7 +3,8 @@
 Field numbers are those of ``wandb/proto/wandb_internal.proto`` (stable across wandb versions:
 protobuf fields are never renumbered). Declaring only these fields keeps lrdoctor free of the
 wandb package while parsing still runs in protobuf's C implementation (upb), which is what
-makes a million points a second possible; every other field of a record is skipped unread.
+keeps the records read whole (run, config) and the odd item off the fast path cheap; every other
+field is skipped unread. History and summary items are walked in bulk (:mod:`._pbwalk`).
 Strings are declared ``bytes`` so a damaged key never fails a whole record on UTF-8 checks.
 """
 
@@ -39,16 +40,12 @@ _SPEC = {
 _PACKAGE = "lrdoctor_wandb"
 
 
-def _build(raw_items: bool):
-    """The message classes; with ``raw_items`` history items and summary/config updates stay
-    undecoded ``bytes`` (same wire type), for :mod:`._wandb_items` to split in bulk."""
-    fd = descriptor_pb2.FileDescriptorProto(name=f"lrdoctor_wandb_{int(raw_items)}.proto",
-                                            package=_PACKAGE, syntax="proto3")
+def _build():
+    fd = descriptor_pb2.FileDescriptorProto(name="lrdoctor_wandb_subset.proto", package=_PACKAGE,
+                                            syntax="proto3")
     for msg, fields in _SPEC.items():
         m = fd.message_type.add(name=msg)
         for name, number, ftype, label, type_name in fields:
-            if raw_items and type_name == "Item":
-                ftype, type_name = _F.TYPE_BYTES, None
             f = m.field.add(name=name, number=number, type=ftype, label=label)
             if type_name:
                 f.type_name = f".{_PACKAGE}.{type_name}"
@@ -58,7 +55,5 @@ def _build(raw_items: bool):
             message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.Item")))
 
 
-#: A record with every item decoded; one item on its own.
-Record, Item = _build(raw_items=False)
-#: A record whose items are raw bytes.
-RawRecord, _ = _build(raw_items=True)
+#: A record (the few read whole: run and config records) and one history/summary/config item.
+Record, Item = _build()

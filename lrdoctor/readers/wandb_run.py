@@ -8,15 +8,14 @@ keys are joined with ``/`` (``{"val": {"acc": 1}}`` -> ``val/acc``). ``_step`` i
 that are not numbers (media, tables, strings, booleans) are no points; an annotation per key
 says how many. Config records become hparams (nested dicts flattened with ``/``), the summary is
 kept as the last value of each key. Reading this by hand instead of through wandb's classes is
-for two reasons: wandb is a heavy optional package, and its per-item objects cap reading at
-~0.6 M points/s where the bulk decoding in :mod:`._wandb_items` reaches the 1 M/s target.
+for two reasons: wandb is a heavy optional package, and its per-record objects cap reading near
+0.1-0.2 M points/s (``benchmarks/ingest_speed.py``) where walking all records at once with numpy
+(:mod:`._pbwalk`, :mod:`._wandb_items`) reads millions of points a second.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,17 @@ from google.protobuf.message import DecodeError
 
 from ..model import Annotation, Run
 from . import _wandb_items
+from ._pbwalk import varints, walk
 from ._tfrecord import Problems
-from ._wandb_log import is_wandb_file, records
-from ._wandb_proto import RawRecord, Record
+from ._wandb_log import Scan, is_wandb_file, scan
+from ._wandb_proto import Record
 from .base import ReadOptions, RunSource
 from .tabular import backwards_annotations, cap, duplicate_annotations, short_repr, tidy_frame
 
 #: History keys wandb itself adds to every record.
 STEP_KEY, TIME_KEY, RUNTIME_KEY = "_step", "_timestamp", "_runtime"
-#: The first top-level field of a record says its kind: Go and Python both write fields in
-#: number order, ``num`` (1) first when set. Tags: history 2, summary 3, config 5, run 17.
-_KIND = re.compile(rb"(?:\x08[\x80-\xff]{0,9}[\x00-\x7f])?(\x12|\x1a|\x2a|\x8a\x01)")
-_KINDS = {b"\x12": "history", b"\x1a": "summary", b"\x2a": "config", b"\x8a\x01": "run"}
-#: Appended after every history record before one bulk parse: an empty item marks the boundary.
-_SEP = RawRecord(history={"item": [b""]}).SerializeToString()
+#: Record fields read (wandb_internal.proto): history 2, summary 3, config 5, run 17.
+HISTORY, SUMMARY, CONFIG, RUN = 2, 3, 5, 17
 
 
 class WandbReader:
@@ -52,58 +48,39 @@ class WandbReader:
         path = source.files[0]
         spath = str(path)
         problems = Problems(spath, options.strict)
-        by_kind: dict[str, list[tuple[int, bytes]]] = {"history": [], "summary": [], "config": [], "run": []}
-        for off, rec in records(path, problems):
-            m = _KIND.match(rec)
-            kind = _KINDS[m.group(1)] if m else _kind_of(rec)
-            if kind:
-                by_kind[kind].append((off, rec))
-        hist = [r for _, r in by_kind["history"]]
-        offsets = np.array([o for o, _ in by_kind["history"]], dtype=np.int64)
-        items, rec_of = _history_items(hist, offsets, problems)
-        scalars, notes = _points(items, rec_of, hist, offsets, spath)
-        hparams, summary = _config_and_summary(by_kind, problems)
+        sc = scan(path, problems)
+        top = walk(sc.buffer, sc.start, sc.start + sc.length)
+        for i in np.flatnonzero(top.bad):
+            problems.corrupt(int(sc.offset[i]), "W&B record is not a valid protobuf message")
+        kinds = {k: _field_of(top, k) for k in (HISTORY, SUMMARY, CONFIG, RUN)}
+        scalars, notes = _history(sc, *kinds[HISTORY], problems, spath)
+        summary = _summary(sc, *kinds[SUMMARY], problems)
+        hparams, initial = _config(sc, kinds[RUN][0], kinds[CONFIG][0])
         return Run(name=source.name, source=spath, format=self.name, scalars=scalars, hparams=hparams,
-                   summary=summary, step_axis="step",
+                   summary={**initial, **summary}, step_axis="step",
                    annotations=tuple(problems.annotations + cap(notes)))
 
 
-def _kind_of(rec: bytes) -> str | None:
-    """The kind of a record whose first field is not its kind (wandb writes ``control`` and
-    ``_info`` before the kind of some records, e.g. the run record)."""
-    try:
-        r = Record.FromString(rec)
-    except DecodeError:  # a record of a kind we do not read needs not be one we can parse
-        return None
-    return next((k for k in ("history", "summary", "config", "run") if r.HasField(k)), None)
+def _field_of(top, field: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(record index, payload start, payload length) of the records that hold ``field``."""
+    sel = top.field == field
+    return top.msg[sel], top.start[sel], top.length[sel]
 
 
-def _history_items(hist: list[bytes], offsets: np.ndarray, problems: Problems
-                   ) -> tuple[_wandb_items.Items, np.ndarray]:
-    """Every item of every history record, and the index of the record each came from."""
-    try:
-        merged = RawRecord.FromString(_SEP.join(hist) + _SEP) if hist else None
-        raw = list(merged.history.item) if merged is not None else []
-    except DecodeError:  # a record that passed its CRC but is no protobuf: find it one by one
-        raw = []
-        for off, rec in zip(offsets.tolist(), hist, strict=True):
-            try:
-                raw += list(RawRecord.FromString(rec).history.item)
-            except DecodeError:
-                problems.corrupt(off, "history record is not a valid protobuf message")
-            raw.append(b"")
-    lens = np.fromiter(map(len, raw), np.int64, len(raw))
-    sep = lens == 0
-    rec_of = (np.cumsum(sep) - sep)[~sep]
-    return _wandb_items.split(list(compress(raw, ~sep))), rec_of
-
-
-def _points(items: _wandb_items.Items, rec_of: np.ndarray, hist: list[bytes], offsets: np.ndarray,
-            spath: str):
+def _history(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, problems: Problems,
+             spath: str):
+    buf = sc.buffer
+    inner = walk(buf, start, start + length)
+    for j in np.flatnonzero(inner.bad):
+        problems.corrupt(int(sc.offset[recs[j]]), "W&B history record is not a valid protobuf message")
+    item = inner.field == 1
+    items = _wandb_items.split(buf, inner.start[item], inner.length[item])
+    rec_of = inner.msg[item]  # index into recs
+    offsets = sc.offset[recs]
     names = items.names
     code = {n: i for i, n in enumerate(names)}
-    n_rec = len(hist)
-    step = np.full(n_rec, -1, dtype=np.int64)
+    n_rec = len(recs)
+    step = np.zeros(n_rec, dtype=np.int64)
     wall = np.full(n_rec, np.nan)
     has_step = np.zeros(n_rec, dtype=bool)
     if STEP_KEY in code:
@@ -113,11 +90,15 @@ def _points(items: _wandb_items.Items, rec_of: np.ndarray, hist: list[bytes], of
     if TIME_KEY in code:
         sel = (items.codes == code[TIME_KEY]) & items.numeric
         wall[rec_of[sel]] = items.values[sel]
-    for i in np.flatnonzero(~has_step):  # writers that leave _step out: the record's own step
-        step[i] = Record.FromString(hist[i]).history.step.num
+    # writers that leave _step out: the record's own HistoryStep (field 2: {num = 1}; empty = 0)
+    st = (inner.field == 2) & ~has_step[inner.msg]
+    if st.any():
+        s0 = inner.start[st]
+        num, used = varints(buf, s0 + 1)
+        step[inner.msg[st]] = np.where((inner.length[st] > 0) & (buf[s0] == 0x08) & (used > 0), num, 0)
     notes: list[Annotation] = []
-    own = {code[k] for k in (STEP_KEY, TIME_KEY, RUNTIME_KEY) if k in code}
-    metric = ~np.isin(items.codes, list(own)) & (items.codes >= 0)
+    own = [code[k] for k in (STEP_KEY, TIME_KEY, RUNTIME_KEY) if k in code]
+    metric = ~np.isin(items.codes, own) & (items.codes >= 0)
     for c in np.unique(items.codes[metric & ~items.numeric]):
         bad = np.flatnonzero((items.codes == c) & ~items.numeric)
         example = items.texts.get(int(bad[0]), b"")
@@ -126,50 +107,65 @@ def _points(items: _wandb_items.Items, rec_of: np.ndarray, hist: list[bytes], of
             f"{short_repr(example.decode('utf-8', 'replace'))}); no points read",
             path=spath, location=f"byte {int(offsets[rec_of[bad[0]]])}"))
     keep = metric & items.numeric
-    codes, recs, values = items.codes[keep], rec_of[keep], items.values[keep]
-    steps = step[recs]
-    locs = offsets[recs]
-    notes += backwards_annotations(step, offsets, spath, loc_label="byte")
+    codes, recs_k, values = items.codes[keep], rec_of[keep], items.values[keep]
+    steps = step[recs_k]
+    locs = offsets[recs_k]
+    has_items = np.zeros(n_rec, dtype=bool)
+    has_items[rec_of] = True
+    notes += backwards_annotations(step[has_items], offsets[has_items], spath, loc_label="byte")
     notes += duplicate_annotations(codes, steps, values, locs, names, spath, loc_label="byte")
-    return tidy_frame(codes, names, steps, wall[recs], values), notes
+    return tidy_frame(codes, names, steps, wall[recs_k], values), notes
 
 
-def _config_and_summary(by_kind: dict[str, list[tuple[int, bytes]]], problems: Problems):
-    """hparams from the run and config records (in order: later updates win), and the summary."""
-    config: dict[str, Any] = {}
-    summary_items: list[Any] = []
-    for kind in ("run", "config"):
-        for off, rec in by_kind[kind]:
-            try:
-                r = Record.FromString(rec)
-            except DecodeError:
-                problems.corrupt(off, f"{kind} record is not a valid protobuf message")
+def _summary(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, problems: Problems
+             ) -> dict[str, Any]:
+    """The last update of each key over all summary records (a later remove drops the key)."""
+    buf = sc.buffer
+    inner = walk(buf, start, start + length)
+    for j in np.flatnonzero(inner.bad):
+        problems.corrupt(int(sc.offset[recs[j]]), "W&B summary record is not a valid protobuf message")
+    out: dict[str, Any] = {}
+    last_at: dict[str, int] = {}
+    for field in (1, 2):  # update, then remove
+        sel = inner.field == field
+        if not sel.any():
+            continue
+        got = _wandb_items.split(buf, inner.start[sel], inner.length[sel], with_values=False)
+        pos = inner.start[sel]  # byte order is the order written
+        rev = got.codes[::-1]
+        uniq, first = np.unique(rev, return_index=True)
+        for c, i in zip(uniq.tolist(), (len(rev) - 1 - first).tolist(), strict=True):
+            if c < 0:
                 continue
-            if kind == "run":
-                _apply(config, r.run.config)
-                summary_items.extend(r.run.summary.update)
-            else:
-                _apply(config, r.config)
-    config.pop("_wandb", None)
-    summary: dict[str, Any] = {}
-    for it in summary_items:
-        summary[_wandb_items.name_of(it)] = _json(it.value_json)
-    summ = [rec for _, rec in by_kind["summary"]]
-    if summ:
+            name = got.names[c]
+            if field == 1:
+                raw = buf[pos[i]:pos[i] + inner.length[sel][i]].tobytes()
+                out[name] = _json(_wandb_items.Item.FromString(raw).value_json)
+                last_at[name] = int(pos[i])
+            elif name in out and last_at[name] < pos[i]:
+                del out[name]
+    return {k: v for k, v in out.items() if not k.startswith("_")}
+
+
+def _config(sc: Scan, run_recs: np.ndarray, config_recs: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+    """hparams from the run and config records (in file order: later updates win), and the
+    summary the run record starts with (a resumed run's)."""
+    config: dict[str, Any] = {}
+    initial: dict[str, Any] = {}
+    for i in sorted({*run_recs.tolist(), *config_recs.tolist()}):
+        raw = sc.buffer[sc.start[i]:sc.start[i] + sc.length[i]].tobytes()
         try:
-            merged = RawRecord.FromString(b"".join(summ))
+            r = Record.FromString(raw)
         except DecodeError:
-            merged = None
-        if merged is not None and merged.summary.update:
-            raw = list(merged.summary.update)
-            got = _wandb_items.split(raw, with_values=False)
-            codes = got.codes[::-1]
-            uniq, first = np.unique(codes, return_index=True)
-            for c, i in zip(uniq.tolist(), (len(codes) - 1 - first).tolist(), strict=True):
-                if c >= 0:  # the last update of each key
-                    summary[got.names[c]] = _json(_wandb_items.Item.FromString(raw[i]).value_json)
-    summary = {k: v for k, v in summary.items() if not k.startswith("_")}
-    return _flatten(config), summary
+            continue  # already reported by the walk
+        if r.HasField("run"):
+            _apply(config, r.run.config)
+            for it in r.run.summary.update:
+                initial[_wandb_items.name_of(it)] = _json(it.value_json)
+        else:
+            _apply(config, r.config)
+    config.pop("_wandb", None)
+    return _flatten(config), {k: v for k, v in initial.items() if not k.startswith("_")}
 
 
 def _apply(config: dict[str, Any], rec) -> None:
@@ -194,4 +190,3 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
