@@ -65,7 +65,7 @@ def test_points_over_all_polls_equal_one_read_of_the_finished_log(src, tmp_path)
         pd.testing.assert_frame_equal(_points(polled), _points(run.scalars), check_dtype=False)
     files = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
     whole = {"healthy-transformer-hf", "wandb"}  # read again whole at each change
-    if sample not in whole:
+    if sample not in whole and not sample.endswith(("-wandb", "-mlflow-sqlite")):
         assert tree.bytes_read <= files + 12 * 4096  # appended bytes, not the file again per poll
 
 
