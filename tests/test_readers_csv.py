@@ -295,3 +295,15 @@ def test_text_in_step_column_keeps_the_row(tmp_path):
     assert steps == [0, 0, 2] and same(vals, [1.0, 0.9, 0.8])
     [note] = [a for a in run.annotations if a.kind == "non_numeric"]
     assert "'abc'" in note.message and "previous row's step" in note.message
+
+
+def test_header_names_with_numbers_are_not_taken_for_printed_lines(tmp_path):
+    # YOLOv5 names a column "metrics/mAP_0.5:0.95"; a printed "Loss: 0.23, Step: 5" is no header
+    f = tmp_path / "results.csv"
+    f.write_text("epoch,train/box_loss,metrics/mAP_0.5:0.95\n0,0.12,0.01\n1,0.11,0.02\n")
+    [run] = discover(f)
+    assert run.format == "csv" and "metrics/mAP_0.5:0.95" in run.tags
+    g = tmp_path / "printed.log"
+    g.write_text("Step: 1, Loss: 0.23\nStep: 2, Loss: 0.21\nStep: 3, Loss: 0.20\n")
+    [run] = discover(g)
+    assert run.format == "text" and run.series("Loss")["step"].tolist() == [1, 2, 3]

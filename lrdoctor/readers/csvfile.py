@@ -74,7 +74,8 @@ def _header_names(text: str) -> list[str] | None:
     return names
 
 
-_PRINTED = re.compile(r"[:=]\s*[-+]?\.?\d|\s[-+]?\d+\.\d+\S*$|\[\s*\d+\s*/\s*\d+\s*\]")
+#: "Loss: 0.23", "step=100", "loss 2.3456", "[1/10]"; not "metrics/mAP_0.5:0.95" (a YOLO column name)
+_PRINTED = re.compile(r"[A-Za-z_)\]]\s*(?::\s+|=\s*)[-+]?\.?\d|\s[-+]?\d+\.\d+\S*$|\[\s*\d+\s*/\s*\d+\s*\]")
 
 
 def _is_number(text: str) -> bool:
