@@ -105,44 +105,81 @@ def load_roles_config(path: str | Path) -> dict[str, str]:
     return parse_role_overrides((f"{k}={v}" for k, v in data.items()), source=str(path))
 
 
-def resolve_roles(tags: Iterable[str], overrides: Mapping[str, str] | None = None, *,
-                  run_name: str | None = None) -> dict[str, str]:
-    """Map each role to the tag that plays it (roles with no tag are absent).
+#: Loss families for runs that log no tag with "loss" in its name (``rmse_step``, ``nll``,
+#: ``perplexity``), most likely to be the optimised objective first: a likelihood or
+#: cross-entropy, then MSE (what regressions minimise; RMSE is its reported square root), RMSE,
+#: MAE, and last perplexity (exp of the cross-entropy: a report of the loss, never optimised).
+LOSS_FAMILIES: tuple[tuple[str, str], ...] = (
+    ("nll", r"(^|[/_\- ])(nll|neg_?log_?likelihood|cross_?entropy|xent)($|[/_\- ])"),
+    ("mse", r"(^|[/_\- ])mse($|[/_\- ])"),
+    ("rmse", r"(^|[/_\- ])rmse($|[/_\- ])"),
+    ("mae", r"(^|[/_\- ])mae($|[/_\- ])"),
+    ("perplexity", r"(^|[/_\- ])(perplexity|ppl)($|[/_\- ])"),
+)
+_HELD_OUT = re.compile(r"(^|[/_\- ])(val|valid|validation|eval|test)")
+
+
+def _family_tag(tags: list[str], used: set[str], held_out: bool) -> tuple[str, str] | None:
+    """The tag of the most likely optimised loss family, per-step series before per-epoch ones."""
+    for family, pat in LOSS_FAMILIES:
+        rx = re.compile(pat)
+        hits = [t for t in tags if t not in used and rx.search(t.lower().strip())
+                and bool(_HELD_OUT.search(t.lower())) == held_out]
+        if hits:
+            hits.sort(key=lambda t: t.lower().endswith("epoch"))  # stable: logged order otherwise
+            others = sorted({f for f, p in LOSS_FAMILIES if f != family and any(
+                re.search(p, t.lower()) and bool(_HELD_OUT.search(t.lower())) == held_out for t in tags)})
+            why = f"no tag named loss; {family} family" + (
+                f", preferred over {', '.join(others)} as the likelier optimised objective" if others else "")
+            return hits[0], why
+    return None
+
+
+def resolve_roles_explained(tags: Iterable[str], overrides: Mapping[str, str] | None = None, *,
+                            run_name: str | None = None) -> dict[str, tuple[str, str]]:
+    """Each role -> (tag, why that tag): "--role", "alias", "pattern ..." or "no tag named loss; ...".
 
     An override whose tag this run lacks (one run of a sweep logs under another name) is not
-    applied: a warning names the run and the role is resolved as usual.
+    applied: a warning names the run and the role is resolved as usual. A train or val loss with
+    no alias or pattern match falls back to the loss families (:data:`LOSS_FAMILIES`).
     """
     tags = list(tags)
     lower = {}
     for t in tags:
         lower.setdefault(t.lower().strip(), t)
-    out: dict[str, str] = {}
+    out: dict[str, tuple[str, str]] = {}
     used: set[str] = set()
     for role, tag in (overrides or {}).items():
         if tag not in tags:
             log.warning("run %s has no tag %r: --role %s=%s not applied to it, %s resolved as usual",
                         run_name or "?", tag, role, tag, role)
             continue
-        out[role] = tag
+        out[role] = (tag, "--role override")
         used.add(tag)
     for role in ROLES:
         if role in out:
             continue
-        for alias in ALIASES[role]:
-            t = lower.get(alias)
-            if t is not None and t not in used:
-                out[role] = t
-                used.add(t)
-                break
-        else:
+        hit = next(((lower[a], "alias") for a in ALIASES[role] if a in lower and lower[a] not in used), None)
+        if hit is None:
             for pat in PATTERNS[role]:
                 rx = re.compile(pat)
-                hit = next((t for t in tags if t not in used and rx.search(t.lower().strip())), None)
-                if hit is not None:
-                    out[role] = hit
-                    used.add(hit)
+                t = next((t for t in tags if t not in used and rx.search(t.lower().strip())), None)
+                if t is not None:
+                    hit = (t, f"pattern {pat}")
                     break
+        if hit is None and role in ("train_loss", "val_loss"):
+            hit = _family_tag(tags, used, held_out=role == "val_loss")
+        if hit is not None:
+            out[role] = hit
+            used.add(hit[0])
     return out
+
+
+def resolve_roles(tags: Iterable[str], overrides: Mapping[str, str] | None = None, *,
+                  run_name: str | None = None) -> dict[str, str]:
+    """Map each role to the tag that plays it (roles with no tag are absent); see
+    :func:`resolve_roles_explained` for why each tag was chosen."""
+    return {r: t for r, (t, _) in resolve_roles_explained(tags, overrides, run_name=run_name).items()}
 
 
 class TagIndex:

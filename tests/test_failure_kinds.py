@@ -230,3 +230,25 @@ def test_cosine_warm_restarts_that_destabilise_are_flagged_with_schedule_fixes(t
     longer = f.proposals[1]
     assert longer.config["scheduler"]["type"] == "CosineAnnealingWarmRestarts"
     assert longer.config["scheduler"]["T_0"] == 300 and longer.config["scheduler"]["T_mult"] == 2
+
+
+def test_losses_named_by_their_metric_family_are_resolved_and_explained(tmp_path, capsys):
+    # a Lightning regression run that logs rmse_step / train_rmse_epoch and val_loss: no tag is
+    # named like a train loss, yet the run is judged (its loss never moves: a plateau)
+    from lrdoctor.cli import main
+
+    rng = np.random.default_rng(11)
+    rows = [(s, {"rmse_step": float(0.9 + 0.005 * rng.standard_normal())}) for s in range(0, 400, 2)]
+    rows += [(s, {"train_rmse_epoch": 0.9, "val_loss": 0.81, "epoch": s // 100}) for s in range(99, 400, 100)]
+    logdir = _lightning_csv(tmp_path / "a", rows)
+    (d,) = diagnose(logdir)
+    assert d.roles["train_loss"] == "rmse_step" and "plateau" in {f.rule for f in d.findings}
+    assert main(["inspect", str(logdir)]) == 0
+    out = capsys.readouterr().out
+    assert "train_loss rmse_step: no tag named loss; rmse family" in " ".join(out.split())
+    # the optimised loss before what reports it: nll over perplexity, mse over rmse
+    nll = _lightning_csv(tmp_path / "b", [(s, {"perplexity": 20.0 - s / 100, "nll": float(np.log(20.0 - s / 100))})
+                                          for s in range(50)])
+    assert diagnose(nll)[0].roles["train_loss"] == "nll"
+    mse = _lightning_csv(tmp_path / "c", [(s, {"rmse": 1.0 / (s + 1), "mse": 1.0 / (s + 1) ** 2}) for s in range(50)])
+    assert diagnose(mse)[0].roles["train_loss"] == "mse"

@@ -16,7 +16,7 @@ from .common import role_overrides, run_input_options
 
 def summarize(run: Run, overrides: dict[str, str]) -> dict[str, Any]:
     """Everything ``inspect`` shows about one run, as plain data (also the ``--json`` output)."""
-    from ..roles import resolve_roles
+    from ..roles import resolve_roles_explained
 
     sc = run.scalars
     tags: list[dict[str, Any]] = []
@@ -35,7 +35,8 @@ def summarize(run: Run, overrides: dict[str, str]) -> dict[str, Any]:
         tags = [{"tag": str(names[i]), "points": int(count[i]), "nan": int(nan[i]), "inf": int(inf[i]),
                  "first_step": int(smin[i]), "last_step": int(smax[i])} for i in range(k)]
     usable = {r: t for r, t in overrides.items() if t in run.tags}
-    roles = resolve_roles(run.tags, overrides, run_name=run.name)
+    explained = resolve_roles_explained(run.tags, overrides, run_name=run.name)
+    roles = {r: t for r, (t, _) in explained.items()}
     return {
         "name": run.name,
         "format": run.format,
@@ -45,6 +46,7 @@ def summarize(run: Run, overrides: dict[str, str]) -> dict[str, Any]:
         "points": int(len(sc)),
         "tags": tags,
         "roles": roles,
+        "role_reasons": {r: why for r, (_, why) in explained.items()},
         "unused_role_overrides": {r: t for r, t in overrides.items() if r not in usable},
         "hparams": len(run.hparams),
         "summary": {k: _short(v) for k, v in run.summary.items()},
@@ -89,6 +91,9 @@ def render(s: dict[str, Any]) -> str:
                      f"{t['first_step']}..{t['last_step']}" + (f"  [{bad}]" if bad else ""))
     roles = ", ".join(f"{r}={t}" for r, t in s["roles"].items()) or "none resolved"
     lines.append(f"  roles      {roles}")
+    for r, why in s.get("role_reasons", {}).items():
+        # why each tag was chosen: an alias, a name pattern, or the loss family preferred
+        lines.append(f"    {r:<11}{s['roles'][r]}: {why}")
     for r, t in s["unused_role_overrides"].items():
         lines.append(f"  (--role {r}={t} not applied: this run has no tag {t!r})")
     if s["annotations"]:
