@@ -252,3 +252,25 @@ def test_losses_named_by_their_metric_family_are_resolved_and_explained(tmp_path
     assert diagnose(nll)[0].roles["train_loss"] == "nll"
     mse = _lightning_csv(tmp_path / "c", [(s, {"rmse": 1.0 / (s + 1), "mse": 1.0 / (s + 1) ** 2}) for s in range(50)])
     assert diagnose(mse)[0].roles["train_loss"] == "mse"
+
+
+def test_clip_threshold_from_a_too_short_stable_stretch_falls_back_and_says_so(tmp_path):
+    # the stable stretch before an early onset holds 7 small warmup-time grad norms (~0.1); the
+    # run's norms are ~0.86: a p90 of those 7 would clip every ordinary step
+    from lrdoctor.model import Finding, Severity
+    from lrdoctor.proposals import propose
+    from lrdoctor.readers import discover
+    from lrdoctor.roles import RoleView
+
+    rng = np.random.default_rng(12)
+    t = np.arange(1, 201)
+    grad = np.where(t <= 7, 0.1 + 0.01 * t, 0.86 * np.exp(0.1 * rng.standard_normal(200)))
+    loss = 2.0 * np.exp(-t / 50) + 0.3
+    write_torch(tmp_path, {"train/loss": list(zip(t.tolist(), loss.tolist(), strict=True)),
+                           "train/grad_norm": list(zip(t.tolist(), grad.tolist(), strict=True)),
+                           "train/learning_rate": [(int(s), 1e-3) for s in t]})
+    view = RoleView.of(discover(tmp_path)[0])
+    f = Finding("loss-spike", Severity.WARNING, 8, 8, (8,), "", {"count": 1})
+    clip = next(p for p in propose(f, view) if p.kind == "clip_grad_norm")
+    assert clip.config["clip_grad_norm"] > 0.5, clip.summary
+    assert "too short to trust" in clip.summary and "grad norm(s), fewer than 20" in clip.rationale

@@ -39,6 +39,7 @@ class GradStats:
     whole_run: bool = False  # no finite norm before the window's end: taken over the whole run
     spikes: int = 0  # norms above SPIKE_X times their centred running median (isolated bursts)
     calm_p90: float | None = None  # p90 of the window without those spikes (None: no spike)
+    fallback: str = ""  # why the statistics are not from the stable stretch asked for ("" when they are)
 
     def percentile(self, q: int) -> float:
         return {50: self.p50, 90: self.p90, 95: self.p95, 99: self.p99}[q]
@@ -145,17 +146,21 @@ def grad_stats(view: RoleView, start: int, end: int, exclude: Iterable[int] = ()
         near_lo = np.abs(excl[np.maximum(idx - 1, 0)] - s.steps) <= guard
         m &= ~(near_hi | near_lo)
     vals = s.values[m]
-    if len(vals) < 5:
-        # Too short a stretch: fall back to everything finite before the end.
+    fallback = ""
+    if len(vals) < MIN_STATS_POINTS:
+        # Too short a stretch to take a p90 from (a 7-point window gave 0.11 for a run whose median
+        # norm is 0.86): fall back to everything finite before the end, else the whole run.
+        fallback = f"the stable stretch had only {len(vals)} grad norm(s), fewer than {MIN_STATS_POINTS}"
         m = (s.steps <= end) & fin
         ignored = int(((s.steps <= end) & ~fin).sum())
-        if not m.any():
-            # Nothing finite before the onset (e.g. every step so far skipped by GradScaler):
-            # the run's finite norms are still its own evidence, better than a fixed default.
+        if m.sum() < MIN_STATS_POINTS and fin.sum() > m.sum():
+            # Too few finite norms before the onset too (or none: every step so far skipped by
+            # GradScaler): the run's finite norms are still its own evidence, better than a default.
             m, ignored, whole = fin, int((~fin).sum()), True
         vals = s.values[m]
         if len(vals) == 0:
             return None
+        fallback += f", so they are taken over {'the whole run' if whole else 'every norm before the onset'}"
     p50, p90, p95, p99 = np.percentile(vals, [50, 90, 95, 99])
     steps = s.steps[m]
     # Bursts against the local level, not the window's median: a norm that trends (shrinking
@@ -164,7 +169,12 @@ def grad_stats(view: RoleView, start: int, end: int, exclude: Iterable[int] = ()
     calm = float(np.percentile(vals[~spike], 90)) if spike.any() and (~spike).sum() >= 5 else None
     return GradStats(int(steps.min()), int(steps.max()), int(len(vals)), float(p50), float(p90),
                      float(p95), float(p99), float(vals.max()), ignored, whole,
-                     int(spike.sum()) if calm is not None else 0, calm)
+                     int(spike.sum()) if calm is not None else 0, calm, fallback)
+
+
+#: Fewest grad norms a percentile (the clip threshold) is taken from; a shorter stable stretch
+#: falls back to every norm before the onset, then to the whole run, and the proposal says so.
+MIN_STATS_POINTS = 20
 
 
 #: A grad norm above SPIKE_X times the centred running median of SPIKE_WINDOW norms around it is a

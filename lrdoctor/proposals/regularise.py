@@ -50,9 +50,9 @@ def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
     if ctx.grad_at_onset is not None and thr > 0:
         at = (f"; around the onset it reached {fmt(ctx.grad_at_onset)}, "
               f"{fmt(ctx.grad_at_onset / thr)}× the threshold")
-    where = (f"the run's finite grad norms, {ctx.unit}s {g.first_step}–{g.last_step} (none is finite before "
-             f"the onset" if g.whole_run else
-             f"grad norms over the stable stretch {ctx.unit}s {g.first_step}–{g.last_step}")
+    where = (f"the run's finite grad norms, {ctx.unit}s {g.first_step}–{g.last_step}"
+             + ("" if g.fallback else " (none is finite before the onset)") if g.whole_run else
+             f"grad norms over {'' if g.fallback else 'the stable stretch '}{ctx.unit}s {g.first_step}–{g.last_step}")
     ignored = ""
     if g.ignored:
         ignored = (f", {g.ignored} non-finite grad norm{'s' if g.ignored > 1 else ''} ignored: under mixed "
@@ -60,9 +60,11 @@ def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
     return Draft(
         kind="clip_grad_norm",
         summary=f"clip grad norm at {fmt(thr)} ("
-                f"p{CLIP_PERCENTILE} of the {'finite' if g.whole_run else 'stable pre-onset'} norms"
-                f"{f', {g.spikes} burst{_s(g.spikes)} left out' if capped else ''})",
-        rationale=f"{where}{')' if g.whole_run else ''} (n={g.n}{ignored}): "
+                f"p{CLIP_PERCENTILE} of the {'finite' if g.whole_run else 'pre-onset' if g.fallback else 'stable pre-onset'} norms"
+                f"{f', {g.spikes} burst{_s(g.spikes)} left out' if capped else ''}"
+                f"{'; the stable stretch was too short to trust' if g.fallback else ''})",
+        rationale=(f"{g.fallback[0].upper()}{g.fallback[1:]}: " if g.fallback else "")
+                  + f"{where} (n={g.n}{ignored}): "
                   f"median {fmt(g.p50)}, p90 {fmt(g.p90)}, p99 {fmt(g.p99)}, max {fmt(g.max)}{at}."
                   + (f" {g.spikes} of them {'is a burst' if g.spikes == 1 else 'are bursts'} (over {SPIKE_X:g}× the running median of the "
                      f"{SPIKE_WINDOW} around them) that would inflate the p{CLIP_PERCENTILE} to {fmt(pct)}; "
