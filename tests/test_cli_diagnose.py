@@ -104,7 +104,9 @@ def test_terminal_summary(sweep, capsys):
 def test_set_and_select_and_ignore(sweep, capsys):
     assert main(["diagnose", str(sweep), "--ignore", "divergence", "--ignore", "exploding-gradients"]) == 0
     capsys.readouterr()
-    rc = main(["diagnose", str(sweep / "overfit" / "training_log.csv"), "--json", "--set", "overfitting.min_rise=10"])
+    # min_rise switches the rise test off, gap_train_fall=1 (a 100% fall) the gap-opening one
+    rc = main(["diagnose", str(sweep / "overfit" / "training_log.csv"), "--json", "--set", "overfitting.min_rise=10",
+               "--set", "overfitting.gap_train_fall=1"])
     doc = json.loads(capsys.readouterr().out)
     assert rc == 0 and not [f for f in doc["runs"][0]["findings"] if f["rule"] == "overfitting"]
 

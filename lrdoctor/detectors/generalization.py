@@ -10,7 +10,7 @@ from .base import Evidence, finite_part, noise_sigma, odd_window, param_ranges, 
 
 @param_ranges(smooth_window=">=1", min_rise=">=0", rise_sigmas=">=0", min_points_after_best=">=0",
               min_val_points=">=0", train_fall_sigmas=">=0",
-              min_train_fall=">=0")
+              min_train_fall=">=0", gap_train_fall="(0..1]", gap_min_share=">=0")
 def overfitting(
     val_loss: Series,
     train_loss: Series,
@@ -22,6 +22,8 @@ def overfitting(
     min_val_points: int = 5,
     train_fall_sigmas: float = 1.0,
     min_train_fall: float = 0.01,
+    gap_train_fall: float = 0.1,
+    gap_min_share: float = 0.3,
     instability_explains: bool = True,
 ) -> Evidence | None:
     """Validation loss rises from its best while the training loss keeps falling.
@@ -43,6 +45,11 @@ def overfitting(
     val loss blows up is unstable, not overfitting), and, with ``instability_explains``, a val
     rise that follows a spike of the training loss after the best evaluation (the spike damaged
     the model; loss-spike reports it).
+
+    *The gap opens* (an overfitting onset, reported too): the val loss has not improved on its
+    best for at least ``min_points_after_best`` evaluations and ``gap_min_share`` of them all,
+    while the training loss fell by ``gap_train_fall`` (relative) or more over that stretch: the
+    model keeps fitting the training set and no longer generalises better.
     """
     vs, v = finite_part(val_loss)
     ts, t = finite_part(train_loss)
@@ -60,8 +67,11 @@ def overfitting(
     rise = late - best
     sigma = noise_sigma(v, max(3, w)) if len(v) >= 5 else 0.0
     rel = rise / abs(best) if best != 0 else float("inf")
+    kind = "rise"
     if rel < min_rise or rise < rise_sigmas * sigma:
-        return None
+        if rise < 0 or len(after) < gap_min_share * len(v):
+            return None
+        kind = "gap_opens"  # judged below, once the training loss over the stretch is known
     # the smoothed curve finds *where* the best is (one lucky eval does not move it); the
     # evidence reports the raw best value at its own step, near the smoothed best
     half = w // 2
@@ -77,6 +87,8 @@ def overfitting(
     train_end = float(np.median(stretch[h:]))
     # noise of the stretch itself: the early noise of a loss that fell decades is not its scale
     if train_then - train_end < min_train_fall * abs(train_then):
+        return None
+    if kind == "gap_opens" and not train_then - train_end >= gap_train_fall * abs(train_then):
         return None
     if not train_then - train_end > train_fall_sigmas * noise_sigma(stretch, odd_window(len(stretch), 9, minimum=3)):
         return None
@@ -108,6 +120,7 @@ def overfitting(
             "train_final_step": int(ts[j]),
             "gap": latest_val - train_final,
             "val_noise_sigma": sigma,
+            "kind": kind,
         },
     )
 
