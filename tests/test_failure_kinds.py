@@ -274,3 +274,50 @@ def test_clip_threshold_from_a_too_short_stable_stretch_falls_back_and_says_so(t
     clip = next(p for p in propose(f, view) if p.kind == "clip_grad_norm")
     assert clip.config["clip_grad_norm"] > 0.5, clip.summary
     assert "too short to trust" in clip.summary and "grad norm(s), fewer than 20" in clip.rationale
+
+
+def _sw(logdir: Path, points: dict[str, list[tuple[int, float]]]) -> Path:
+    """One SummaryWriter process's event file in ``logdir`` (each call a new file)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    before = set(logdir.glob("events.out.tfevents.*"))
+    w = SummaryWriter(str(logdir))
+    for tag, pts in points.items():
+        for step, value in pts:
+            w.add_scalar(tag, value, step)
+    w.close()
+    (new,) = set(logdir.glob("events.out.tfevents.*")) - before
+    return new
+
+
+def test_event_files_of_one_directory_grouped_the_way_the_user_meant(tmp_path):
+    import shutil
+    import time
+
+    from lrdoctor.readers import discover
+
+    curve = [(s, float(2.0 * np.exp(-s / 50) + 0.3)) for s in range(300)]
+    # Lightning version_N: a truncated early copy of the event file beside the full later one
+    lit = tmp_path / "lightning_logs" / "version_3"
+    lit.mkdir(parents=True)
+    full = _sw(lit, {"train_loss": curve})
+    early = lit / full.name.replace("events.out.tfevents.", "events.out.tfevents.1")
+    shutil.copy(full, early)
+    with early.open("r+b") as fh:
+        fh.truncate(full.stat().st_size // 2)
+    (run,) = discover(lit)
+    assert len(run.scalars) == 300 and any(a.kind == "grouping" for a in run.annotations)
+    # HuggingFace: a second event file holding only the end-of-run eval belongs to the run
+    hf = tmp_path / "hf"
+    _sw(hf, {"train/loss": curve})
+    time.sleep(1.1)
+    _sw(hf, {"eval/loss": [(300, 0.35)]})
+    (run,) = discover(hf)
+    assert set(run.tags) == {"train/loss", "eval/loss"}
+    # Keras Logs/train: one file per fit, each from epoch 0 again -> one run per attempt
+    ker = tmp_path / "Logs" / "train"
+    for k in range(3):
+        _sw(ker, {"epoch_loss": [(e, float((1.0 + k) * np.exp(-e / 5))) for e in range(20)]})
+        time.sleep(1.1)
+    runs = discover(ker)
+    assert sorted(r.name.split("#")[-1] for r in runs) == ["1", "2", "3"] and all(len(r.scalars) == 20 for r in runs)

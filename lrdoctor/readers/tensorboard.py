@@ -58,6 +58,23 @@ class TensorBoardReader:
     def sniff(self, path: Path, head: bytes) -> bool:
         return is_tfrecord(head)
 
+    def expand(self, source: RunSource) -> list[RunSource]:
+        """Copies of event files dropped, separate attempts split (see :mod:`.tb_grouping`)."""
+        from .tb_grouping import group_files
+
+        def decode(path: Path) -> FileScalars:
+            with Path(path).open("rb") as fh:
+                if is_lfs_pointer(fh.read(64)):  # no points: kept with the run, read() notes it
+                    return FileScalars(str(path), [], np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0),
+                                       np.zeros(0), None)
+            return decode_file(path, strict=False)
+
+        try:
+            return group_files(source, decode, _file_order)
+        except Exception:  # noqa: BLE001 - an unreadable file: read() reports it on the whole run
+            log.debug("grouping the event files of %s failed", source.root, exc_info=True)
+            return [source]
+
     def read(self, source: RunSource, options: ReadOptions) -> Run:
         return read_run(source, options)
 
@@ -180,6 +197,9 @@ def read_run(source: RunSource, options: ReadOptions) -> Run:
     else:
         df = make_scalars(np.array([], dtype=object), [], [], [])
     tags = list(pd.unique(df["tag"])) if len(df) else []
+    for key in ("copies_note", "grouping"):
+        if source.extra.get(key):
+            notes.append(Annotation(kind="grouping", message=source.extra[key], path=str(source.root)))
     return Run(name=source.name, source=str(source.root), format="tensorboard", scalars=df,
                hparams=hparams, step_axis=step_axis_of(tags), annotations=tuple(notes))
 
