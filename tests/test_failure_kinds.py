@@ -321,3 +321,27 @@ def test_event_files_of_one_directory_grouped_the_way_the_user_meant(tmp_path):
         time.sleep(1.1)
     runs = discover(ker)
     assert sorted(r.name.split("#")[-1] for r in runs) == ["1", "2", "3"] and all(len(r.scalars) == 20 for r in runs)
+
+
+def test_report_sweeps_only_siblings_of_one_experiment_and_says_why(tmp_path):
+    # three unrelated projects, each one run with its own LR in its name: same writer, same tag
+    # names -- not a sweep; two siblings of one experiment are, and the page says why
+    from lrdoctor.report.html import render_report
+
+    def run(where: Path, lr: float):
+        from lightning.pytorch.loggers import CSVLogger
+
+        logger = CSVLogger(str(where.parent), name=where.name, version="")
+        for s in range(60):
+            logger.log_metrics({"train_loss": float(np.exp(-s * lr * 10) + 0.2)}, step=s)
+        logger.log_hyperparams({"lr": lr, "batch_size": 32})
+        logger.save()
+
+    for proj, lr in (("projA", 1e-3), ("projB", 1e-2), ("projC", 1e-1)):
+        run(tmp_path / "unrelated" / proj / f"lr_{lr}", lr)
+    html = render_report(diagnose(tmp_path / "unrelated"), workers=1)
+    assert "Learning-rate sweep" not in html
+    for lr in (1e-3, 1e-2):
+        run(tmp_path / "exp" / "sweep" / f"lr_{lr}", lr)
+    html = render_report(diagnose(tmp_path / "exp"), workers=1)
+    assert "Learning-rate sweep" in html and "grouped as one sweep because they are 2 sibling runs under" in html

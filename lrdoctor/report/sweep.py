@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .data import RunView, flatten
@@ -32,6 +33,7 @@ class LrSweep:
     loss_label: str
     stable_range: tuple[float, float] | None
     best: SweepPoint | None
+    reason: str = ""  # why these runs were grouped as one sweep (shown on the page)
 
     @property
     def stable_runs(self) -> int:
@@ -74,14 +76,35 @@ def is_stable(view: RunView) -> bool:
     return view.final_train_loss is None or math.isfinite(view.final_train_loss)
 
 
+def experiment_dir(view: RunView) -> str:
+    """The directory a run's siblings share: the parent of its run directory (of the file's
+    directory for a single-file run; a split ``name#k`` attempt shares its file's)."""
+    src = Path(view.run.source)
+    run_dir = src.parent if src.is_file() else src
+    return str(run_dir.parent)
+
+
 def comparable_key(view: RunView) -> tuple:
-    """Runs are points of one sweep only when they train the same thing: the same built-in
-    workload when known, else the same format and the same loss tags."""
+    """Runs are points of one sweep only when they are runs of one experiment: the same built-in
+    workload when known, else siblings under one parent directory with the same format, the same
+    loss tags and the same hparam keys (runs of five projects never share all of that)."""
     origin = view.run.origin if isinstance(view.run.origin, Mapping) else {}
     if origin.get("workload"):
         return ("workload", str(origin["workload"]))
     roles = view.diagnosis.roles
-    return ("tags", view.run.format, roles.get("train_loss"), roles.get("val_loss"))
+    keys = tuple(sorted(flatten(view.run.hparams)))
+    return ("tags", experiment_dir(view), view.run.format, roles.get("train_loss"), roles.get("val_loss"), keys)
+
+
+def grouping_reason(key: tuple, n: int) -> str:
+    """Why ``n`` runs of one ``comparable_key`` were grouped, in words."""
+    if key[0] == "workload":
+        return f"{n} runs of the built-in workload {key[1]}"
+    _, parent, fmt, train, val, keys = key
+    parts = [f"{n} sibling runs under {parent}/", f"the same format ({fmt})",
+             f"train loss tag {train!r}" + (f" and val loss tag {val!r}" if val else "")]
+    parts.append(f"the same {len(keys)} hparam keys" if keys else "no hparams")
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def lr_sweep(views: Sequence[RunView]) -> LrSweep | None:
@@ -95,7 +118,8 @@ def lr_sweep(views: Sequence[RunView]) -> LrSweep | None:
     groups = {k: rows for k, rows in groups.items() if len({lr for _, lr in rows}) >= 2}
     if not groups:
         return None
-    rows = max(groups.values(), key=len)
+    key = max(groups, key=lambda k: len(groups[k]))
+    rows = groups[key]
     use_val = all(v.best_val_loss is not None for v, _ in rows)
     points = tuple(
         SweepPoint(v.key, v.run.name, lr, v.best_val_loss if use_val else v.final_train_loss, is_stable(v))
@@ -115,4 +139,5 @@ def lr_sweep(views: Sequence[RunView]) -> LrSweep | None:
         start = None
     finite = [p for p in points if p.stable and p.loss is not None and math.isfinite(p.loss)]
     best = min(finite, key=lambda p: p.loss) if finite else None
-    return LrSweep(points, "best val loss" if use_val else "final train loss", best_span, best)
+    return LrSweep(points, "best val loss" if use_val else "final train loss", best_span, best,
+                   grouping_reason(key, len(rows)))
