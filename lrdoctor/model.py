@@ -152,6 +152,11 @@ class Finding:
     proposals: tuple[Proposal, ...] = ()
     code: str | None = None  # the rule's code, e.g. LRD001
     title: str | None = None
+    # What the rule's file declares for the later stages (see lrdoctor.engine.spec.RuleSpec), so
+    # the report and verify need no knowledge of particular rules. Not part of to_dict().
+    symptom_role: str | None = None  # the role whose curve shows the symptom
+    unstable_in_sweep: bool = False  # the run trained unstably (left out of an LR sweep's stable range)
+    markers: str = "points"  # how the marked steps are drawn ("points", "best-and-latest")
 
     def to_dict(self) -> dict[str, Any]:
         return {

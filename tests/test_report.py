@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 
+from lrdoctor.downsample import downsample, minmax_indices
 from lrdoctor.model import Diagnosis, Finding, Proposal, Severity, Verdict, VerdictKind
 from lrdoctor.report import render_report, write_report
-from lrdoctor.report.downsample import downsample, minmax_indices
 from lrdoctor.roles import resolve_roles
 
 SCRIPT = "<script>alert(1)</script>"

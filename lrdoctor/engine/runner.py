@@ -94,6 +94,9 @@ def make_finding(rule: RuleSpec, ev: Evidence, view: RoleView) -> Finding:
         evidence=values,
         code=rule.code,
         title=rule.title,
+        symptom_role=rule.symptom,
+        unstable_in_sweep=rule.unstable_in_sweep,
+        markers=rule.markers,
     )
 
 
@@ -125,7 +128,8 @@ def run_rule(rule: RuleSpec, view: RoleView, cache: _SeriesCache | None = None) 
 def run_rules(
     view: RoleView, rules: Iterable[RuleSpec], *, proposer: Any = None
 ) -> Diagnosis:
-    """Every rule on one run. ``proposer(finding, view) -> list[Proposal]`` attaches proposals."""
+    """Every rule on one run. ``proposer(finding, view, rule) -> list[Proposal]`` attaches proposals
+    (``rule`` is the finding's RuleSpec: which proposal kinds it offers and how they are ranked)."""
     rules = list(rules)
     findings: list[Finding] = []
     skipped: list[SkippedRule] = []
@@ -140,16 +144,18 @@ def run_rules(
     by_name = {r.name: r for r in rules}
     findings = [f for f in findings if not (set(by_name[f.rule].superseded_by) & fired)]
     if proposer is not None:
-        findings = [_with_proposals(f, view, proposer) for f in findings]
+        findings = [_with_proposals(f, view, proposer, by_name[f.rule]) for f in findings]
     findings.sort(key=lambda f: (-f.severity.rank, f.start_step if f.start_step is not None else -1, f.rule))
     return Diagnosis(run=view.run, findings=tuple(findings), skipped_rules=tuple(skipped), roles=dict(view.roles))
 
 
-def _with_proposals(finding: Finding, view: RoleView, proposer: Any) -> Finding:
+def _with_proposals(finding: Finding, view: RoleView, proposer: Any, rule: RuleSpec) -> Finding:
     from dataclasses import replace
 
+    if not rule.proposals:
+        return finding
     try:
-        proposals = tuple(proposer(finding, view) or ())
+        proposals = tuple(proposer(finding, view, rule) or ())
     except Exception as exc:  # noqa: BLE001 -- proposals are an extra; the finding stands alone
         log.debug("proposals for %s failed: %s: %s", finding.rule, type(exc).__name__, exc, exc_info=True)
         return finding

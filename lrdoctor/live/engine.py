@@ -336,9 +336,10 @@ class LiveEngine:
         if proposer is None:
             return out
         view = RoleView(self.snapshot(), dict(self.roles))
+        by_name = {r.name: r for r in self._rules}
         for f in findings:
             try:
-                out[f.rule] = replace(f, proposals=tuple(proposer(f, view) or ()))
+                out[f.rule] = replace(f, proposals=tuple(proposer(f, view, by_name.get(f.rule)) or ()))
             except Exception as exc:  # noqa: BLE001 -- proposals are an extra; the finding stands alone
                 log.debug("proposals for %s failed: %s", f.rule, exc, exc_info=True)
         return out

@@ -13,13 +13,12 @@ from ..roles import RoleView
 
 @dataclass(frozen=True)
 class Draft:
-    """A proposal before ranking: ``score`` (0..1) says how strongly the run's evidence backs it."""
+    """A proposal before ranking (the rule's policy gives its rank score)."""
 
     kind: str
     summary: str
     rationale: str
     config: dict[str, Any]
-    score: float
     variant: str = ""  # tells apart several proposals of one kind (e.g. decay schedules)
     header: str = field(default="")  # extra comment lines for the snippet
 

@@ -46,6 +46,18 @@ class GradStats:
 
 
 @dataclass(frozen=True)
+class Needs:
+    """Facts a kind of finding needs computed (declared by its proposal policy)."""
+
+    #: the finding's own steps are bursts: leave them out of the stable stretch's grad statistics
+    excludes_finding_steps: bool = False
+    #: an instability: the stable stretch ends where the grad norm first blew up, when earlier
+    grad_blowup_ends_stable: bool = False
+    #: a blow-up: find the last healthy step and the largest LR in force up to it
+    healthy_edge: bool = False
+
+
+@dataclass(frozen=True)
 class RunContext:
     unit: str  # "step" or "epoch": what the run's x axis counts
     first_step: int
@@ -251,7 +263,11 @@ def _warmup_length(steps: np.ndarray, values: np.ndarray) -> int | None:
     return int(steps[reach] - steps[0]) or None
 
 
-def build_context(finding: Finding, view: RoleView) -> RunContext:
+def build_context(finding: Finding, view: RoleView, needs: Needs = Needs()) -> RunContext:
+    """The run's numbers around one finding; ``needs`` (from the rule's proposal policy) says
+    which facts its kind of finding needs beyond the common ones."""
+    excludes, instability = needs.excludes_finding_steps, needs.grad_blowup_ends_stable
+    healthy_edge = needs.healthy_edge
     run = view.run
     scal = run.scalars
     loss = view.get("train_loss")
@@ -273,10 +289,10 @@ def build_context(finding: Finding, view: RoleView) -> RunContext:
         last = first + planned - 1
     onset = finding.start_step if finding.start_step is not None else last
     onset = int(min(max(onset, first), last))
-    exclude = list(finding.steps) if finding.rule == "loss-spike" else []
+    exclude = list(finding.steps) if excludes else []
     start, stable_end = stable_window(first, onset)
     unstable = None
-    if finding.rule in ("divergence", "exploding-gradients", "loss-spike"):
+    if instability:
         # The loss often shows an instability later than the gradients do: end the stable
         # stretch where the grad norm first blew up, when that came earlier.
         unstable = grad_blowup(view, start, stable_end, exclude)
@@ -368,7 +384,7 @@ def build_context(finding: Finding, view: RoleView) -> RunContext:
 
     best = healthy = lr_healthy = None
     warmup_foot = foot(onset)
-    if finding.rule == "divergence":
+    if healthy_edge:
         best = best_loss_step(view, onset, finding.evidence.get("best_step"))
         if best is not None:
             # a grad norm that blew up before the loss's best ends the healthy stretch there

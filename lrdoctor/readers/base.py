@@ -8,12 +8,18 @@ from typing import Protocol
 
 from ..model import Run
 
-#: Name of the file a built-in workload writes into each run directory (workload + config +
-#: ground-truth labels). Discovery never treats it as a log; it becomes ``Run.origin``.
-ORIGIN_FILE = "lrdoctor-run.json"
 #: JSON Lines the live callbacks append to a run's log directory (findings, stops, rollbacks).
 #: Discovery never treats it as a log; its records become the run's annotations.
 FINDINGS_FILE = "lrdoctor-findings.jsonl"
+#: The first bytes of a Git LFS pointer file (checked in instead of the real log): every spec
+#: version's pointer starts "version https://git-lfs.github.com/spec/v1" (older clients wrote
+#: "version https://git-lfs..."), so the common prefix is what is tested.
+LFS_POINTER_PREFIX = b"version https://git-lfs"
+
+
+def is_lfs_pointer(head: bytes) -> bool:
+    """A Git LFS pointer file (checked in instead of the real log file), from its first bytes."""
+    return head.startswith(LFS_POINTER_PREFIX)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import LogFormatError
-from .base import FINDINGS_FILE, ORIGIN_FILE, Reader, RunSource
+from ..origin import ORIGIN_FILE
+from .base import FINDINGS_FILE, Reader, RunSource, is_lfs_pointer
 from .hf_trainer_state import FILE_NAME as HF_FILE
 from .hf_trainer_state import global_step_of
 from .mlflow import is_run_dir, metric_files, run_name
@@ -53,10 +54,6 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 def is_event_file_name(name: str) -> bool:
     return "tfevents" in name
-
-
-def _lfs_fallback(head: bytes) -> bool:
-    return head.startswith(b"version https://git-lfs.github.com/spec/")
 
 
 def _head(path: Path) -> bytes:
@@ -91,13 +88,13 @@ def _unlistable(exc: OSError) -> None:
 class Finder:
     """One search: sniffs files with ``readers`` (priority order) and groups them into runs."""
 
-    def __init__(self, readers: Sequence[Reader], *, forced: Reader | None = None, is_lfs_pointer=None):
+    def __init__(self, readers: Sequence[Reader], *, forced: Reader | None = None):
         # Event files and MLflow run directories are grouped by directory, not one file per run.
         self.readers = [r for r in readers if r.name not in ("tensorboard", "mlflow")]
         self.mlflow = next((r for r in readers if r.name == "mlflow"), None)
         self.by_name = {r.name: r for r in readers}
         self.forced = forced
-        self.is_lfs = is_lfs_pointer or _lfs_fallback
+        self.is_lfs = is_lfs_pointer
         self.lfs_pointers: list[Path] = []
 
     def wants(self, fmt: str) -> bool:

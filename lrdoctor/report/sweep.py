@@ -13,8 +13,6 @@ from .data import RunView, flatten
 #: hparam keys (flattened, lower-cased) that name the peak learning rate, most specific first.
 LR_KEYS = ("lr", "learning_rate", "learning-rate", "learningrate", "peak_lr", "max_lr", "base_lr", "init_lr")
 _NAME_LR = re.compile(r"(?:^|[^a-z])(?:lr|learning[_-]?rate)[_=\-]?(\d+(?:\.\d*)?(?:e[-+]?\d+)?)", re.IGNORECASE)
-#: Findings that mean "this LR is too high to train stably".
-UNSTABLE_RULES = frozenset({"divergence", "loss-spike", "exploding-gradients"})
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,8 @@ def run_lr(hparams: Mapping[str, Any], origin: Mapping[str, Any] | None, name: s
 
 
 def is_stable(view: RunView) -> bool:
-    if any(f.rule in UNSTABLE_RULES for f in view.diagnosis.findings):
+    # findings whose rule file declares they mean "this LR is too high to train stably"
+    if any(f.unstable_in_sweep for f in view.diagnosis.findings):
         return False
     return view.final_train_loss is None or math.isfinite(view.final_train_loss)
 

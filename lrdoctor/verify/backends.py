@@ -31,15 +31,9 @@ from typing import Any
 
 from .._optional import require
 from ..errors import VerifyError
+from .env import ENV_ARM, ENV_BASE_LR, ENV_CONFIG, ENV_DEVICE, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED
 from .outdir import DISK_FULL, write_atomic
 from .procs import signal_text
-
-ENV_CONFIG = "LRDOCTOR_VERIFY_CONFIG"  # JSON: the arm's config patch, with max_steps and seed
-ENV_LOGDIR = "LRDOCTOR_LOGDIR"
-ENV_MAX_STEPS = "LRDOCTOR_MAX_STEPS"
-ENV_SEED = "LRDOCTOR_SEED"
-ENV_DEVICE = "LRDOCTOR_DEVICE"
-ENV_ARM = "LRDOCTOR_ARM"  # "baseline" or "candidate"
 
 MARKER = "lrdoctor-rerun.done"
 LOGS_SUBDIR = "logs"
@@ -334,7 +328,7 @@ class CommandBackend:
             "PYTHONUNBUFFERED": "1",
         })
         if self.base.get("lr") is not None:
-            env["LRDOCTOR_BASE_LR"] = _num(float(self.base["lr"]))
+            env[ENV_BASE_LR] = _num(float(self.base["lr"]))
         return env
 
     def require(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LrdoctorError, VerifyError
+from ..jsonsafe import json_safe
 from ..model import Diagnosis, Finding, Proposal, Run, Verdict
 from ..roles import RoleView
 from .backends import (
@@ -44,13 +45,8 @@ from .verdict import ArmResult, decide
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "lrdoctor-verify"
-#: The series each built-in rule judges, kept per rerun next to the target metric's.
-SYMPTOM_ROLE = {"divergence": "train_loss", "loss-spike": "train_loss", "plateau": "train_loss",
-                "exploding-gradients": "grad_norm", "vanishing-gradients": "grad_norm", "overfitting": "val_loss",
-                "lr-restart": "train_loss"}
 #: Points per rerun curve kept in ``Verdict.details["curves"]`` (the report draws at most ~400).
 CURVE_POINTS = 500
-CANONICAL_RULES = ("divergence", "loss-spike", "plateau", "overfitting", "exploding-gradients", "vanishing-gradients")
 
 HOW_TO_RERUN = (
     "cannot rerun {name}: set it up one of three ways: (a) a run directory written by an lrdoctor "
@@ -71,8 +67,6 @@ class RunVerification:
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` shape; each verdict's ``details`` (statistics per seed, rerun curves) rides
         along under "details", strict JSON (non-finite numbers as "nan"/"inf"/"-inf" strings)."""
-        from ..output.json_out import json_safe
-
         return {"name": self.name,
                 "verdicts": [{**v.to_dict(), "details": json_safe(v.details)} for v in self.verdicts],
                 "source": self.source}
@@ -87,6 +81,7 @@ class _Job:
     baseline: tuple[str, ...]
     candidate: tuple[str, ...]
     base_lr: float | None = None
+    symptom_role: str | None = None  # the role the finding's rule declares its symptom on
 
 
 @dataclass
@@ -239,7 +234,8 @@ def plan(
                             digest=task_digest(backend, patch, budget, seed, cfg.device), timeout_s=timeout_s,
                         )
                     keys[arm].append(key)
-            p.jobs.append(_Job(run, rule, prop, budget, tuple(keys["baseline"]), tuple(keys["candidate"]), base_lr))
+            p.jobs.append(_Job(run, rule, prop, budget, tuple(keys["baseline"]), tuple(keys["candidate"]), base_lr,
+                               finding.symptom_role if finding is not None else None))
     return p
 
 
@@ -324,16 +320,17 @@ def _read_back(task: RerunTask, outcome: RerunOutcome, diagnose_fn, cfg: VerifyC
         raise VerifyError(f"the rerun's logs in {task.logdir} have neither a train nor a val loss")
     target = smoothed_final(view[role].values, window)
     rules = tuple(sorted({f.rule for f in diag.findings}))
+    symptoms = tuple(sorted({f.rule for f in diag.findings if f.symptom_role}))
     shown = tuple((r, *display_curve(view[r].steps, view[r].values))
                   for r in dict.fromkeys((role, "train_loss", "grad_norm")) if view.has(r) and len(view[r]))
-    return ArmResult(task.seed, True, rules=rules, target=target, target_role=role, logdir=task.logdir,
+    return ArmResult(task.seed, True, rules=rules, symptom_rules=symptoms, target=target, target_role=role, logdir=task.logdir,
                      curves=shown)
 
 
 def display_curve(steps, values, max_points: int = CURVE_POINTS) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """A series cut to at most ~``max_points`` for the report, keeping each bucket's min, max and
     first NaN/inf (a plain stride would drop the one-step spike or the NaN the verdict is about)."""
-    from ..report.downsample import downsample
+    from ..downsample import downsample
 
     s, v = downsample(np.asarray(steps), np.asarray(values, dtype=np.float64), max_points)
     return tuple(s.tolist()), tuple(v.tolist())
@@ -373,7 +370,8 @@ def verify_items(
     by_run: dict[str, list[Verdict]] = {}
     for job in p.jobs:
         def mark(a: ArmResult, rule=job.rule) -> ArmResult:
-            return replace(a, symptom=(rule in a.rules) if rule else any(r in CANONICAL_RULES for r in a.rules))
+            # without a finding, any rule that judges a symptom counts (its file declares one)
+            return replace(a, symptom=(rule in a.rules) if rule else bool(a.symptom_rules))
 
         base, cand = [mark(arms[k]) for k in job.baseline], [mark(arms[k]) for k in job.candidate]
         v = decide(job.rule, job.proposal, base, cand, cfg, base_lr=job.base_lr)
@@ -381,7 +379,7 @@ def verify_items(
         v.details["out"] = str(Path(job.candidate[0]).parent)
         role = next((a.target_role for a in (*base, *cand) if a.target_role), "train_loss")
         v.details["curves"] = curves_detail(base, cand, role)
-        symptom = SYMPTOM_ROLE.get(job.rule or "")
+        symptom = job.symptom_role
         if symptom and symptom != role and any(a.curve(symptom) for a in (*base, *cand)):
             # the target is often a sparse val loss; the series the rule fired on shows the symptom itself
             v.details["symptom_curves"] = curves_detail(base, cand, symptom)
