@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -16,7 +17,7 @@ def json_safe(value: Any) -> Any:
         return value
     if isinstance(value, (str, int, bool)) or value is None:
         return value
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # dicts, and read-only mappings such as a ConfigPatch
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]

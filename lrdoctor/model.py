@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .patch import ConfigPatch
+
 #: Columns (and dtypes) of the canonical tidy scalar table held by every Run.
 SCALAR_COLUMNS = ("tag", "step", "wall_time", "value")
 
@@ -124,9 +126,12 @@ class Proposal:
     kind: str
     summary: str
     rationale: str
-    config: dict[str, Any]
+    config: ConfigPatch  # a mapping is accepted and validated into one
     code: str
     rank: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", ConfigPatch.of(self.config))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,7 +139,7 @@ class Proposal:
             "kind": self.kind,
             "summary": self.summary,
             "rationale": self.rationale,
-            "config": self.config,
+            "config": self.config.to_dict(),
             "code": self.code,
             "rank": self.rank,
         }

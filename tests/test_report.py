@@ -110,7 +110,7 @@ def evil_diagnosis(tmp_path_factory) -> Diagnosis:
     assert any(SCRIPT in t for t in run.tags), run.tags  # the reader kept the tag as logged
     run = dataclasses.replace(run, name=f"run{IMG}", hparams={f"lr{SCRIPT}": IMG, "note": SCRIPT})
     proposal = Proposal(id=f"p{IMG}", kind="lower_peak_lr", summary=f"Lower the LR {SCRIPT}",
-                        rationale=IMG, config={"lr": 1e-3, SCRIPT: IMG}, code=f"lr = 1e-3  # {SCRIPT}\n# {IMG}")
+                        rationale=IMG, config={"lr": 1e-3, "scheduler": {"type": SCRIPT, IMG: IMG}}, code=f"lr = 1e-3  # {SCRIPT}\n# {IMG}")
     finding = Finding(rule="loss-spike", severity=Severity.WARNING, start_step=40, end_step=60, steps=(50,),
                       message=f"loss jumped {SCRIPT} {IMG}", evidence={SCRIPT: IMG, "ratio": 3.0},
                       proposals=(proposal,), code="LRD002", title=f"Spike {IMG}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..detectors.base import Evidence, dedupe_steps
+from ..detectors.base import Evidence
 from ..model import Diagnosis, Finding, Series, Severity, SkippedRule
 from ..roles import RoleView
 from .registry import get_detector
@@ -59,7 +59,7 @@ class _SeriesCache:
 
     def get(self, role: str) -> Series | None:
         if role not in self._cache:
-            s = dedupe_steps(self.view[role]) if role in self.view else None
+            s = self.view.deduped(role)
             self._cache[role] = s if s is not None and len(s) else None
         return self._cache[role]
 

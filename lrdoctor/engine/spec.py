@@ -134,10 +134,8 @@ def _str_list(data: Mapping, key: str, where: str) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def parse_rule(data: Any, where: str) -> RuleSpec:
-    """Validate one rule's parsed YAML."""
-    if not isinstance(data, dict):
-        raise RuleSpecError("a rule file must be a mapping", path=where)
+def _header(data: Mapping, where: str) -> tuple[str, str, Severity, tuple[str, ...], tuple[str, ...]]:
+    """Keys known and present; name, code, severity and roles checked."""
     for key in data:
         if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
             raise RuleSpecError(f"unknown key {key!r}{_suggest(key, REQUIRED_KEYS + OPTIONAL_KEYS)}", path=where)
@@ -161,8 +159,11 @@ def parse_rule(data: Any, where: str) -> RuleSpec:
     for role in requires + optional:
         if role not in ROLES:
             raise RuleSpecError(f"unknown role {role!r}{_suggest(role, ROLES)} (roles: {', '.join(ROLES)})", path=where)
+    return name, code, severity, requires, optional
 
-    det = data["detector"]
+
+def _detector(det: Any, requires: tuple[str, ...], optional: tuple[str, ...], where: str) -> tuple[str, dict]:
+    """The detector kind and its full parameter set (defaults + the file's values, checked)."""
     if not isinstance(det, dict) or "kind" not in det:
         raise RuleSpecError("'detector' must be a mapping with 'kind' (and optional 'params')", path=where)
     for key in det:
@@ -194,8 +195,10 @@ def parse_rule(data: Any, where: str) -> RuleSpec:
     for role in requires + optional:
         if role not in info.roles:
             raise RuleSpecError(f"detector {kind!r} does not take role {role!r}", path=where)
+    return kind, params
 
-    doc = data["doc"]
+
+def _doc(doc: Any, where: str) -> dict[str, str]:
     if not isinstance(doc, dict):
         raise RuleSpecError("'doc' must be a mapping with what/why/example/fix", path=where)
     for key in DOC_KEYS:
@@ -204,6 +207,12 @@ def parse_rule(data: Any, where: str) -> RuleSpec:
     for key in doc:
         if key not in DOC_KEYS:
             raise RuleSpecError(f"unknown key 'doc.{key}'{_suggest(key, DOC_KEYS)}", path=where)
+    return {k: str(doc[k]).strip() for k in DOC_KEYS}
+
+
+def _declared(data: Mapping, where: str) -> dict[str, Any]:
+    """What the file declares for the later stages: symptom role, sweep instability, marker
+    style, proposal kinds and their ranking policy."""
     symptom = data.get("symptom")
     if symptom is not None and symptom not in ROLES:
         raise RuleSpecError(f"symptom {symptom!r} must be a role{_suggest(str(symptom), ROLES)} "
@@ -221,6 +230,16 @@ def parse_rule(data: Any, where: str) -> RuleSpec:
     for kind_name in proposals:
         if not _KIND.match(kind_name):
             raise RuleSpecError(f"proposal kind {kind_name!r} must be a name like 'clip_grad_norm'", path=where)
+    return {"symptom": symptom, "unstable_in_sweep": unstable, "markers": markers, "proposal_policy": policy,
+            "proposals": proposals}
+
+
+def parse_rule(data: Any, where: str) -> RuleSpec:
+    """Validate one rule's parsed YAML."""
+    if not isinstance(data, dict):
+        raise RuleSpecError("a rule file must be a mapping", path=where)
+    name, code, severity, requires, optional = _header(data, where)
+    kind, params = _detector(data["detector"], requires, optional, where)
     return RuleSpec(
         name=name,
         code=code,
@@ -231,15 +250,11 @@ def parse_rule(data: Any, where: str) -> RuleSpec:
         kind=kind,
         params=params,
         message=data["message"].strip(),
-        proposals=proposals,
-        doc={k: str(doc[k]).strip() for k in DOC_KEYS},
+        doc=_doc(data["doc"], where),
         superseded_by=_str_list(data, "superseded_by", where),
         path=where,
         live=parse_live(data.get("live"), where),
-        symptom=symptom,
-        unstable_in_sweep=unstable,
-        markers=markers,
-        proposal_policy=policy,
+        **_declared(data, where),
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Finding, Run, Series, Severity, make_scalars
-from ..roles import RoleView, resolve_roles
+from ..roles import RoleView, dedupe_steps, resolve_roles
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,10 @@ class _PrefixView:
     def __getitem__(self, role: str) -> Series:
         tag = self.roles[role]
         return self._buffers[tag].series(tag)
+
+    def deduped(self, role: str) -> Series | None:
+        """One point per step, as :meth:`lrdoctor.roles.RoleView.deduped` (the runner's cache keeps it)."""
+        return dedupe_steps(self[role]) if role in self.roles else None
 
 
 @dataclass

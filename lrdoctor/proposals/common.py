@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from ..patch import ConfigPatch
 from ..roles import RoleView
 
 
@@ -18,9 +18,12 @@ class Draft:
     kind: str
     summary: str
     rationale: str
-    config: dict[str, Any]
+    config: ConfigPatch  # builders may pass a dict: it is validated into a ConfigPatch
     variant: str = ""  # tells apart several proposals of one kind (e.g. decay schedules)
     header: str = field(default="")  # extra comment lines for the snippet
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", ConfigPatch.of(self.config))
 
 
 def fmt(x: float | None) -> str:
@@ -63,7 +66,7 @@ def nice_steps(n: float) -> int:
 
 def loss_at(view: RoleView, role: str, first: int, last: int) -> float | None:
     """Median of the finite values of a role between two steps (None when there are none)."""
-    s = view.get(role)
+    s = view.deduped(role)
     if s is None:
         return None
     m = (s.steps >= first) & (s.steps <= last) & np.isfinite(s.values)

@@ -74,7 +74,7 @@ def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
 
 
 def _val_best(view: RoleView) -> tuple[int, float, float, int] | None:
-    s = view.get("val_loss")
+    s = view.deduped("val_loss")
     if s is None:
         return None
     ok = np.isfinite(s.values)

@@ -15,6 +15,7 @@ from ..downsample import downsample
 from ..model import Diagnosis, Finding, Proposal, Severity, Verdict
 from ..origin import ORIGIN_FILE
 from ..roles import ROLES, TagIndex
+from ..runfacts import flatten
 
 #: Display order, label and colour of each role (one palette for every figure in the report).
 ROLE_STYLE: dict[str, tuple[str, str]] = {
@@ -109,17 +110,6 @@ class RunView:
     @property
     def run(self):
         return self.diagnosis.run
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def short(value: Any, limit: int = 120) -> str:

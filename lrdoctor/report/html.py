@@ -74,7 +74,8 @@ def fmt_lr(x: Any) -> str:
 
 
 def pretty_json(x: Any) -> str:
-    return json.dumps(x, indent=2, sort_keys=False, default=str)
+    # a ConfigPatch (any Mapping that is not a dict) as its JSON form, anything else as text
+    return json.dumps(x, indent=2, sort_keys=False, default=lambda o: dict(o) if isinstance(o, Mapping) else str(o))
 
 
 @lru_cache(maxsize=1)
@@ -190,7 +191,7 @@ def render_report(
         for v in views:
             groups.setdefault(comparable_key(v), []).append(v)
         group = max(groups.values(), key=len)
-        runs = tuple((v.run.name, run_lr(v.run.hparams, v.run.origin, v.run.name), *v.overlay) for v in group)
+        runs = tuple((v.run.name, run_lr(v.run), *v.overlay) for v in group)
         if len(group) > 1 and any(r[2] is not None or r[3] is not None for r in runs):
             jobs.append(("overlay", OverlaySpec(group[0].run.step_axis, runs)))
             slots.append(("index", "overlay"))
@@ -227,7 +228,7 @@ def render_report(
         source_path=source_path,
         sweep=sweep,
         overlay_count=overlay_count,
-        lr_of={v.key: run_lr(v.run.hparams, v.run.origin, v.run.name) for v in views},
+        lr_of={v.key: run_lr(v.run) for v in views},
         totals=totals,
         healthy=sum(1 for v in views if not v.diagnosis.findings),
         max_figures=max_figures,

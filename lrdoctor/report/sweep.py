@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .data import RunView, flatten
+from ..model import Run
+from ..runfacts import configured_lr
+from .data import RunView
 
-#: hparam keys (flattened, lower-cased) that name the peak learning rate, most specific first.
-LR_KEYS = ("lr", "learning_rate", "learning-rate", "learningrate", "peak_lr", "max_lr", "base_lr", "init_lr")
 _NAME_LR = re.compile(r"(?:^|[^a-z])(?:lr|learning[_-]?rate)[_=\-]?(\d+(?:\.\d*)?(?:e[-+]?\d+)?)", re.IGNORECASE)
 
 
@@ -48,21 +48,13 @@ def _as_lr(value: Any) -> float | None:
     return x if math.isfinite(x) and 0 < x < 100 else None
 
 
-def run_lr(hparams: Mapping[str, Any], origin: Mapping[str, Any] | None, name: str) -> float | None:
-    """The run's (peak) LR from its hparams, its workload config, or its name (``lr_1e-3``, ``lr=0.01``)."""
-    flat = {k.lower(): v for k, v in flatten(hparams).items()}
-    for key in LR_KEYS:
-        for k, v in flat.items():
-            if k == key or k.endswith("." + key) or k.endswith("/" + key):
-                lr = _as_lr(v)
-                if lr is not None:
-                    return lr
-    config = (origin or {}).get("config") if isinstance(origin, Mapping) else None
-    if isinstance(config, Mapping):
-        lr = _as_lr(config.get("lr"))
-        if lr is not None:
-            return lr
-    hits = list(_NAME_LR.finditer(name))  # the last one: "sweep_lr/lr_1e-3" names the run's own LR
+def run_lr(run: Run) -> float | None:
+    """The run's (peak) LR from its hparams or workload config (:func:`lrdoctor.runfacts.configured_lr`),
+    else from its name (``lr_1e-3``, ``lr=0.01``)."""
+    lr = _as_lr(configured_lr(run))
+    if lr is not None:
+        return lr
+    hits = list(_NAME_LR.finditer(run.name))  # the last one: "sweep_lr/lr_1e-3" names the run's own LR
     return _as_lr(hits[-1].group(1)) if hits else None
 
 
@@ -88,7 +80,7 @@ def lr_sweep(views: Sequence[RunView]) -> LrSweep | None:
     (LRs unknown, all equal, or only across different tasks, whose losses do not compare)."""
     groups: dict[tuple, list[tuple[RunView, float]]] = {}
     for v in views:
-        lr = run_lr(v.run.hparams, v.run.origin, v.run.name)
+        lr = run_lr(v.run)
         if lr is not None:
             groups.setdefault(comparable_key(v), []).append((v, lr))
     groups = {k: rows for k, rows in groups.items() if len({lr for _, lr in rows}) >= 2}

@@ -39,6 +39,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ..patch import IN_LOOP, OUTSIDE_LOOP, ConfigPatch
 from .env import ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED
 
 log = logging.getLogger(__name__)
@@ -135,22 +136,15 @@ class Controller:
     def _apply(self, patch: dict[str, Any]) -> None:
         from ..workloads.schedules import build_optimizer, build_scheduler
 
-        unknown = set(patch) - {
-            "lr", "lr_scale", "optimizer", "weight_decay", "warmup_steps", "warmup_start_factor", "scheduler",
-            "clip_grad_norm", "clip_grad_value", "batch_size", "early_stop_step", "early_stop_epoch",
-            "skip_batches",
-        }
+        unknown = set(patch) - set(IN_LOOP) - set(OUTSIDE_LOOP)
         if unknown:
             log.warning("controller ignores patch keys it cannot apply in a script: %s", ", ".join(sorted(unknown)))
-        for key in ("batch_size", "early_stop_step", "early_stop_epoch", "skip_batches"):
+        for key in OUTSIDE_LOOP:
             if key in patch:
                 log.warning("controller cannot apply %r from inside the loop; the script must read it from "
                             "%s itself", key, ENV_CONFIG)
         base = self._base_config(self.max_steps or 1_000_000)
-        known = {k: v for k, v in patch.items()
-                 if k in ("lr", "lr_scale", "optimizer", "weight_decay", "warmup_steps", "warmup_start_factor",
-                          "scheduler", "clip_grad_norm", "clip_grad_value")}
-        cfg = base.apply_patch(known)
+        cfg = base.apply_patch(ConfigPatch.of({k: v for k, v in patch.items() if k in IN_LOOP}))
         opt_changed = "optimizer" in patch and cfg.optimizer != base.optimizer
         if opt_changed:
             if self.model is None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import LrdoctorError, UsageError
 from ..model import Diagnosis, Proposal
+from ..patch import ConfigPatch
 from .executors import make_executor
 from .protocol import VerifyConfig, resolve_device
 from .runner import DEFAULT_OUT, RunVerification, resolved_source, verify_items
@@ -25,7 +26,7 @@ def select_items(diagnoses: Sequence[Diagnosis], proposal_id: str | None = None,
     """(run, finding or None, proposals) to verify: per finding its top proposal (or ``proposal_id``),
     plus ``patch`` as an extra proposal; a run without findings gets only ``patch``, checked for harm."""
     extra = (Proposal(id=PATCH_ID, kind="custom", summary="config patch", rationale="given by the user",
-                      config=dict(patch), code="") if patch is not None else None)
+                      config=ConfigPatch.of(patch), code="") if patch is not None else None)
     items, seen_ids = [], set()
     for d in diagnoses:
         findings = [f for f in d.findings if rule is None or f.rule == rule]

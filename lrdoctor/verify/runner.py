@@ -24,7 +24,9 @@ import numpy as np
 from ..errors import LrdoctorError, VerifyError
 from ..jsonsafe import json_safe
 from ..model import Diagnosis, Finding, Proposal, Run, Verdict
+from ..patch import ConfigPatch
 from ..roles import RoleView
+from ..runfacts import base_lr, clip_threshold, configured, hparams_of, planned_steps
 from .backends import (
     CommandBackend,
     RerunOutcome,
@@ -103,44 +105,13 @@ def _safe(name: str) -> str:
 
 def run_length(run: Run) -> int | None:
     """The original run's length: its configured max_steps when known, else its last logged step."""
-    cfg = (run.origin or {}).get("config")
-    if isinstance(cfg, dict) and isinstance(cfg.get("max_steps"), int):
-        return int(cfg["max_steps"])
-    for key in ("max_steps", "total_steps", "num_training_steps"):
-        v = run.hparams.get(key)
-        if isinstance(v, (int, float)) and v > 0:
-            return int(v)
+    planned = planned_steps(run)
+    if planned is not None:
+        return planned
     view = RoleView.of(run)
     s = view.get("train_loss")
     steps = s.steps if s is not None and len(s) else run.scalars["step"].to_numpy()
     return int(np.max(steps)) if len(steps) else None
-
-
-def base_lr_of(run: Run) -> float | None:
-    if run.origin and isinstance(run.origin.get("config"), dict) and "lr" in run.origin["config"]:
-        return float(run.origin["config"]["lr"])
-    for key in ("lr", "learning_rate", "lr0", "base_lr"):
-        v = run.hparams.get(key)
-        try:
-            if v is not None:
-                return float(v)
-        except (TypeError, ValueError):
-            pass
-    s = RoleView.of(run).get("lr")
-    if s is not None and len(s):
-        finite = s.values[np.isfinite(s.values)]
-        if finite.size:
-            return float(np.max(finite))  # the peak: warmup starts low
-    return None
-
-
-def base_clip_of(run: Run) -> float | None:
-    cfg = (run.origin or {}).get("config")
-    v = cfg.get("clip_grad_norm") if isinstance(cfg, dict) else run.hparams.get("clip_grad_norm")
-    try:
-        return float(v) if v not in (None, "", 0, 0.0) else None
-    except (TypeError, ValueError):
-        return None
 
 
 def applied_grad_norm(run: Run, clip: float | None) -> Run:
@@ -164,10 +135,14 @@ def applied_grad_norm(run: Run, clip: float | None) -> Run:
 
 def backend_for(run: Run, train: str | None, *, fmt: str | None = None, cwd: str | None = None):
     if train:
-        base: dict[str, Any] = {"lr": base_lr_of(run)}
-        for key in ("weight_decay", "batch_size", "warmup_steps", "clip_grad_norm"):
-            if key in run.hparams:
-                base[key] = run.hparams[key]
+        base: dict[str, Any] = {"lr": base_lr(run)}
+        params = hparams_of(run)
+        for key in ("weight_decay", "batch_size", "warmup_steps"):
+            hit = configured(run, key, params)
+            if hit is not None:
+                base[key] = hit[1]
+        if clip_threshold(run) is not None:
+            base["clip_grad_norm"] = clip_threshold(run)
         return CommandBackend(train, base=base, cwd=cwd)
     if run.origin and run.origin.get("config") is not None:
         return WorkloadBackend(run.origin, fmt=fmt)
@@ -209,7 +184,7 @@ def plan(
     for run, finding, proposals in items:
         backend = backend_for(run, train)
         backend.require()  # a missing torch is one line now, not a traceback per rerun
-        base_lr = base_lr_of(run)
+        lr = base_lr(run)
         if isinstance(backend, CommandBackend):
             backend.check(lr_needed=any("lr_scale" in pr.config or "lr" in pr.config for pr in proposals))
         rule = finding.rule if finding is not None else None
@@ -220,9 +195,9 @@ def plan(
         for prop in proposals:
             keys: dict[str, list[str]] = {"baseline": [], "candidate": []}
             for arm, patch, sub in (
-                ("baseline", {}, f"baseline-b{budget}"),
-                ("candidate", dict(prop.config),
-                 f"{_safe(rule or 'healthy')}--{_safe(prop.id)}-{_short_hash(prop.config)}-b{budget}"),
+                ("baseline", ConfigPatch(), f"baseline-b{budget}"),
+                ("candidate", prop.config,
+                 f"{_safe(rule or 'healthy')}--{_safe(prop.id)}-{_short_hash(prop.config.to_dict())}-b{budget}"),
             ):
                 for seed in cfg.seed_list():
                     rerun_dir = run_dir / sub / f"seed{seed}"
@@ -234,7 +209,7 @@ def plan(
                             digest=task_digest(backend, patch, budget, seed, cfg.device), timeout_s=timeout_s,
                         )
                     keys[arm].append(key)
-            p.jobs.append(_Job(run, rule, prop, budget, tuple(keys["baseline"]), tuple(keys["candidate"]), base_lr,
+            p.jobs.append(_Job(run, rule, prop, budget, tuple(keys["baseline"]), tuple(keys["candidate"]), lr,
                                finding.symptom_role if finding is not None else None))
     return p
 
@@ -362,7 +337,7 @@ def verify_items(
     p = plan(items, cfg, out, train)
     executor = executor or SerialExecutor()
     arms: dict[str, ArmResult] = {}
-    clips = {k: base_clip_of(job.run) for job in p.jobs for k in (*job.baseline, *job.candidate)}
+    clips = {k: clip_threshold(job.run) for job in p.jobs for k in (*job.baseline, *job.candidate)}
     with out_lock(out):  # a second verify on this --out stops here, naming this one
         outcomes = execute(list(p.tasks.values()), executor)
         for key, task in p.tasks.items():
@@ -375,15 +350,15 @@ def verify_items(
 
         base, cand = [mark(arms[k]) for k in job.baseline], [mark(arms[k]) for k in job.candidate]
         v = decide(job.rule, job.proposal, base, cand, cfg, base_lr=job.base_lr)
-        v.details["budget_steps"] = job.budget
-        v.details["out"] = str(Path(job.candidate[0]).parent)
         role = next((a.target_role for a in (*base, *cand) if a.target_role), "train_loss")
-        v.details["curves"] = curves_detail(base, cand, role)
+        extra: dict[str, Any] = {"budget_steps": job.budget, "out": str(Path(job.candidate[0]).parent),
+                                 "curves": curves_detail(base, cand, role)}
         symptom = job.symptom_role
         if symptom and symptom != role and any(a.curve(symptom) for a in (*base, *cand)):
             # the target is often a sparse val loss; the series the rule fired on shows the symptom itself
-            v.details["symptom_curves"] = curves_detail(base, cand, symptom)
-        by_run.setdefault(job.run.name, []).append(v)
+            extra["symptom_curves"] = curves_detail(base, cand, symptom)
+        # a new Verdict with the run-level details: a built verdict is never changed
+        by_run.setdefault(job.run.name, []).append(replace(v, details={**v.details, **extra}))
     runs = {run.name: run for run, _, _ in items}
     return [RunVerification(n, tuple(by_run.get(n, ())), resolved_source(r)) for n, r in runs.items()]
 
