@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .origin import RunOrigin
 from .patch import ConfigPatch
 
 #: Columns (and dtypes) of the canonical tidy scalar table held by every Run.
@@ -93,7 +94,11 @@ class Run:
     annotations: tuple[Annotation, ...] = ()
     #: What produced the run when known, e.g. the parsed ``lrdoctor-run.json`` of a built-in
     #: workload (workload name, config, labels); used by verification to rerun it.
-    origin: dict[str, Any] | None = field(default=None, compare=False)
+    origin: RunOrigin | None = field(default=None, compare=False)  # a mapping is parsed into one
+
+    def __post_init__(self) -> None:
+        if self.origin is not None and not isinstance(self.origin, RunOrigin):
+            object.__setattr__(self, "origin", RunOrigin.parse(self.origin))
     #: The tracker's own run summary when the format keeps one (W&B: the last value of each
     #: key, and what the script set in ``run.summary``); never used to diagnose, only shown.
     summary: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -162,6 +167,8 @@ class Finding:
     symptom_role: str | None = None  # the role whose curve shows the symptom
     unstable_in_sweep: bool = False  # the run trained unstably (left out of an LR sweep's stable range)
     markers: str = "points"  # how the marked steps are drawn ("points", "best-and-latest")
+    #: why a proposal could not be made ("clip_grad_norm: ValueError: ..."), shown like a skipped rule
+    proposal_errors: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -173,6 +180,8 @@ class Finding:
             "message": self.message,
             "evidence": self.evidence,
             "proposals": [p.to_dict() for p in self.proposals],
+            # only when a planner failed, so the shape of an ordinary finding stays as it was
+            **({"proposal_errors": list(self.proposal_errors)} if self.proposal_errors else {}),
         }
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import UsageError
+from .frozen import FrozenJSON
 
 #: Every key a patch may hold, and what it means (all optional).
 PATCH_KEYS: dict[str, str] = {
@@ -81,10 +82,8 @@ def _check(key: str, v: Any) -> None:
 
 
 @dataclass(frozen=True, eq=False)
-class ConfigPatch(Mapping[str, Any]):
+class ConfigPatch(FrozenJSON):
     """An immutable, validated config patch (build it with :meth:`of`)."""
-
-    items_: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def of(cls, patch: Mapping[str, Any] | None = None, **changes: Any) -> ConfigPatch:
@@ -100,28 +99,3 @@ class ConfigPatch(Mapping[str, Any]):
         for k, v in d.items():
             _check(k, v)
         return cls(tuple((k, copy.deepcopy(v)) for k, v in d.items()))
-
-    def __getitem__(self, key: str) -> Any:
-        for k, v in self.items_:
-            if k == key:
-                return copy.deepcopy(v)  # nested dicts/lists: a copy, so the patch stays as built
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        return (k for k, _ in self.items_)
-
-    def __len__(self) -> int:
-        return len(self.items_)
-
-    def __hash__(self) -> int:
-        return hash(repr(self.items_))
-
-    def __repr__(self) -> str:
-        return f"ConfigPatch({self.to_dict()!r})"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form (a fresh dict, keys in the order they were given)."""
-        return {k: copy.deepcopy(v) for k, v in self.items_}
-
-    def without(self, *keys: str) -> ConfigPatch:
-        return ConfigPatch(tuple((k, v) for k, v in self.items_ if k not in keys))

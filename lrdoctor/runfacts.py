@@ -129,9 +129,9 @@ def hparams_of(run: Run) -> dict[str, Any]:
     """The run's hparams, then the built-in workload's config (origin) for what hparams lack,
     flattened to dotted keys."""
     params = flatten(run.hparams or {}, lookup_keys=True)
-    origin = run.origin or {}
-    if isinstance(origin.get("config"), Mapping):
-        for k, v in flatten(origin["config"], lookup_keys=True).items():
+    config = run.origin.config if run.origin is not None else None
+    if config:
+        for k, v in flatten(config, lookup_keys=True).items():
             params.setdefault(k, v)
     return params
 

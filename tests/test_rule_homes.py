@@ -167,3 +167,33 @@ def test_user_rule_is_verified_like_the_original(user_rules, tmp_path, capsys):
     assert v["details"]["baseline_symptom"] == [True] * 3
     assert all("blow-up-copy" in rules for rules in v["details"]["baseline_rules"])
     assert "blow-up-copy in baseline 3/3" in v["reason"]
+
+
+def test_a_failing_planner_is_a_visible_proposal_error(monkeypatch, tmp_path):
+    """Like a broken detector (a skipped rule with its reason), a planner that raises is shown
+    with its finding in the terminal, the JSON and the HTML report; the other kinds still come."""
+    import io
+
+    from lrdoctor.output.json_out import dumps
+    from lrdoctor.output.terminal import render
+    from lrdoctor.report import write_report
+
+    def boom(situation):
+        raise RuntimeError("no grad norm for you")
+
+    monkeypatch.setitem(POLICIES["blow-up"].ranks, "clip_grad_norm", boom)
+    (diag,) = diagnose_runs([_run()], rules=[r for r in load_rules() if r.name == "divergence"], jobs=1)
+    (f,) = diag.findings
+    assert f.proposal_errors == ("clip_grad_norm: RuntimeError: no grad norm for you",)
+    assert f.proposals and "clip_grad_norm" not in {p.kind for p in f.proposals}
+    (doc,) = json.loads(dumps([diag]))["runs"]
+    assert doc["findings"][0]["proposal_errors"] == list(f.proposal_errors)
+    out = io.StringIO()
+    render([diag], out, color=False)
+    assert "proposal error clip_grad_norm: RuntimeError: no grad norm for you" in out.getvalue()
+    page = write_report([diag], tmp_path / "r.html").read_text()
+    assert "proposal error: clip_grad_norm: RuntimeError: no grad norm for you" in page
+    # an ordinary finding's JSON keeps its shape
+    monkeypatch.undo()
+    (ok,) = diagnose_runs([_run()], rules=[r for r in load_rules() if r.name == "divergence"], jobs=1)
+    assert "proposal_errors" not in json.loads(dumps([ok]))["runs"][0]["findings"][0]

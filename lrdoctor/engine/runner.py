@@ -128,8 +128,9 @@ def run_rule(rule: RuleSpec, view: RoleView, cache: _SeriesCache | None = None) 
 def run_rules(
     view: RoleView, rules: Iterable[RuleSpec], *, proposer: Any = None
 ) -> Diagnosis:
-    """Every rule on one run. ``proposer(finding, view, rule) -> list[Proposal]`` attaches proposals
-    (``rule`` is the finding's RuleSpec: which proposal kinds it offers and how they are ranked)."""
+    """Every rule on one run. ``proposer(finding, view, rule)`` attaches proposals: it returns
+    them, or ``(proposals, errors)`` with one line per planner that failed (``rule`` is the
+    finding's RuleSpec: which proposal kinds it offers and how they are ranked)."""
     rules = list(rules)
     findings: list[Finding] = []
     skipped: list[SkippedRule] = []
@@ -155,8 +156,10 @@ def _with_proposals(finding: Finding, view: RoleView, proposer: Any, rule: RuleS
     if not rule.proposals:
         return finding
     try:
-        proposals = tuple(proposer(finding, view, rule) or ())
+        out = proposer(finding, view, rule)
     except Exception as exc:  # noqa: BLE001 -- proposals are an extra; the finding stands alone
-        log.debug("proposals for %s failed: %s: %s", finding.rule, type(exc).__name__, exc, exc_info=True)
-        return finding
-    return replace(finding, proposals=proposals)
+        log.debug("proposals for %s failed", finding.rule, exc_info=True)
+        # shown with the finding (terminal, JSON, HTML), as a broken detector becomes a skipped rule
+        return replace(finding, proposal_errors=(f"{type(exc).__name__}: {exc}",))
+    proposals, errors = out if isinstance(out, tuple) else (out, ())
+    return replace(finding, proposals=tuple(proposals or ()), proposal_errors=tuple(errors))

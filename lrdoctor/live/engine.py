@@ -343,7 +343,8 @@ class LiveEngine:
         by_name = {r.name: r for r in self._rules}
         for f in findings:
             try:
-                out[f.rule] = replace(f, proposals=tuple(proposer(f, view, by_name.get(f.rule)) or ()))
+                proposals, errors = proposer(f, view, by_name.get(f.rule))
+                out[f.rule] = replace(f, proposals=tuple(proposals), proposal_errors=tuple(errors))
             except Exception as exc:  # noqa: BLE001 -- proposals are an extra; the finding stands alone
                 log.debug("proposals for %s failed: %s", f.rule, exc, exc_info=True)
         return out

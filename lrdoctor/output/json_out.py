@@ -8,7 +8,8 @@ Shape (stable; tested)::
                "skipped_rules": [{"rule", "reason"}],
                "annotations": [{"kind", "message", "path", "location"}]}]}
 
-When runs under the path could not be read, the document also has
+A finding whose proposal planner failed also has ``"proposal_errors": ["kind: Error: message"]``
+(the key is absent otherwise). When runs under the path could not be read, the document also has
 ``"errors": [{"path", "message"}]`` (one per unreadable run; the key is absent otherwise).
 ``annotations`` are what the reader noticed and kept (non-numeric cells, restarts, repeated
 steps, skipped corrupt records); ``path``/``location`` are ``null`` when not known.

@@ -23,7 +23,7 @@ from .kinds import KINDS, Situation, default_options
 from .policy import PLAIN, POLICIES
 from .units import epochs_to_steps
 
-__all__ = ["propose", "KINDS", "POLICIES", "check_rules"]
+__all__ = ["propose", "propose_with_errors", "KINDS", "POLICIES", "check_rules"]
 
 log = logging.getLogger(__name__)
 
@@ -53,29 +53,49 @@ def _builtin_rules() -> dict[str, RuleSpec]:
 
 def propose(finding: Finding, view: RoleView, rule: RuleSpec | None = None) -> list[Proposal]:
     """Ranked proposals for one finding, best first. ``rule`` is the finding's rule (which kinds
-    it offers and its policy); by default the built-in rule of that name (none: no proposals)."""
+    it offers and its policy); by default the built-in rule of that name (none: no proposals).
+    A kind whose planner fails is left out with a warning (:func:`propose_with_errors` returns
+    why)."""
+    proposals, errors = propose_with_errors(finding, view, rule)
+    for e in errors:
+        log.warning("proposal for %s failed: %s", finding.rule, e)
+    return proposals
+
+
+def propose_with_errors(finding: Finding, view: RoleView,
+                        rule: RuleSpec | None = None) -> tuple[list[Proposal], list[str]]:
+    """:func:`propose`, and one "kind: Error: message" line per planner that failed: the engine
+    shows them with the finding, the way a broken detector becomes a skipped rule."""
     rule = rule if rule is not None else _builtin_rules().get(finding.rule)
     if rule is None or not rule.proposals:
-        return []
+        return [], []
     if finding.evidence.get("kind") == "skipped_steps":
         # Non-finite grad norms that mixed precision's GradScaler skipped: the scaler already
         # handled them, and clipping or a lower LR would only slow a healthy run.
-        return []
+        return [], []
     policy = POLICIES.get(rule.proposal_policy or "", PLAIN)
     ctx = build_context(finding, view, policy.needs)
     situation = Situation(finding, ctx, view, rule.symptom)
     drafts: list[tuple[float, int, Draft]] = []
+    errors: list[str] = []
     i = 0
     for kind in rule.proposals:
         if kind not in KINDS:
-            log.warning("rule %s: unknown proposal kind %r (%s)", rule.name, kind, rule.path)
+            errors.append(f"{kind}: unknown proposal kind (rule file {rule.path})")
             continue
         ranker = policy.ranks.get(kind)
-        for build, score in (ranker(situation) if ranker is not None else default_options(kind, situation)):
+        try:
+            options = ranker(situation) if ranker is not None else default_options(kind, situation)
+        except Exception as exc:  # noqa: BLE001 -- one bad planner must not cost the finding the others
+            log.debug("proposal planner %s failed", kind, exc_info=True)
+            errors.append(f"{kind}: {type(exc).__name__}: {exc}")
+            continue
+        for build, score in options:
             try:
                 d = build()
-            except Exception:  # one bad builder must not cost the finding its other proposals
-                log.warning("proposal builder failed for %s", finding.rule, exc_info=True)
+            except Exception as exc:  # noqa: BLE001 -- one bad builder must not cost the finding the others
+                log.debug("proposal builder %s failed", kind, exc_info=True)
+                errors.append(f"{kind}: {type(exc).__name__}: {exc}")
                 d = None
             if d is not None:
                 drafts.append((score, i, d))
@@ -107,4 +127,4 @@ def propose(finding: Finding, view: RoleView, rule: RuleSpec | None = None) -> l
                        steps_per_epoch=ctx.steps_per_epoch, epoch_base=ctx.epoch_base)
         out.append(Proposal(id=pid, kind=d.kind, summary=summary, rationale=rationale,
                             config=config, code=code, rank=rank))
-    return out
+    return out, errors

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import LogFormatError, LrdoctorError, NoRunsFoundError, UsageError
 from ..model import Annotation, Run
-from ..origin import ORIGIN_FILE
+from ..origin import ORIGIN_FILE, RunOrigin
 from .base import FINDINGS_FILE, Reader, ReadOptions, RunSource
 from .discovery import Finder, origin_dir, unique_names
 from .generic_csv import GenericCSVReader
@@ -106,14 +106,14 @@ def read_source(source: RunSource, options: ReadOptions) -> Run:
     origin_path = origin_dir(source) / ORIGIN_FILE
     if origin_path.is_file():
         try:
-            changes["origin"] = json.loads(origin_path.read_text(encoding="utf-8"))
+            changes["origin"] = RunOrigin.parse(json.loads(origin_path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             changes["annotations"] = run.annotations + (
                 Annotation("bad_origin", f"cannot read {ORIGIN_FILE}: {one_line(exc)}", path=str(origin_path)),)
     notes = live_notes(origin_dir(source) / FINDINGS_FILE)
     if notes:
         changes["annotations"] = changes.get("annotations", run.annotations) + notes
-    lfs = source.extra.get("lfs_pointers")
+    lfs = source.lfs_pointers
     if lfs:
         changes["annotations"] = changes.get("annotations", run.annotations) + tuple(
             Annotation("lfs_pointer", "a Git LFS pointer, not the log file itself ('git lfs pull' fetches it); "

@@ -28,6 +28,16 @@ class ReadOptions:
 
 
 @dataclass(frozen=True)
+class FilePart:
+    """One attempt of a log file appended by several fits (Keras CSVLogger restarts)."""
+
+    rows: tuple[int, int]  # data rows [first, end) of the attempt
+    lines: tuple[int, int]  # their first and last line in the file
+    attempt: int  # k of ``attempts``, counted from 1
+    attempts: int
+
+
+@dataclass(frozen=True)
 class RunSource:
     """The files that make up one run, found by discovery."""
 
@@ -35,7 +45,18 @@ class RunSource:
     root: Path  # the run's directory (or the file itself for single-file runs)
     files: tuple[Path, ...]
     format: str
-    extra: dict = field(default_factory=dict, compare=False)
+    #: the run's directory when ``root`` is a file in it (where its lrdoctor-run.json is looked for)
+    dir: Path | None = field(default=None, compare=False)
+    #: what discovery noted about the source (e.g. which checkpoint copy stands in for the run)
+    note: str | None = field(default=None, compare=False)
+    #: for stores with opaque run ids: the run's path in the store, its name when two runs share one
+    path_name: str | None = field(default=None, compare=False)
+    #: Git LFS pointer files found where the run's logs should be
+    lfs_pointers: tuple[str, ...] = field(default=(), compare=False)
+    #: one run of a file that holds several (an MLflow SQLite store: the run's id)
+    run_id: str | None = field(default=None, compare=False)
+    #: one attempt of a file appended by several fits
+    part: FilePart | None = field(default=None, compare=False)
 
 
 class Reader(Protocol):

@@ -206,8 +206,8 @@ def build_run_view(
     val = next((c for c in curves if c.role == "val_loss"), None)
     max_step = int(run.scalars["step"].max()) if not run.scalars.empty else None
     hparams, hparams_origin = run.hparams, ""
-    config = run.origin.get("config") if isinstance(run.origin, Mapping) else None
-    if not hparams and isinstance(config, Mapping) and config:
+    config = run.origin.config if run.origin is not None else None
+    if not hparams and config:
         # A built-in workload logs no hparams of its own; its config is what the user would look for.
         hparams, hparams_origin = config, f"workload config ({ORIGIN_FILE})"
     figure = None

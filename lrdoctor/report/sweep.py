@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +68,9 @@ def is_stable(view: RunView) -> bool:
 def comparable_key(view: RunView) -> tuple:
     """Runs are points of one sweep only when they train the same thing: the same built-in
     workload when known, else the same format and the same loss tags."""
-    origin = view.run.origin if isinstance(view.run.origin, Mapping) else {}
-    if origin.get("workload"):
-        return ("workload", str(origin["workload"]))
+    origin = view.run.origin
+    if origin is not None and origin.workload:
+        return ("workload", origin.workload)
     roles = view.diagnosis.roles
     return ("tags", view.run.format, roles.get("train_loss"), roles.get("val_loss"))
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from .._optional import require
 from ..errors import VerifyError
+from ..origin import RunOrigin
 from ..patch import ConfigPatch
 from .env import ENV_ARM, ENV_BASE_LR, ENV_CONFIG, ENV_DEVICE, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED
 from .outdir import DISK_FULL, write_atomic
@@ -170,17 +171,20 @@ def run_rerun(task: RerunTask) -> RerunOutcome:
 class WorkloadBackend:
     """Rerun a built-in workload from its ``lrdoctor-run.json`` (``Run.origin``)."""
 
-    origin: dict[str, Any]
+    origin: RunOrigin  # a mapping is parsed into one
     fmt: str | None = None  # log format for the reruns; default: the original run's
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origin", RunOrigin.parse(self.origin))
 
     name = "workload"
 
     def identity(self) -> Any:
-        return {"workload": self.origin.get("workload"), "config": self.origin.get("config"), "fmt": self._fmt(),
+        return {"workload": self.origin.get("workload"), "config": self.origin.config, "fmt": self._fmt(),
                 "code": _workloads_code_hash()}
 
     def _fmt(self) -> str:
-        return self.fmt or self.origin.get("format") or "jsonl"
+        return self.fmt or self.origin.format or "jsonl"
 
     def require(self) -> None:
         """Name a missing dependency before any rerun starts."""
@@ -195,7 +199,7 @@ class WorkloadBackend:
         from ..workloads.config import WorkloadConfig
         from ..workloads.training import train
 
-        cfg = WorkloadConfig.from_dict(self.origin["config"])
+        cfg = WorkloadConfig.from_dict(self.origin.config)
         # the budget goes in as max_steps: length-relative scheduler defaults then follow the
         # budget, identically in both arms of a pair
         cfg = cfg.apply_patch(ConfigPatch.of(task.patch, max_steps=int(task.max_steps)))

@@ -144,7 +144,7 @@ def backend_for(run: Run, train: str | None, *, fmt: str | None = None, cwd: str
         if clip_threshold(run) is not None:
             base["clip_grad_norm"] = clip_threshold(run)
         return CommandBackend(train, base=base, cwd=cwd)
-    if run.origin and run.origin.get("config") is not None:
+    if run.origin is not None and run.origin.config is not None:
         return WorkloadBackend(run.origin, fmt=fmt)
     raise VerifyError(HOW_TO_RERUN.format(name=run.name))
 
