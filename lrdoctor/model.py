@@ -215,6 +215,46 @@ class VerdictKind(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class SeedCurve:
+    """One rerun's curve of one metric, downsampled for display (NaN/inf kept)."""
+
+    seed: int
+    steps: tuple[float, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class RerunCurves:
+    """What verify hands the report to draw: one metric of a verdict's reruns, per arm and seed.
+    Its JSON form (``to_json``) is what ``verify --json`` writes under ``details["curves"]``."""
+
+    metric: str
+    baseline: tuple[SeedCurve, ...] = ()
+    candidate: tuple[SeedCurve, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        def arm(curves: tuple[SeedCurve, ...]) -> dict[str, Any]:
+            return {str(c.seed): {"steps": list(c.steps), "values": list(c.values)} for c in curves}
+
+        return {"metric": self.metric, "baseline": arm(self.baseline), "candidate": arm(self.candidate)}
+
+    @classmethod
+    def from_json(cls, d: Any) -> RerunCurves | None:
+        """The record back from its JSON form (None when ``d`` is not that shape; a verdicts file
+        is checked against it before, see lrdoctor.report.untrusted)."""
+        if not isinstance(d, dict):
+            return None
+
+        def arm(x: Any) -> tuple[SeedCurve, ...]:
+            if not isinstance(x, dict):
+                return ()
+            return tuple(SeedCurve(int(seed), tuple(float(s) for s in c["steps"]), tuple(float(v) for v in c["values"]))
+                         for seed, c in x.items() if isinstance(c, dict) and "steps" in c and "values" in c)
+
+        return cls(str(d.get("metric") or "loss"), arm(d.get("baseline")), arm(d.get("candidate")))
+
+
+@dataclass(frozen=True)
 class Verdict:
     rule: str
     proposal_id: str
@@ -225,7 +265,18 @@ class Verdict:
     ci: tuple[float, float] | None
     p_better: float | None
     reason: str
-    details: dict[str, Any] = field(default_factory=dict, compare=False)
+    details: dict[str, Any] = field(default_factory=dict, compare=False)  # statistics per seed, rerun paths
+    #: the target metric's reruns, and the symptom's series when that is another one (for the report)
+    curves: RerunCurves | None = field(default=None, compare=False)
+    symptom_curves: RerunCurves | None = field(default=None, compare=False)
+
+    def details_json(self) -> dict[str, Any]:
+        """``details`` with the curves in their JSON form, as ``verify --json`` writes them."""
+        out = dict(self.details)
+        for key, c in (("curves", self.curves), ("symptom_curves", self.symptom_curves)):
+            if c is not None:
+                out[key] = c.to_json()
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {

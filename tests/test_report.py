@@ -20,7 +20,16 @@ from hypothesis import strategies as st
 from markupsafe import escape
 
 from lrdoctor.downsample import downsample, minmax_indices
-from lrdoctor.model import Diagnosis, Finding, Proposal, Severity, Verdict, VerdictKind
+from lrdoctor.model import (
+    Diagnosis,
+    Finding,
+    Proposal,
+    RerunCurves,
+    SeedCurve,
+    Severity,
+    Verdict,
+    VerdictKind,
+)
 from lrdoctor.report import render_report, write_report
 from lrdoctor.roles import resolve_roles
 
@@ -194,11 +203,12 @@ def test_max_figures_caps_drawing_and_says_so(sweep_diagnoses):
 def test_svg_figures_and_verification_sections(sweep_diagnoses, tmp_path):
     d = sweep_diagnoses[0]
     steps = list(range(0, 200, 10))
-    curves_ = {"baseline": {s: {"steps": steps, "values": list(np.linspace(2, 5, 20))} for s in range(3)},
-               "candidate": {s: [steps, list(np.linspace(2, 0.5, 20))] for s in range(3)}, "metric": "train_loss"}
+    curves_ = RerunCurves("train_loss",
+                          tuple(SeedCurve(s, tuple(steps), tuple(np.linspace(2, 5, 20))) for s in range(3)),
+                          tuple(SeedCurve(s, tuple(steps), tuple(np.linspace(2, 0.5, 20))) for s in range(3)))
     v = Verdict(rule="divergence", proposal_id="x", kind="lower_peak_lr", verdict=VerdictKind.CONFIRMED,
                 seeds=(0, 1, 2), p_value=0.01, ci=(-1.0, -0.5), p_better=0.99, reason="symptom gone",
-                details={"curves": curves_, "fisher_p": 0.01, "baseline_target": [1.0, 2.0, 3.0]})
+                details={"fisher_p": 0.01, "baseline_target": [1.0, 2.0, 3.0]}, curves=curves_)
     out = write_report([d], tmp_path / "sub" / "r.html", verdicts={d.run.name: [v]}, figure_format="svg",
                        workers=1)
     html = out.read_text()

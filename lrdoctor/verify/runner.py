@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import LrdoctorError, VerifyError
 from ..jsonsafe import json_safe
-from ..model import Diagnosis, Finding, Proposal, Run, Verdict
+from ..model import Diagnosis, Finding, Proposal, RerunCurves, Run, SeedCurve, Verdict
 from ..patch import ConfigPatch
 from ..roles import RoleView
 from ..runfacts import base_lr, clip_threshold, configured, hparams_of, planned_steps
@@ -47,7 +47,7 @@ from .verdict import ArmResult, decide
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "lrdoctor-verify"
-#: Points per rerun curve kept in ``Verdict.details["curves"]`` (the report draws at most ~400).
+#: Points per rerun curve kept in ``Verdict.curves`` (the report draws at most ~400).
 CURVE_POINTS = 500
 
 HOW_TO_RERUN = (
@@ -70,7 +70,7 @@ class RunVerification:
         """The ``--json`` shape; each verdict's ``details`` (statistics per seed, rerun curves) rides
         along under "details", strict JSON (non-finite numbers as "nan"/"inf"/"-inf" strings)."""
         return {"name": self.name,
-                "verdicts": [{**v.to_dict(), "details": json_safe(v.details)} for v in self.verdicts],
+                "verdicts": [{**v.to_dict(), "details": json_safe(v.details_json())} for v in self.verdicts],
                 "source": self.source}
 
 
@@ -311,14 +311,13 @@ def display_curve(steps, values, max_points: int = CURVE_POINTS) -> tuple[tuple[
     return tuple(s.tolist()), tuple(v.tolist())
 
 
-def curves_detail(baseline: Sequence[ArmResult], candidate: Sequence[ArmResult], role: str) -> dict[str, Any]:
-    """``Verdict.details["curves"]`` as the HTML report draws it: per arm, seed -> steps and values
-    of ``role`` (seeds whose rerun did not log it are left out)."""
-    out: dict[str, Any] = {"metric": role}
-    for arm, results in (("baseline", baseline), ("candidate", candidate)):
-        out[arm] = {str(a.seed): {"steps": list(c[0]), "values": list(c[1])}
-                    for a in results if (c := a.curve(role)) is not None}
-    return out
+def curves_detail(baseline: Sequence[ArmResult], candidate: Sequence[ArmResult], role: str) -> RerunCurves:
+    """The reruns' curves of ``role`` per arm and seed, as the report draws them (seeds whose rerun
+    did not log it are left out)."""
+    def arm(results: Sequence[ArmResult]) -> tuple[SeedCurve, ...]:
+        return tuple(SeedCurve(a.seed, tuple(c[0]), tuple(c[1])) for a in results if (c := a.curve(role)) is not None)
+
+    return RerunCurves(role, arm(baseline), arm(candidate))
 
 
 def verify_items(
@@ -351,14 +350,14 @@ def verify_items(
         base, cand = [mark(arms[k]) for k in job.baseline], [mark(arms[k]) for k in job.candidate]
         v = decide(job.rule, job.proposal, base, cand, cfg, base_lr=job.base_lr)
         role = next((a.target_role for a in (*base, *cand) if a.target_role), "train_loss")
-        extra: dict[str, Any] = {"budget_steps": job.budget, "out": str(Path(job.candidate[0]).parent),
-                                 "curves": curves_detail(base, cand, role)}
-        symptom = job.symptom_role
+        extra = {"budget_steps": job.budget, "out": str(Path(job.candidate[0]).parent)}
+        symptom, symptom_curves = job.symptom_role, None
         if symptom and symptom != role and any(a.curve(symptom) for a in (*base, *cand)):
             # the target is often a sparse val loss; the series the rule fired on shows the symptom itself
-            extra["symptom_curves"] = curves_detail(base, cand, symptom)
-        # a new Verdict with the run-level details: a built verdict is never changed
-        by_run.setdefault(job.run.name, []).append(replace(v, details={**v.details, **extra}))
+            symptom_curves = curves_detail(base, cand, symptom)
+        # a new Verdict with the run-level details and the curves: a built verdict is never changed
+        by_run.setdefault(job.run.name, []).append(replace(
+            v, details={**v.details, **extra}, curves=curves_detail(base, cand, role), symptom_curves=symptom_curves))
     runs = {run.name: run for run, _, _ in items}
     return [RunVerification(n, tuple(by_run.get(n, ())), resolved_source(r)) for n, r in runs.items()]
 
