@@ -8,7 +8,8 @@ import numpy as np
 from ..model import Finding
 from ..roles import RoleView
 from .common import Draft, fmt, round_sig
-from .context import SPIKE_WINDOW, SPIKE_X, RunContext
+from .context import RunContext
+from .grads import SPIKE_WINDOW, SPIKE_X
 from .spikes import incidents, rollback_distance
 
 #: The percentile of the stable stretch's pre-clip norms a clip threshold sits at: it touches
