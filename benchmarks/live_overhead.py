@@ -88,7 +88,7 @@ def bare(steps: int, **_) -> tuple[float, float]:
 
 def controller(steps: int, live: str | None, check_every: int, tmp: Path,
                budget: float | None = 0.01) -> tuple[float, float]:
-    from lrdoctor.controller import Controller
+    from lrdoctor.verify.controller import Controller
 
     model, opt, sched, batches, clip = setup(steps)
     ctl = Controller(opt, model, scheduler=sched, live=None if live is None else

@@ -13,7 +13,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Controller": "lrdoctor.controller",
+    "Controller": "lrdoctor.verify.controller",
     "load_runs": "lrdoctor.api",
     "diagnose": "lrdoctor.api",
     "report": "lrdoctor.api",

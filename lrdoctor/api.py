@@ -53,7 +53,14 @@ def report(diagnoses: Sequence[Diagnosis], path: str | os.PathLike, **kwargs: An
 
 
 def verify(path: str | os.PathLike, **kwargs: Any) -> list[Any]:
-    """Short paired reruns of each finding's top proposal; see :func:`lrdoctor.verify.entry.verify_path`."""
+    """Short paired reruns of each finding's top proposal, one result per run read; runs under
+    ``path`` that cannot be read are logged as warnings (see :func:`lrdoctor.verify.entry.verify_path`,
+    which returns them)."""
+    import logging
+
     from .verify.entry import verify_path
 
-    return verify_path(path, **kwargs)
+    results, unreadable = verify_path(path, **kwargs)
+    for exc in unreadable:
+        logging.getLogger(__name__).warning("run not read: %s", exc)
+    return results

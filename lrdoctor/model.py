@@ -13,6 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .origin import RunOrigin
+from .patch import ConfigPatch
+
 #: Columns (and dtypes) of the canonical tidy scalar table held by every Run.
 SCALAR_COLUMNS = ("tag", "step", "wall_time", "value")
 
@@ -91,7 +94,11 @@ class Run:
     annotations: tuple[Annotation, ...] = ()
     #: What produced the run when known, e.g. the parsed ``lrdoctor-run.json`` of a built-in
     #: workload (workload name, config, labels); used by verification to rerun it.
-    origin: dict[str, Any] | None = field(default=None, compare=False)
+    origin: RunOrigin | None = field(default=None, compare=False)  # a mapping is parsed into one
+
+    def __post_init__(self) -> None:
+        if self.origin is not None and not isinstance(self.origin, RunOrigin):
+            object.__setattr__(self, "origin", RunOrigin.parse(self.origin))
     #: The tracker's own run summary when the format keeps one (W&B: the last value of each
     #: key, and what the script set in ``run.summary``); never used to diagnose, only shown.
     summary: dict[str, Any] = field(default_factory=dict, compare=False)
@@ -124,9 +131,12 @@ class Proposal:
     kind: str
     summary: str
     rationale: str
-    config: dict[str, Any]
+    config: ConfigPatch  # a mapping is accepted and validated into one
     code: str
     rank: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", ConfigPatch.of(self.config))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,7 +144,7 @@ class Proposal:
             "kind": self.kind,
             "summary": self.summary,
             "rationale": self.rationale,
-            "config": self.config,
+            "config": self.config.to_dict(),
             "code": self.code,
             "rank": self.rank,
         }
@@ -152,6 +162,13 @@ class Finding:
     proposals: tuple[Proposal, ...] = ()
     code: str | None = None  # the rule's code, e.g. LRD001
     title: str | None = None
+    # What the rule's file declares for the later stages (see lrdoctor.engine.spec.RuleSpec), so
+    # the report and verify need no knowledge of particular rules. Not part of to_dict().
+    symptom_role: str | None = None  # the role whose curve shows the symptom
+    unstable_in_sweep: bool = False  # the run trained unstably (left out of an LR sweep's stable range)
+    markers: str = "points"  # how the marked steps are drawn ("points", "best-and-latest")
+    #: why a proposal could not be made ("clip_grad_norm: ValueError: ..."), shown like a skipped rule
+    proposal_errors: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,6 +180,8 @@ class Finding:
             "message": self.message,
             "evidence": self.evidence,
             "proposals": [p.to_dict() for p in self.proposals],
+            # only when a planner failed, so the shape of an ordinary finding stays as it was
+            **({"proposal_errors": list(self.proposal_errors)} if self.proposal_errors else {}),
         }
 
 
@@ -196,6 +215,46 @@ class VerdictKind(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class SeedCurve:
+    """One rerun's curve of one metric, downsampled for display (NaN/inf kept)."""
+
+    seed: int
+    steps: tuple[float, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class RerunCurves:
+    """What verify hands the report to draw: one metric of a verdict's reruns, per arm and seed.
+    Its JSON form (``to_json``) is what ``verify --json`` writes under ``details["curves"]``."""
+
+    metric: str
+    baseline: tuple[SeedCurve, ...] = ()
+    candidate: tuple[SeedCurve, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        def arm(curves: tuple[SeedCurve, ...]) -> dict[str, Any]:
+            return {str(c.seed): {"steps": list(c.steps), "values": list(c.values)} for c in curves}
+
+        return {"metric": self.metric, "baseline": arm(self.baseline), "candidate": arm(self.candidate)}
+
+    @classmethod
+    def from_json(cls, d: Any) -> RerunCurves | None:
+        """The record back from its JSON form (None when ``d`` is not that shape; a verdicts file
+        is checked against it before, see lrdoctor.report.untrusted)."""
+        if not isinstance(d, dict):
+            return None
+
+        def arm(x: Any) -> tuple[SeedCurve, ...]:
+            if not isinstance(x, dict):
+                return ()
+            return tuple(SeedCurve(int(seed), tuple(float(s) for s in c["steps"]), tuple(float(v) for v in c["values"]))
+                         for seed, c in x.items() if isinstance(c, dict) and "steps" in c and "values" in c)
+
+        return cls(str(d.get("metric") or "loss"), arm(d.get("baseline")), arm(d.get("candidate")))
+
+
+@dataclass(frozen=True)
 class Verdict:
     rule: str
     proposal_id: str
@@ -206,7 +265,18 @@ class Verdict:
     ci: tuple[float, float] | None
     p_better: float | None
     reason: str
-    details: dict[str, Any] = field(default_factory=dict, compare=False)
+    details: dict[str, Any] = field(default_factory=dict, compare=False)  # statistics per seed, rerun paths
+    #: the target metric's reruns, and the symptom's series when that is another one (for the report)
+    curves: RerunCurves | None = field(default=None, compare=False)
+    symptom_curves: RerunCurves | None = field(default=None, compare=False)
+
+    def details_json(self) -> dict[str, Any]:
+        """``details`` with the curves in their JSON form, as ``verify --json`` writes them."""
+        out = dict(self.details)
+        for key, c in (("curves", self.curves), ("symptom_curves", self.symptom_curves)):
+            if c is not None:
+                out[key] = c.to_json()
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -239,6 +239,34 @@ class RoleView:
     def get(self, role: str) -> Series | None:
         return self[role] if role in self.roles else None
 
+    @functools.cached_property
+    def _one_per_step(self) -> dict[str, Series]:
+        return {}
+
+    def deduped(self, role: str) -> Series | None:
+        """The role's series with one point per step (:func:`dedupe_steps`), computed once per
+        view: what the detectors judge, and what proposals compute their numbers from, so the
+        two cannot differ on a resumed run that logged some steps twice."""
+        if role not in self.roles:
+            return None
+        cache = self._one_per_step
+        if role not in cache:
+            cache[role] = dedupe_steps(self[role])
+        return cache[role]
+
+
+def dedupe_steps(series: Series) -> Series:
+    """One point per step, keeping the last logged one: a resumed run re-logs the steps it
+    repeats, and the later values are the ones the surviving model produced."""
+    steps = np.asarray(series.steps, dtype=np.int64)
+    if len(steps) < 2 or bool(np.all(np.diff(steps) > 0)):
+        return series
+    # steps are sorted stably, so the last of a run of equal steps is the last one logged
+    keep = np.ones(len(steps), dtype=bool)
+    keep[:-1] = steps[1:] != steps[:-1]
+    wall = None if series.wall_time is None else np.asarray(series.wall_time)[keep]
+    return Series(tag=series.tag, steps=steps[keep], values=np.asarray(series.values)[keep], wall_time=wall)
+
 
 def series_of(scalars: pd.DataFrame, tag: str) -> Series:
     """One tag of a scalar table as arrays sorted by step (stable: repeats keep logged order)."""

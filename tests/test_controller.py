@@ -13,8 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lrdoctor.controller import METRICS_FILE, Controller, StopTraining, seed_from_env  # noqa: E402
-from lrdoctor.verify.backends import ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED  # noqa: E402
+from lrdoctor.verify.controller import METRICS_FILE, Controller, StopTraining, seed_from_env  # noqa: E402
+from lrdoctor.verify.env import ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED  # noqa: E402
 
 SCRIPT = str(Path(__file__).with_name("verify_train.py"))
 

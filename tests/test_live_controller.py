@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lrdoctor.api import diagnose  # noqa: E402
-from lrdoctor.controller import Controller  # noqa: E402
+from lrdoctor.verify.controller import Controller  # noqa: E402
 
 JUMP_AT, STEPS, CHECK = 60, 150, 10
 

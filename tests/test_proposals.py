@@ -774,7 +774,7 @@ def test_clip_threshold_leaves_out_bursts_inside_the_stable_stretch():
     not clip the next burst; bursts (over SPIKE_X x their running median) are left out of the p90."""
     from pathlib import Path
 
-    from lrdoctor.proposals.context import SPIKE_X
+    from lrdoctor.proposals.grads import SPIKE_X
     from lrdoctor.readers import discover
 
     root = Path(__file__).resolve().parents[1] / "sample_logs" / "divergence-mlp-lightning"

@@ -19,8 +19,8 @@ from tb_writers import (
 
 from lrdoctor.errors import LogFormatError
 from lrdoctor.readers._tfevent_file import decode_file
-from lrdoctor.readers.base import ReadOptions, RunSource
-from lrdoctor.readers.tensorboard import TensorBoardReader, is_lfs_pointer, read_event_file
+from lrdoctor.readers.base import ReadOptions, RunSource, is_lfs_pointer
+from lrdoctor.readers.tensorboard import TensorBoardReader, read_event_file
 
 REAL_LOGS = Path(__file__).resolve().parents[2] / "shared" / "real_logs"
 

@@ -19,9 +19,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 
-from lrdoctor.model import Diagnosis, Finding, Proposal, Severity, Verdict, VerdictKind
+from lrdoctor.downsample import downsample, minmax_indices
+from lrdoctor.model import (
+    Diagnosis,
+    Finding,
+    Proposal,
+    RerunCurves,
+    SeedCurve,
+    Severity,
+    Verdict,
+    VerdictKind,
+)
 from lrdoctor.report import render_report, write_report
-from lrdoctor.report.downsample import downsample, minmax_indices
 from lrdoctor.roles import resolve_roles
 
 SCRIPT = "<script>alert(1)</script>"
@@ -110,7 +119,7 @@ def evil_diagnosis(tmp_path_factory) -> Diagnosis:
     assert any(SCRIPT in t for t in run.tags), run.tags  # the reader kept the tag as logged
     run = dataclasses.replace(run, name=f"run{IMG}", hparams={f"lr{SCRIPT}": IMG, "note": SCRIPT})
     proposal = Proposal(id=f"p{IMG}", kind="lower_peak_lr", summary=f"Lower the LR {SCRIPT}",
-                        rationale=IMG, config={"lr": 1e-3, SCRIPT: IMG}, code=f"lr = 1e-3  # {SCRIPT}\n# {IMG}")
+                        rationale=IMG, config={"lr": 1e-3, "scheduler": {"type": SCRIPT, IMG: IMG}}, code=f"lr = 1e-3  # {SCRIPT}\n# {IMG}")
     finding = Finding(rule="loss-spike", severity=Severity.WARNING, start_step=40, end_step=60, steps=(50,),
                       message=f"loss jumped {SCRIPT} {IMG}", evidence={SCRIPT: IMG, "ratio": 3.0},
                       proposals=(proposal,), code="LRD002", title=f"Spike {IMG}")
@@ -194,11 +203,12 @@ def test_max_figures_caps_drawing_and_says_so(sweep_diagnoses):
 def test_svg_figures_and_verification_sections(sweep_diagnoses, tmp_path):
     d = sweep_diagnoses[0]
     steps = list(range(0, 200, 10))
-    curves_ = {"baseline": {s: {"steps": steps, "values": list(np.linspace(2, 5, 20))} for s in range(3)},
-               "candidate": {s: [steps, list(np.linspace(2, 0.5, 20))] for s in range(3)}, "metric": "train_loss"}
+    curves_ = RerunCurves("train_loss",
+                          tuple(SeedCurve(s, tuple(steps), tuple(np.linspace(2, 5, 20))) for s in range(3)),
+                          tuple(SeedCurve(s, tuple(steps), tuple(np.linspace(2, 0.5, 20))) for s in range(3)))
     v = Verdict(rule="divergence", proposal_id="x", kind="lower_peak_lr", verdict=VerdictKind.CONFIRMED,
                 seeds=(0, 1, 2), p_value=0.01, ci=(-1.0, -0.5), p_better=0.99, reason="symptom gone",
-                details={"curves": curves_, "fisher_p": 0.01, "baseline_target": [1.0, 2.0, 3.0]})
+                details={"fisher_p": 0.01, "baseline_target": [1.0, 2.0, 3.0]}, curves=curves_)
     out = write_report([d], tmp_path / "sub" / "r.html", verdicts={d.run.name: [v]}, figure_format="svg",
                        workers=1)
     html = out.read_text()

@@ -149,6 +149,7 @@ def test_gradient_rules_judge_the_applied_norm_after_clipping():
 def test_verdict_json_round_trip_keeps_curves_and_their_non_finite_points(tmp_path):
     """What ``verify --json`` writes is strict JSON, and the report's loader gets the curves back
     with NaN/inf as floats (the markers of a diverged rerun) and the required keys unchanged."""
+    import dataclasses
     import json
 
     import numpy as np
@@ -169,13 +170,15 @@ def test_verdict_json_round_trip_keeps_curves_and_their_non_finite_points(tmp_pa
             for s in (0, 1, 2)]
     v = decide("divergence", Proposal(id="p", kind="lower_peak_lr", summary="", rationale="", config={"lr": 0.1},
                                       code=""), base, cand, VerifyConfig(seeds=3))
-    v.details["curves"] = curves_detail(base, cand, "train_loss")
+    v = dataclasses.replace(v, curves=curves_detail(base, cand, "train_loss"))
     text = json.dumps({"runs": [RunVerification("r", (v,)).to_dict()]}, allow_nan=False)
     (path := tmp_path / "v.json").write_text(text)
     (back,) = load_verdicts(path)["r"]
     assert back == v  # rule, proposal, verdict, seeds, p-value, CI, P(better), reason
-    got = back.details["curves"]
-    assert got["metric"] == "train_loss" and sorted(got["baseline"]) == ["0", "1", "2"]
-    assert all(isinstance(y, float) for y in got["baseline"]["1"]["values"])
-    ys = np.asarray(got["baseline"]["1"]["values"])
-    assert np.isinf(ys).sum() == 1 and np.isnan(ys).any() and got["candidate"]["2"]["values"] == [0.9, 0.5]
+    got = back.curves
+    assert got.metric == "train_loss" and [c.seed for c in got.baseline] == [0, 1, 2]
+    ys = np.asarray(got.baseline[1].values)
+    assert ys.dtype == np.float64 and np.isinf(ys).sum() == 1 and np.isnan(ys).any()
+    assert got.candidate[2].values == (0.9, 0.5) and got.candidate[2].steps == (1.0, 2.0)
+    assert json.loads(text)["runs"][0]["verdicts"][0]["details"]["curves"]["candidate"]["2"] == \
+        {"steps": [1.0, 2.0], "values": [0.9, 0.5]}  # the JSON shape verify writes

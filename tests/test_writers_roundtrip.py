@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("torch")
 readers = pytest.importorskip("lrdoctor.readers")
 
-from lrdoctor.readers.base import ORIGIN_FILE  # noqa: E402
+from lrdoctor.origin import ORIGIN_FILE  # noqa: E402
 from lrdoctor.roles import RoleView, series_of  # noqa: E402
 from lrdoctor.workloads import WorkloadConfig  # noqa: E402
 from lrdoctor.workloads.recipes import recipe_config  # noqa: E402

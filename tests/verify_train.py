@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
     if args.controller:
         import lrdoctor
-        from lrdoctor.controller import seed_from_env
+        from lrdoctor.verify.controller import seed_from_env
 
         seed = seed_from_env(default=args.seed)  # before the model, so each paired seed has its own init
         x, y, model = make_problem(seed)

@@ -55,8 +55,29 @@ def selected_rules(rule_dirs, sets, select, ignore) -> list:
     """The rules to run, checked before any log is read so a bad --set fails fast."""
     from ..engine.spec import apply_overrides, load_rules, parse_set, select_rules
     from ..errors import UsageError
+    from ..proposals import check_rules
 
     rules = apply_overrides(select_rules(load_rules(rule_dirs), select, ignore), parse_set(sets))
+    check_rules(rules)
     if not rules:
         raise UsageError("no rules left to run after --select/--ignore")
     return rules
+
+
+def load_runs(path: str, fmt: str | None, strict: bool, progress: bool | None = None) -> tuple[list, list]:
+    """Every readable run under PATH, and one error per run that could not be read (the
+    commands report those after their output, see :func:`report_unreadable`). ``progress``
+    defaults to whether stderr is a terminal."""
+    import sys
+
+    from ..readers import discover_with_errors
+
+    show = sys.stderr.isatty() if progress is None else progress
+    return discover_with_errors(path, format=fmt, strict=strict, progress=show)
+
+
+def report_unreadable(errors: list) -> int:
+    """One stderr line per run that could not be read (shown even with -q); exit code 2 if any."""
+    for exc in errors:
+        click.echo(f"lrdoctor: error: run not read: {exc}", err=True)
+    return 2 if errors else 0

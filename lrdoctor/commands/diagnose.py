@@ -6,16 +6,16 @@ import sys
 
 import click
 
-from .common import role_overrides, rule_selection_options, run_input_options, selected_rules
+from .common import (
+    load_runs,
+    report_unreadable,
+    role_overrides,
+    rule_selection_options,
+    run_input_options,
+    selected_rules,
+)
 
 FAIL_ON = ("error", "warning", "info", "never")
-
-
-def load_runs_with_errors(path: str, fmt: str | None, strict: bool, progress: bool = False) -> tuple[list, list]:
-    """Every readable run under PATH, and one error per run that could not be read."""
-    from ..readers import discover_with_errors
-
-    return discover_with_errors(path, format=fmt, strict=strict, progress=progress)
 
 
 def exit_code(diagnoses, fail_on: str) -> int:
@@ -54,7 +54,7 @@ def diagnose_cmd(path, fmt, strict, roles, roles_config, as_json, fail_on, rule_
     rules = selected_rules(rule_dirs, sets, select, ignore)
     overrides = role_overrides(roles, roles_config)
     show_progress = progress if progress is not None else sys.stderr.isatty()
-    runs, errors = load_runs_with_errors(path, fmt, strict, show_progress)
+    runs, errors = load_runs(path, fmt, strict, show_progress)
     diagnoses = diagnose_runs(runs, rules=rules, role_overrides=overrides, jobs=jobs, progress=show_progress)
     if as_json:
         from ..output.json_out import dumps
@@ -70,6 +70,5 @@ def diagnose_cmd(path, fmt, strict, roles, roles_config, as_json, fail_on, rule_
         from ..report import write_report
 
         write_report(diagnoses, html_path, workers=min(4, jobs or os.cpu_count() or 1))
-    for exc in errors:  # after the rest, one line each (shown even with -q)
-        click.echo(f"lrdoctor: error: run not read: {exc}", err=True)
-    return 2 if errors else exit_code(diagnoses, fail_on)
+    # after the rest, one line each (shown even with -q)
+    return report_unreadable(errors) or exit_code(diagnoses, fail_on)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UsageError
-from .common import run_input_options
+from .common import load_runs, report_unreadable, run_input_options
 
 #: The issue's tidy columns, then ``step_axis``: what ``step`` counts for that run ("step", or
 #: "epoch" for Keras logs, "row" never: row-numbered logs say "step"). One table holds runs of
@@ -32,9 +32,6 @@ def export_cmd(ctx: click.Context, path: str, fmt: str | None, strict: bool, rol
     """
     import pandas as pd
 
-    from ..readers import discover_with_errors
-    from .inspect import report_unreadable
-
     out = Path(output)
     kind = "csv" if output == "-" or out.suffix.lower() == ".csv" else (
         "parquet" if out.suffix.lower() in (".parquet", ".pq") else None)
@@ -44,7 +41,7 @@ def export_cmd(ctx: click.Context, path: str, fmt: str | None, strict: bool, rol
         from .._optional import require
 
         require("pyarrow", "parquet output (or write .csv)")
-    runs, errors = discover_with_errors(path, format=fmt, strict=strict, progress=sys.stderr.isatty())
+    runs, errors = load_runs(path, fmt, strict)
     frames = [run.scalars.assign(run=run.name, step_axis=run.step_axis)[COLUMNS] for run in runs]
     table = pd.concat(frames, ignore_index=True)
     if kind == "parquet":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
@@ -11,7 +10,7 @@ import numpy as np
 
 from ..errors import RoleSpecError
 from ..model import Run
-from .common import role_overrides, run_input_options
+from .common import load_runs, report_unreadable, role_overrides, run_input_options
 
 
 def summarize(run: Run, overrides: dict[str, str]) -> dict[str, Any]:
@@ -122,10 +121,8 @@ Formats (for --format): {", ".join(FORMATS)}.
 @click.pass_context
 def inspect_cmd(ctx: click.Context, path: str, fmt: str | None, strict: bool, roles: tuple[str, ...],
                 roles_config: str | None, as_json: bool) -> int:
-    from ..readers import discover_with_errors
-
     overrides = role_overrides(roles, roles_config)
-    runs, errors = discover_with_errors(path, format=fmt, strict=strict, progress=sys.stderr.isatty())
+    runs, errors = load_runs(path, fmt, strict)
     summaries = [summarize(run, overrides) for run in runs]
     for role, tag in overrides.items():
         if all(role in s["unused_role_overrides"] for s in summaries):
@@ -136,10 +133,4 @@ def inspect_cmd(ctx: click.Context, path: str, fmt: str | None, strict: bool, ro
         click.echo("\n\n".join(render(s) for s in summaries))
     return report_unreadable(errors)
 
-
-def report_unreadable(errors: list) -> int:
-    """One stderr line per run that could not be read (shown even with -q); exit code 2 if any."""
-    for exc in errors:
-        click.echo(f"lrdoctor: error: run not read: {exc}", err=True)
-    return 2 if errors else 0
 

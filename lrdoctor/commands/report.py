@@ -6,7 +6,14 @@ import sys
 
 import click
 
-from .common import role_overrides, rule_selection_options, run_input_options, selected_rules
+from .common import (
+    load_runs,
+    report_unreadable,
+    role_overrides,
+    rule_selection_options,
+    run_input_options,
+    selected_rules,
+)
 
 
 @click.command("report")
@@ -35,8 +42,6 @@ def report_cmd(path, fmt, strict, roles, roles_config, output, title, rule_dirs,
     """
     from ..engine.diagnose import diagnose_runs
     from ..report import write_report
-    from .diagnose import load_runs_with_errors
-    from .inspect import report_unreadable
 
     verdicts = None
     if verdicts_file:
@@ -45,7 +50,7 @@ def report_cmd(path, fmt, strict, roles, roles_config, output, title, rule_dirs,
         verdicts = read_verdicts(verdicts_file)  # before the slow part: a bad file fails fast
     rules = selected_rules(rule_dirs, sets, select, ignore)
     overrides = role_overrides(roles, roles_config)
-    runs, errors = load_runs_with_errors(path, fmt, strict)
+    runs, errors = load_runs(path, fmt, strict, progress=False)
     diagnoses = diagnose_runs(runs, rules=rules, role_overrides=overrides, jobs=jobs,
                               progress=sys.stderr.isatty())
     import os

@@ -11,8 +11,11 @@ from ..errors import UsageError
 
 def _load(rule_dirs):
     from ..engine.spec import load_rules
+    from ..proposals import check_rules
 
-    return load_rules(rule_dirs)
+    rules = load_rules(rule_dirs)
+    check_rules(rules)
+    return rules
 
 
 @click.group("rules", invoke_without_command=True)
@@ -67,7 +70,21 @@ def explain_cmd(ctx: click.Context, name: str, rule_dirs) -> int:
     out.append(f"Parameters (detector {rule.kind}; override with --set {rule.name}.PARAM=VALUE):")
     out += [f"  {k} = {v!r}" for k, v in rule.params.items()]
     if rule.proposals:
-        out += ["", f"Proposals: {', '.join(rule.proposals)}"]
+        from ..proposals import POLICIES
+
+        out += ["", f"Proposals (the kinds planned; the run's evidence ranks them): {', '.join(rule.proposals)}"]
+        if rule.proposal_policy is not None:
+            doc = POLICIES[rule.proposal_policy].doc if rule.proposal_policy in POLICIES else "unknown policy"
+            out.append(f"Ranking policy: {rule.proposal_policy} ({doc})")
+    facts = []
+    if rule.symptom:
+        facts.append(f"symptom judged on {rule.symptom}")
+    if rule.unstable_in_sweep:
+        facts.append("marks a run unstable in an LR sweep")
+    if rule.markers != "points":
+        facts.append(f"markers: {rule.markers}")
+    if facts:
+        out += ["", "Also: " + "; ".join(facts)]
     out += ["", f"Defined in {rule.path}"]
     click.echo("\n".join(out))
     return 0

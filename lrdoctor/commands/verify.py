@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..errors import UsageError
-from .common import role_overrides, run_input_options
+from .common import report_unreadable, role_overrides, run_input_options
 
 
 def _print(results, out) -> None:
@@ -75,9 +75,9 @@ def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_
     (including a run under PATH that could not be read: the others are verified first).
     """
     from ..engine.spec import apply_overrides, load_rules, parse_set
+    from ..proposals import check_rules
     from ..verify.entry import verify_path
     from ..verify.procs import terminate_as_interrupt
-    from .inspect import report_unreadable
 
     patch = None
     if patch_json is not None:
@@ -88,14 +88,14 @@ def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_
         if not isinstance(patch, dict):
             raise UsageError("--patch must be a JSON object (a config patch)")
     rules = apply_overrides(load_rules(rule_dirs), parse_set(sets))
-    unreadable: list = []
+    check_rules(rules)
     try:
         with terminate_as_interrupt():
-            results = verify_path(
+            results, unreadable = verify_path(
                 path, proposal_id=proposal_id, rule=rule, patch=patch, seeds=seeds, budget_steps=budget_steps,
                 rerun_timeout=rerun_timeout, out=out_dir, device=device, executor=executor_kind,
                 ray_address=ray_address, jobs=jobs, train=train, fmt=fmt, strict=strict,
-                role_overrides=role_overrides(roles, roles_config), rules=rules, unreadable=unreadable,
+                role_overrides=role_overrides(roles, roles_config), rules=rules,
             )
     except KeyboardInterrupt:
         click.echo(f"lrdoctor: interrupted: every rerun was stopped; finished reruns under {out_dir} are kept "

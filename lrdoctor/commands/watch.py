@@ -83,7 +83,7 @@ def watch_cmd(path, fmt, strict, roles, roles_config, as_json, exit_on, interval
 
 def _print(e, as_json: bool) -> None:
     if as_json:
-        from ..output.json_out import json_safe
+        from ..jsonsafe import json_safe
 
         click.echo(json.dumps(json_safe(e.to_dict()), allow_nan=False), nl=True)
         return

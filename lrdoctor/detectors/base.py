@@ -84,19 +84,6 @@ def range_text(form: str) -> str:
     return RANGES[form][4]
 
 
-def dedupe_steps(series: Series) -> Series:
-    """One point per step, keeping the last logged one: a resumed run re-logs the steps it
-    repeats, and the later values are the ones the surviving model produced."""
-    steps = np.asarray(series.steps, dtype=np.int64)
-    if len(steps) < 2 or bool(np.all(np.diff(steps) > 0)):
-        return series
-    # steps are sorted stably, so the last of a run of equal steps is the last one logged
-    keep = np.ones(len(steps), dtype=bool)
-    keep[:-1] = steps[1:] != steps[:-1]
-    wall = None if series.wall_time is None else np.asarray(series.wall_time)[keep]
-    return Series(tag=series.tag, steps=steps[keep], values=np.asarray(series.values)[keep], wall_time=wall)
-
-
 def finite_part(series: Series) -> tuple[np.ndarray, np.ndarray]:
     """Steps and values of the finite points."""
     v = np.asarray(series.values, dtype=np.float64)

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..model import Series
 from .base import Evidence, finite_part, listed, noise_sigma, odd_window, param_ranges, rolling_median
-from .divergence import true_runs
+from .nonfinite import true_runs
 
 
 def _rises(lr: np.ndarray, min_jump_ratio: float, min_share_of_peak: float) -> list[tuple[int, int]]:

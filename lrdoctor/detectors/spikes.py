@@ -18,7 +18,7 @@ from .base import (
     rolling_median,
     trailing_median,
 )
-from .divergence import nonfinite_counts, persistent_nonfinite, value_word
+from .nonfinite import nonfinite_counts, persistent_nonfinite, value_word
 
 
 @param_ranges(window=">=1", noise_window=">=1", z_threshold=">0", min_rise_over_range=">=0", max_gap=">=0",

@@ -20,9 +20,9 @@ PARALLEL_MIN_RUNS = 8
 
 
 def _proposer() -> Callable | None:
-    """lrdoctor.proposals.propose, when that module is there and imports."""
+    """lrdoctor.proposals.propose_with_errors, when that module is there and imports."""
     try:
-        from ..proposals import propose
+        from ..proposals import propose_with_errors as propose
     except Exception as exc:  # noqa: BLE001 -- proposals are optional for a diagnosis
         log.debug("proposals unavailable: %s: %s", type(exc).__name__, exc)
         return None

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..detectors.base import Evidence, dedupe_steps
+from ..detectors.base import Evidence
 from ..model import Diagnosis, Finding, Series, Severity, SkippedRule
 from ..roles import RoleView
 from .registry import get_detector
@@ -59,7 +59,7 @@ class _SeriesCache:
 
     def get(self, role: str) -> Series | None:
         if role not in self._cache:
-            s = dedupe_steps(self.view[role]) if role in self.view else None
+            s = self.view.deduped(role)
             self._cache[role] = s if s is not None and len(s) else None
         return self._cache[role]
 
@@ -94,6 +94,9 @@ def make_finding(rule: RuleSpec, ev: Evidence, view: RoleView) -> Finding:
         evidence=values,
         code=rule.code,
         title=rule.title,
+        symptom_role=rule.symptom,
+        unstable_in_sweep=rule.unstable_in_sweep,
+        markers=rule.markers,
     )
 
 
@@ -125,7 +128,9 @@ def run_rule(rule: RuleSpec, view: RoleView, cache: _SeriesCache | None = None) 
 def run_rules(
     view: RoleView, rules: Iterable[RuleSpec], *, proposer: Any = None
 ) -> Diagnosis:
-    """Every rule on one run. ``proposer(finding, view) -> list[Proposal]`` attaches proposals."""
+    """Every rule on one run. ``proposer(finding, view, rule)`` attaches proposals: it returns
+    them, or ``(proposals, errors)`` with one line per planner that failed (``rule`` is the
+    finding's RuleSpec: which proposal kinds it offers and how they are ranked)."""
     rules = list(rules)
     findings: list[Finding] = []
     skipped: list[SkippedRule] = []
@@ -140,17 +145,21 @@ def run_rules(
     by_name = {r.name: r for r in rules}
     findings = [f for f in findings if not (set(by_name[f.rule].superseded_by) & fired)]
     if proposer is not None:
-        findings = [_with_proposals(f, view, proposer) for f in findings]
+        findings = [_with_proposals(f, view, proposer, by_name[f.rule]) for f in findings]
     findings.sort(key=lambda f: (-f.severity.rank, f.start_step if f.start_step is not None else -1, f.rule))
     return Diagnosis(run=view.run, findings=tuple(findings), skipped_rules=tuple(skipped), roles=dict(view.roles))
 
 
-def _with_proposals(finding: Finding, view: RoleView, proposer: Any) -> Finding:
+def _with_proposals(finding: Finding, view: RoleView, proposer: Any, rule: RuleSpec) -> Finding:
     from dataclasses import replace
 
-    try:
-        proposals = tuple(proposer(finding, view) or ())
-    except Exception as exc:  # noqa: BLE001 -- proposals are an extra; the finding stands alone
-        log.debug("proposals for %s failed: %s: %s", finding.rule, type(exc).__name__, exc, exc_info=True)
+    if not rule.proposals:
         return finding
-    return replace(finding, proposals=proposals)
+    try:
+        out = proposer(finding, view, rule)
+    except Exception as exc:  # noqa: BLE001 -- proposals are an extra; the finding stands alone
+        log.debug("proposals for %s failed", finding.rule, exc_info=True)
+        # shown with the finding (terminal, JSON, HTML), as a broken detector becomes a skipped rule
+        return replace(finding, proposal_errors=(f"{type(exc).__name__}: {exc}",))
+    proposals, errors = out if isinstance(out, tuple) else (out, ())
+    return replace(finding, proposals=tuple(proposals or ()), proposal_errors=tuple(errors))

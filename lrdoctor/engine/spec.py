@@ -27,11 +27,15 @@ from .registry import detector_info
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("name", "code", "title", "severity", "requires", "detector", "message", "doc")
-OPTIONAL_KEYS = ("optional", "proposals", "superseded_by", "live")
+OPTIONAL_KEYS = ("optional", "proposals", "proposal_policy", "superseded_by", "symptom", "unstable_in_sweep", "markers",
+                 "live")
 DOC_KEYS = ("what", "why", "example", "fix")
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _CODE = re.compile(r"^[A-Z]{2,}[0-9]{3,}$")
 _KIND = re.compile(r"^[a-z][a-z0-9_]*$")
+#: How a finding's marked steps are drawn: plain markers, or labelled with their values plus the
+#: curve's latest point (a rise from a best value, such as overfitting, is the finding itself).
+MARKER_STYLES = ("points", "best-and-latest")
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,15 @@ class RuleSpec:
     path: str = ""
     #: how the live engine confirms this rule's findings on a run still being written
     live: LivePolicy = field(default_factory=LivePolicy, hash=False)
+    #: the role whose curve shows the symptom: the report marks the finding on it, verify keeps
+    #: its rerun curves, and a rule with one counts as a symptom when a healthy run is rechecked
+    symptom: str | None = None
+    #: a run with this finding trained unstably (an LR sweep's stable range leaves its LR out)
+    unstable_in_sweep: bool = False
+    markers: str = "points"  # one of MARKER_STYLES
+    #: how the run's evidence ranks the proposal kinds (a name in lrdoctor.proposals.policy);
+    #: None: in the order ``proposals`` lists them
+    proposal_policy: str | None = None
 
 
 def _display(path: Path) -> str:
@@ -121,10 +134,8 @@ def _str_list(data: Mapping, key: str, where: str) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def parse_rule(data: Any, where: str) -> RuleSpec:
-    """Validate one rule's parsed YAML."""
-    if not isinstance(data, dict):
-        raise RuleSpecError("a rule file must be a mapping", path=where)
+def _header(data: Mapping, where: str) -> tuple[str, str, Severity, tuple[str, ...], tuple[str, ...]]:
+    """Keys known and present; name, code, severity and roles checked."""
     for key in data:
         if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
             raise RuleSpecError(f"unknown key {key!r}{_suggest(key, REQUIRED_KEYS + OPTIONAL_KEYS)}", path=where)
@@ -148,8 +159,11 @@ def parse_rule(data: Any, where: str) -> RuleSpec:
     for role in requires + optional:
         if role not in ROLES:
             raise RuleSpecError(f"unknown role {role!r}{_suggest(role, ROLES)} (roles: {', '.join(ROLES)})", path=where)
+    return name, code, severity, requires, optional
 
-    det = data["detector"]
+
+def _detector(det: Any, requires: tuple[str, ...], optional: tuple[str, ...], where: str) -> tuple[str, dict]:
+    """The detector kind and its full parameter set (defaults + the file's values, checked)."""
     if not isinstance(det, dict) or "kind" not in det:
         raise RuleSpecError("'detector' must be a mapping with 'kind' (and optional 'params')", path=where)
     for key in det:
@@ -181,8 +195,10 @@ def parse_rule(data: Any, where: str) -> RuleSpec:
     for role in requires + optional:
         if role not in info.roles:
             raise RuleSpecError(f"detector {kind!r} does not take role {role!r}", path=where)
+    return kind, params
 
-    doc = data["doc"]
+
+def _doc(doc: Any, where: str) -> dict[str, str]:
     if not isinstance(doc, dict):
         raise RuleSpecError("'doc' must be a mapping with what/why/example/fix", path=where)
     for key in DOC_KEYS:
@@ -191,6 +207,39 @@ def parse_rule(data: Any, where: str) -> RuleSpec:
     for key in doc:
         if key not in DOC_KEYS:
             raise RuleSpecError(f"unknown key 'doc.{key}'{_suggest(key, DOC_KEYS)}", path=where)
+    return {k: str(doc[k]).strip() for k in DOC_KEYS}
+
+
+def _declared(data: Mapping, where: str) -> dict[str, Any]:
+    """What the file declares for the later stages: symptom role, sweep instability, marker
+    style, proposal kinds and their ranking policy."""
+    symptom = data.get("symptom")
+    if symptom is not None and symptom not in ROLES:
+        raise RuleSpecError(f"symptom {symptom!r} must be a role{_suggest(str(symptom), ROLES)} "
+                            f"(roles: {', '.join(ROLES)})", path=where)
+    unstable = data.get("unstable_in_sweep", False)
+    if not isinstance(unstable, bool):
+        raise RuleSpecError("'unstable_in_sweep' must be true or false", path=where)
+    markers = data.get("markers", "points")
+    if markers not in MARKER_STYLES:
+        raise RuleSpecError(f"markers {markers!r} must be one of {', '.join(MARKER_STYLES)}", path=where)
+    policy = data.get("proposal_policy")
+    if policy is not None and (not isinstance(policy, str) or not _NAME.match(policy)):
+        raise RuleSpecError(f"proposal_policy {policy!r} must be a name like 'blow-up'", path=where)
+    proposals = _str_list(data, "proposals", where)
+    for kind_name in proposals:
+        if not _KIND.match(kind_name):
+            raise RuleSpecError(f"proposal kind {kind_name!r} must be a name like 'clip_grad_norm'", path=where)
+    return {"symptom": symptom, "unstable_in_sweep": unstable, "markers": markers, "proposal_policy": policy,
+            "proposals": proposals}
+
+
+def parse_rule(data: Any, where: str) -> RuleSpec:
+    """Validate one rule's parsed YAML."""
+    if not isinstance(data, dict):
+        raise RuleSpecError("a rule file must be a mapping", path=where)
+    name, code, severity, requires, optional = _header(data, where)
+    kind, params = _detector(data["detector"], requires, optional, where)
     return RuleSpec(
         name=name,
         code=code,
@@ -201,11 +250,11 @@ def parse_rule(data: Any, where: str) -> RuleSpec:
         kind=kind,
         params=params,
         message=data["message"].strip(),
-        proposals=_str_list(data, "proposals", where),
-        doc={k: str(doc[k]).strip() for k in DOC_KEYS},
+        doc=_doc(data["doc"], where),
         superseded_by=_str_list(data, "superseded_by", where),
         path=where,
         live=parse_live(data.get("live"), where),
+        **_declared(data, where),
     )
 
 

@@ -101,12 +101,12 @@ class LRDoctorCallback(TrainerCallback):
 class HFVerifyCallback(TrainerCallback):
     """Stops a HuggingFace Trainer at the ``lrdoctor verify`` harness's budget. The Trainer does the
     logging (``trainer_state.json``, which lrdoctor reads); LR/clipping come from the patch through
-    ``TrainingArguments`` -- see :func:`lrdoctor.controller.hf_training_overrides`."""
+    ``TrainingArguments`` -- see :func:`lrdoctor.verify.controller.hf_training_overrides`."""
 
     def __init__(self, env: dict[str, str] | None = None):
         import os
 
-        from ..verify.backends import ENV_MAX_STEPS
+        from ..verify.env import ENV_MAX_STEPS
 
         env = os.environ if env is None else env
         self.max_steps = int(env[ENV_MAX_STEPS]) if env.get(ENV_MAX_STEPS) else None

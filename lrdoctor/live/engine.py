@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Finding, Run, Series, Severity, make_scalars
-from ..roles import RoleView, resolve_roles
+from ..roles import RoleView, dedupe_steps, resolve_roles
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,10 @@ class _PrefixView:
     def __getitem__(self, role: str) -> Series:
         tag = self.roles[role]
         return self._buffers[tag].series(tag)
+
+    def deduped(self, role: str) -> Series | None:
+        """One point per step, as :meth:`lrdoctor.roles.RoleView.deduped` (the runner's cache keeps it)."""
+        return dedupe_steps(self[role]) if role in self.roles else None
 
 
 @dataclass
@@ -336,9 +340,11 @@ class LiveEngine:
         if proposer is None:
             return out
         view = RoleView(self.snapshot(), dict(self.roles))
+        by_name = {r.name: r for r in self._rules}
         for f in findings:
             try:
-                out[f.rule] = replace(f, proposals=tuple(proposer(f, view) or ()))
+                proposals, errors = proposer(f, view, by_name.get(f.rule))
+                out[f.rule] = replace(f, proposals=tuple(proposals), proposal_errors=tuple(errors))
             except Exception as exc:  # noqa: BLE001 -- proposals are an extra; the finding stands alone
                 log.debug("proposals for %s failed: %s", f.rule, exc, exc_info=True)
         return out

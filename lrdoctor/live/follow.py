@@ -230,7 +230,7 @@ class TreeFollower:
         out = []
         for src in sources:
             # not the name: an MLflow run's name comes from its meta.yaml; one SQLite store holds many runs
-            key = f"{src.root}|{src.extra.get('run_uuid', '')}"
+            key = f"{src.root}|{src.run_id or ''}"
             f = self.runs.get(key)
             if f is None:
                 f = self.runs[key] = RunFollower(src, strict=self.strict)

@@ -289,7 +289,7 @@ class Guard:
         return {}, None
 
     def _record(self, rec: dict[str, Any]) -> None:
-        from ..output.json_out import json_safe
+        from ..jsonsafe import json_safe
 
         rec = {"run": self.name, **rec}
         self.records.append(rec)

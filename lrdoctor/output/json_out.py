@@ -8,7 +8,8 @@ Shape (stable; tested)::
                "skipped_rules": [{"rule", "reason"}],
                "annotations": [{"kind", "message", "path", "location"}]}]}
 
-When runs under the path could not be read, the document also has
+A finding whose proposal planner failed also has ``"proposal_errors": ["kind: Error: message"]``
+(the key is absent otherwise). When runs under the path could not be read, the document also has
 ``"errors": [{"path", "message"}]`` (one per unreadable run; the key is absent otherwise).
 ``annotations`` are what the reader noticed and kept (non-numeric cells, restarts, repeated
 steps, skipped corrupt records); ``path``/``location`` are ``null`` when not known.
@@ -22,34 +23,11 @@ language accepts it), and the value is kept rather than blurred into ``null``. `
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from typing import Any
 
+from ..jsonsafe import json_safe
 from ..model import Diagnosis
-
-
-def json_safe(value: Any) -> Any:
-    """Make ``value`` strict-JSON serialisable (non-finite floats -> strings, numpy -> Python)."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return value
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    item = getattr(value, "item", None)  # numpy scalars
-    if callable(item):
-        return json_safe(item())
-    tolist = getattr(value, "tolist", None)  # numpy arrays
-    if callable(tolist):
-        return json_safe(tolist())
-    return str(value)
 
 
 def diagnosis_dict(d: Diagnosis) -> dict[str, Any]:

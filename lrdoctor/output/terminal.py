@@ -52,6 +52,8 @@ def render(diagnoses: Sequence[Diagnosis], file: IO[str] | None = None, *, color
                 console.print(f"           [dim]at {run.step_axis}s {shown}{more}[/dim]")
             for p in sorted(f.proposals, key=lambda p: p.rank)[:TOP_PROPOSALS]:
                 console.print(f"           [green]->[/green] {escape(p.summary)}")
+            for e in f.proposal_errors:
+                console.print(f"           [magenta]proposal error[/magenta] {escape(e)}")
         if d.skipped_rules:
             reasons: dict[str, list[str]] = {}
             for s in d.skipped_rules:

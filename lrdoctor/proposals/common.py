@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from ..patch import ConfigPatch
 from ..roles import RoleView
 
 
 @dataclass(frozen=True)
 class Draft:
-    """A proposal before ranking: ``score`` (0..1) says how strongly the run's evidence backs it."""
+    """A proposal before ranking (the rule's policy gives its rank score)."""
 
     kind: str
     summary: str
     rationale: str
-    config: dict[str, Any]
-    score: float
+    config: ConfigPatch  # builders may pass a dict: it is validated into a ConfigPatch
     variant: str = ""  # tells apart several proposals of one kind (e.g. decay schedules)
     header: str = field(default="")  # extra comment lines for the snippet
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config", ConfigPatch.of(self.config))
 
 
 def fmt(x: float | None) -> str:
@@ -64,7 +66,7 @@ def nice_steps(n: float) -> int:
 
 def loss_at(view: RoleView, role: str, first: int, last: int) -> float | None:
     """Median of the finite values of a role between two steps (None when there are none)."""
-    s = view.get(role)
+    s = view.deduped(role)
     if s is None:
         return None
     m = (s.steps >= first) & (s.steps <= last) & np.isfinite(s.values)

@@ -9,40 +9,29 @@ No torch here: proposals are computed from logs alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..model import Finding
 from ..roles import RoleView
-from .hparams import as_float, as_int, as_pair, hparams_of, lookup, optimizer_name
+from ..runfacts import as_float, as_int, as_pair, hparams_of, lookup, optimizer_name
+from .grads import GradStats, centred_median, grad_blowup, grad_stats
 
 #: Optimizers whose update is normalised per coordinate (warmup 2/(1-beta2), sqrt batch scaling).
 ADAPTIVE = frozenset({"Adam", "AdamW", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Adafactor"})
 
 
 @dataclass(frozen=True)
-class GradStats:
-    """Percentiles of the finite grad norms in a window (pre-clip norms when clip_grad_norm_'s
-    return value was logged)."""
+class Needs:
+    """Facts a kind of finding needs computed (declared by its proposal policy)."""
 
-    first_step: int
-    last_step: int
-    n: int
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    max: float
-    ignored: int = 0  # non-finite grad norms left out of the window (GradScaler-skipped steps, overflow)
-    whole_run: bool = False  # no finite norm before the window's end: taken over the whole run
-    spikes: int = 0  # norms above SPIKE_X times their centred running median (isolated bursts)
-    calm_p90: float | None = None  # p90 of the window without those spikes (None: no spike)
-    fallback: str = ""  # why the statistics are not from the stable stretch asked for ("" when they are)
-
-    def percentile(self, q: int) -> float:
-        return {50: self.p50, 90: self.p90, 95: self.p95, 99: self.p99}[q]
+    #: the finding's own steps are bursts: leave them out of the stable stretch's grad statistics
+    excludes_finding_steps: bool = False
+    #: an instability: the stable stretch ends where the grad norm first blew up, when earlier
+    grad_blowup_ends_stable: bool = False
+    #: a blow-up: find the last healthy step and the largest LR in force up to it
+    healthy_edge: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,103 +119,13 @@ def stable_window(first: int, onset: int) -> tuple[int, int]:
     return start, end
 
 
-def grad_stats(view: RoleView, start: int, end: int, exclude: Iterable[int] = (),
-               guard: int = 0) -> GradStats | None:
-    s = view.get("grad_norm")
-    if s is None:
-        return None
-    fin = np.isfinite(s.values)
-    m = (s.steps >= start) & (s.steps <= end) & fin
-    ignored = int(((s.steps >= start) & (s.steps <= end) & ~fin).sum())
-    whole = False
-    excl = np.asarray(sorted(set(exclude)), dtype=np.int64)
-    if len(excl):
-        idx = np.searchsorted(excl, s.steps)
-        near_hi = np.abs(excl[np.minimum(idx, len(excl) - 1)] - s.steps) <= guard
-        near_lo = np.abs(excl[np.maximum(idx - 1, 0)] - s.steps) <= guard
-        m &= ~(near_hi | near_lo)
-    vals = s.values[m]
-    fallback = ""
-    if len(vals) < MIN_STATS_POINTS:
-        # Too short a stretch to take a p90 from (a 7-point window gave 0.11 for a run whose median
-        # norm is 0.86): fall back to everything finite before the end, else the whole run.
-        fallback = f"the stable stretch had only {len(vals)} grad norm(s), fewer than {MIN_STATS_POINTS}"
-        m = (s.steps <= end) & fin
-        ignored = int(((s.steps <= end) & ~fin).sum())
-        if m.sum() < MIN_STATS_POINTS and fin.sum() > m.sum():
-            # Too few finite norms before the onset too (or none: every step so far skipped by
-            # GradScaler): the run's finite norms are still its own evidence, better than a default.
-            m, ignored, whole = fin, int((~fin).sum()), True
-        vals = s.values[m]
-        if len(vals) == 0:
-            return None
-        fallback += f", so they are taken over {'the whole run' if whole else 'every norm before the onset'}"
-    p50, p90, p95, p99 = np.percentile(vals, [50, 90, 95, 99])
-    steps = s.steps[m]
-    # Bursts against the local level, not the window's median: a norm that trends (shrinking
-    # while the run converges, growing with a warmup) is ordinary, a lone 10-50x jump is not.
-    spike = vals > SPIKE_X * _centred_median(vals, SPIKE_WINDOW)
-    calm = float(np.percentile(vals[~spike], 90)) if spike.any() and (~spike).sum() >= 5 else None
-    return GradStats(int(steps.min()), int(steps.max()), int(len(vals)), float(p50), float(p90),
-                     float(p95), float(p99), float(vals.max()), ignored, whole,
-                     int(spike.sum()) if calm is not None else 0, calm, fallback)
-
-
-#: Fewest grad norms a percentile (the clip threshold) is taken from; a shorter stable stretch
-#: falls back to every norm before the onset, then to the whole run, and the proposal says so.
-MIN_STATS_POINTS = 20
-
-
-#: A grad norm above SPIKE_X times the centred running median of SPIKE_WINDOW norms around it is a
-#: burst: under 3x is within the step-to-step scatter of minibatch norms (roughly log-normal with
-#: a log-sd up to ~0.85, whose p90/p50 is ~3); the 9-norm window tolerates up to 4 bursts in it.
-SPIKE_X = 3.0
-SPIKE_WINDOW = 9
-
-
-#: A grad norm this many times its early median marks the end of a stable stretch.
-GRAD_BLOWUP = 10.0
-
-
-def grad_blowup(view: RoleView, start: int, end: int, exclude: Iterable[int] = ()) -> int | None:
-    """First step in [start, end] whose grad norm is non-finite or above GRAD_BLOWUP times the
-    median of the first third of that stretch (isolated ``exclude`` steps ignored)."""
-    s = view.get("grad_norm")
-    if s is None:
-        return None
-    m = (s.steps >= start) & (s.steps <= end) & ~np.isin(s.steps, np.asarray(list(exclude), dtype=np.int64))
-    steps, vals = s.steps[m], s.values[m]
-    # Non-finite norms from the very start are mixed precision's loss-scale calibration
-    # (GradScaler skips those steps and halves its scale), not a blow-up.
-    lead = int(np.argmax(np.isfinite(vals))) if np.isfinite(vals).any() else len(vals)
-    steps, vals = steps[lead:], vals[lead:]
-    if len(vals) < 6:
-        return None
-    early = vals[: len(vals) // 3]
-    early = early[np.isfinite(early)]
-    if len(early) < 2:
-        return None
-    bad = ~np.isfinite(vals) | (vals > GRAD_BLOWUP * float(np.median(early)))
-    bad[: len(vals) // 3] &= ~np.isfinite(vals[: len(vals) // 3])
-    return int(steps[np.argmax(bad)]) if bad.any() else None
-
-
-def _centred_median(x: np.ndarray, window: int) -> np.ndarray:
-    """Centred running median, ends padded with the edge values (numpy only)."""
-    h = window // 2
-    if len(x) == 0 or h == 0:
-        return x.astype(np.float64)
-    padded = np.concatenate([np.full(h, x[0]), x, np.full(h, x[-1])])
-    return np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1), axis=1)
-
-
 def best_loss_step(view: RoleView, onset: int, hint: object = None) -> int | None:
     """Step of the lowest smoothed train loss before ``onset`` (running median over ~10% of the
     points, 9 at most, like the divergence detector); ``hint`` (the detector's own best_step)
     wins when it is a step before the onset."""
     if isinstance(hint, (int, float, np.integer)) and not isinstance(hint, bool) and hint <= onset:
         return int(hint)
-    s = view.get("train_loss")
+    s = view.deduped("train_loss")
     if s is None:
         return None
     m = np.isfinite(s.values) & (s.steps < onset)
@@ -236,7 +135,7 @@ def best_loss_step(view: RoleView, onset: int, hint: object = None) -> int | Non
         return None
     steps, x = s.steps[m], s.values[m]
     w = min(9, max(3, len(x) // 10)) | 1
-    return int(steps[int(np.argmin(_centred_median(x, w)))])
+    return int(steps[int(np.argmin(centred_median(x, w)))])
 
 
 def _warmup_length(steps: np.ndarray, values: np.ndarray) -> int | None:
@@ -251,18 +150,17 @@ def _warmup_length(steps: np.ndarray, values: np.ndarray) -> int | None:
     return int(steps[reach] - steps[0]) or None
 
 
-def build_context(finding: Finding, view: RoleView) -> RunContext:
+def _span(finding: Finding, view: RoleView, params: dict) -> tuple[int, int, int]:
+    """(first step, last step, onset): the train loss's span, stretched to the planned length (a
+    run killed after it diverged is shorter than planned: schedules span the planned length)."""
     run = view.run
-    scal = run.scalars
-    loss = view.get("train_loss")
+    loss = view.deduped("train_loss")
     if loss is not None and len(loss):
         first, last = int(loss.steps.min()), int(loss.steps.max())
-    elif len(scal):
-        first, last = int(scal["step"].min()), int(scal["step"].max())
+    elif len(run.scalars):
+        first, last = int(run.scalars["step"].min()), int(run.scalars["step"].max())
     else:
         first, last = 0, 0
-    params = hparams_of(view)
-    # A run killed after it diverged is shorter than planned: schedules span the planned length.
     planned = lookup(params, "max_steps")
     planned = as_int(planned[1]) if planned is not None else None
     if planned is not None and run.step_axis == "epoch":
@@ -272,138 +170,177 @@ def build_context(finding: Finding, view: RoleView) -> RunContext:
     if planned is not None and last - first + 1 < planned <= 100 * max(last, 1):
         last = first + planned - 1
     onset = finding.start_step if finding.start_step is not None else last
-    onset = int(min(max(onset, first), last))
-    exclude = list(finding.steps) if finding.rule == "loss-spike" else []
+    return first, last, int(min(max(onset, first), last))
+
+
+@dataclass(frozen=True)
+class _LrFacts:
+    at_onset: float | None = None
+    stable: float | None = None
+    peak: float | None = None
+    constant: bool | None = None
+    decayed: bool | None = None
+    warmup: int | None = None
+    source: str | None = None
+    peak_source: str | None = None
+    peak_before: float | None = None
+
+
+def _lr_facts(view: RoleView, params: dict, onset: int, stable_end: int) -> _LrFacts:
+    """The LR around the onset: the logged series wins; hparams give only the configured (peak) value."""
+    lr_series = view.deduped("lr")
+    if lr_series is None or not np.isfinite(lr_series.values).any():
+        hit = lookup(params, "lr")
+        if hit is not None and as_float(hit[1]) and as_float(hit[1]) > 0:
+            lr = as_float(hit[1])
+            return _LrFacts(at_onset=lr, stable=lr, peak=lr, source=f"hparams '{hit[0]}'")
+        return _LrFacts()
+    st, vals = lr_series.steps, lr_series.values
+    lr_at = value_in_force(st, vals, onset)
+    before = np.isfinite(vals) & (st <= onset)
+    seen = vals[before] if before.any() else vals[np.isfinite(vals)][:1]
+    peak_before = float(seen.max())
+    # The peak is the largest LR of the whole run: an onset inside a warmup must not make
+    # the warmup's first, tiny LR pass for the peak.
+    lr_peak = float(vals[np.isfinite(vals)].max())
+    constant = bool(np.ptp(seen) <= 0.01 * abs(peak_before)) if peak_before else True
+    decayed = bool(lr_at is not None and peak_before > 0 and lr_at < 0.5 * peak_before)
+    hit = lookup(params, "lr")
+    conf = as_float(hit[1]) if hit is not None else None
+    rising = not constant and lr_at is not None and lr_at >= 0.95 * lr_peak
+    peak_source = None
+    if conf is not None and rising and lr_peak * (1 + 1e-6) < conf <= 100 * lr_peak:
+        # Stopped while still warming up: the schedule's peak is the configured one.
+        lr_peak, peak_source = conf, f"hparams '{hit[0]}'"
+    return _LrFacts(lr_at, value_in_force(st, vals, stable_end), lr_peak, constant, decayed, _warmup_length(st, vals),
+                    f"lr role '{lr_series.tag}'", peak_source, peak_before)
+
+
+def _betas(params: dict, opt: str | None) -> tuple[float, float] | None:
+    hit = lookup(params, "betas")
+    betas = as_pair(hit[1]) if hit is not None else None
+    if betas is None:
+        b1, b2 = (as_float(h[1]) if (h := lookup(params, k)) is not None else None for k in ("beta1", "beta2"))
+        if b2 is not None:
+            betas = (b1 if b1 is not None else 0.9, b2)
+    if betas is None and opt in ("Adam", "AdamW", "NAdam", "RAdam", "Adamax"):
+        betas = (0.9, 0.999)  # torch's default when hparams name the optimizer but not its betas
+    return betas
+
+
+def _grad_at_finding(view: RoleView, finding: Finding, onset: int) -> tuple[float | None, float | None]:
+    """(largest, median) finite grad norm over the finding's stretch and marked steps."""
+    gs = view.deduped("grad_norm")
+    if gs is None:
+        return None, None
+    hi = finding.end_step if finding.end_step is not None else onset
+    m = (gs.steps >= onset) & (gs.steps <= max(hi, onset)) & np.isfinite(gs.values)
+    if finding.steps:
+        m |= np.isin(gs.steps, np.asarray(finding.steps)) & np.isfinite(gs.values)
+    if not m.any():
+        return None, None
+    return float(gs.values[m].max()), float(np.median(gs.values[m]))
+
+
+class _WarmupFoot:
+    """Whether a step is at the foot of a visible warmup: the LR had not yet risen off its first
+    value, or every step so far was skipped by mixed precision's GradScaler (leading non-finite
+    grad norms: no update applied any LR yet). Instability there comes from the optimizer's state
+    and the loss scale settling, not from the LR's size, so the LR there is no stability edge to
+    cut the peak from."""
+
+    def __init__(self, view: RoleView, warmup: int | None):
+        self.lr = view.deduped("lr")
+        self.warmup = warmup
+        ok = np.isfinite(self.lr.values) if self.lr is not None else None
+        self.first_lr = float(self.lr.values[ok][0]) if ok is not None and ok.any() else None
+        self.skipped_until = _leading_skips(view)
+
+    def __call__(self, step: int) -> bool:
+        if not self.warmup or self.first_lr is None or self.lr is None:
+            return False
+        if self.skipped_until is not None and step <= self.skipped_until:
+            return True
+        at = value_in_force(self.lr.steps, self.lr.values, step)
+        return at is not None and at <= self.first_lr * (1 + 1e-9)
+
+
+def _healthy_edge(view: RoleView, finding: Finding, onset: int, stable_end: int, unstable: int | None,
+                  foot: _WarmupFoot) -> tuple[int | None, int | None, float | None]:
+    """(best step, healthy step, largest LR up to it): the last healthy point before a blow-up."""
+    best = best_loss_step(view, onset, finding.evidence.get("best_step"))
+    if best is None:
+        return None, None, None
+    # a grad norm that blew up before the loss's best ends the healthy stretch there
+    healthy = min(best, stable_end) if unstable is not None else best
+    lr_series, lr_healthy = view.deduped("lr"), None
+    if lr_series is not None:
+        m = np.isfinite(lr_series.values) & (lr_series.steps <= healthy)
+        if m.any():
+            lr_healthy = float(lr_series.values[m].max())
+        else:
+            lr_healthy = value_in_force(lr_series.steps, lr_series.values, healthy)
+        if foot(healthy):
+            lr_healthy = None  # the cut then comes from the LR at the onset
+    return best, healthy, lr_healthy
+
+
+def build_context(finding: Finding, view: RoleView, needs: Needs = Needs()) -> RunContext:
+    """The run's numbers around one finding; ``needs`` (from the rule's proposal policy) says
+    which facts its kind of finding needs beyond the common ones."""
+    run = view.run
+    params = hparams_of(run)
+    first, last, onset = _span(finding, view, params)
+    exclude = list(finding.steps) if needs.excludes_finding_steps else []
     start, stable_end = stable_window(first, onset)
     unstable = None
-    if finding.rule in ("divergence", "exploding-gradients", "loss-spike"):
+    if needs.grad_blowup_ends_stable:
         # The loss often shows an instability later than the gradients do: end the stable
         # stretch where the grad norm first blew up, when that came earlier.
         unstable = grad_blowup(view, start, stable_end, exclude)
         if unstable is not None:
             stable_end = max(start, unstable - max((unstable - first) // 20, 1))
-
-    # LR: the logged series wins; hparams give only the configured (peak) value.
-    lr_series = view.get("lr")
-    lr_at = lr_stable = lr_peak = None
-    lr_constant = lr_decayed = None
-    warm = None
-    lr_source = peak_source = peak_before = None
-    if lr_series is not None and np.isfinite(lr_series.values).any():
-        st, vals = lr_series.steps, lr_series.values
-        lr_at = value_in_force(st, vals, onset)
-        lr_stable = value_in_force(st, vals, stable_end)
-        before = np.isfinite(vals) & (st <= onset)
-        seen = vals[before] if before.any() else vals[np.isfinite(vals)][:1]
-        peak_before = float(seen.max())
-        # The peak is the largest LR of the whole run: an onset inside a warmup must not make
-        # the warmup's first, tiny LR pass for the peak.
-        lr_peak = float(vals[np.isfinite(vals)].max())
-        lr_constant = bool(np.ptp(seen) <= 0.01 * abs(peak_before)) if peak_before else True
-        warm = _warmup_length(st, vals)
-        lr_decayed = bool(lr_at is not None and peak_before > 0 and lr_at < 0.5 * peak_before)
-        lr_source = f"lr role '{lr_series.tag}'"
-        hit = lookup(params, "lr")
-        conf = as_float(hit[1]) if hit is not None else None
-        rising = not lr_constant and lr_at is not None and lr_at >= 0.95 * lr_peak
-        if conf is not None and rising and lr_peak * (1 + 1e-6) < conf <= 100 * lr_peak:
-            # Stopped while still warming up: the schedule's peak is the configured one.
-            lr_peak = conf
-            peak_source = f"hparams '{hit[0]}'"
-    else:
-        hit = lookup(params, "lr")
-        if hit is not None and as_float(hit[1]) and as_float(hit[1]) > 0:
-            lr_at = lr_stable = lr_peak = as_float(hit[1])
-            lr_source = f"hparams '{hit[0]}'"
+    lr = _lr_facts(view, params, onset, stable_end)
 
     def get(name: str, conv):
         hit = lookup(params, name)
         return conv(hit[1]) if hit is not None else None
 
     opt = get("optimizer", optimizer_name)
-    betas = get("betas", as_pair)
-    if betas is None:
-        b1, b2 = get("beta1", as_float), get("beta2", as_float)
-        if b2 is not None:
-            betas = (b1 if b1 is not None else 0.9, b2)
-    if betas is None and opt in ("Adam", "AdamW", "NAdam", "RAdam", "Adamax"):
-        betas = (0.9, 0.999)  # torch's default when hparams name the optimizer but not its betas
-    if warm is None and lr_series is None:
-        warm = get("warmup_steps", as_int)
-
-    val = view.get("val_loss")
+    lr_series = view.deduped("lr")
+    warm = lr.warmup if lr_series is not None else get("warmup_steps", as_int)
+    val = view.deduped("val_loss")
     eval_steps = np.unique(val.steps[np.isfinite(val.values)]) if val is not None else np.array([], np.int64)
-    eval_every = int(np.median(np.diff(eval_steps))) if len(eval_steps) >= 2 else None
-
-    grads = grad_stats(view, start, stable_end, exclude, guard=max((onset - first) // 50, 2))
-    g_at = g_med = None
-    gs = view.get("grad_norm")
-    if gs is not None:
-        hi = finding.end_step if finding.end_step is not None else onset
-        m = (gs.steps >= onset) & (gs.steps <= max(hi, onset)) & np.isfinite(gs.values)
-        if finding.steps:
-            m |= np.isin(gs.steps, np.asarray(finding.steps)) & np.isfinite(gs.values)
-        if m.any():
-            g_at = float(gs.values[m].max())
-            g_med = float(np.median(gs.values[m]))
-
-    first_lr = None
-    if lr_series is not None and np.isfinite(lr_series.values).any():
-        first_lr = float(lr_series.values[np.isfinite(lr_series.values)][0])
-
-    skipped_until = _leading_skips(view)
-
-    def foot(step: int) -> bool:
-        """Whether ``step`` is at the foot of a visible warmup: the LR had not yet risen off its
-        first value, or every step so far was skipped by mixed precision's GradScaler (leading
-        non-finite grad norms: no update applied any LR yet). Instability there comes from the
-        optimizer's state and the loss scale settling, not from the LR's size, so the LR there
-        is no stability edge to cut the peak from."""
-        if not warm or first_lr is None or lr_series is None:
-            return False
-        if skipped_until is not None and step <= skipped_until:
-            return True
-        at = value_in_force(lr_series.steps, lr_series.values, step)
-        return at is not None and at <= first_lr * (1 + 1e-9)
-
-    best = healthy = lr_healthy = None
-    warmup_foot = foot(onset)
-    if finding.rule == "divergence":
-        best = best_loss_step(view, onset, finding.evidence.get("best_step"))
-        if best is not None:
-            # a grad norm that blew up before the loss's best ends the healthy stretch there
-            healthy = min(best, stable_end) if unstable is not None else best
-            if lr_series is not None:
-                m = np.isfinite(lr_series.values) & (lr_series.steps <= healthy)
-                if m.any():
-                    lr_healthy = float(lr_series.values[m].max())
-                else:
-                    lr_healthy = value_in_force(lr_series.steps, lr_series.values, healthy)
-                if foot(healthy):
-                    lr_healthy = None  # the cut then comes from the LR at the onset
-
+    g_at, g_med = _grad_at_finding(view, finding, onset)
+    foot = _WarmupFoot(view, warm)
+    best, healthy, lr_healthy = (_healthy_edge(view, finding, onset, stable_end, unstable, foot)
+                                 if needs.healthy_edge else (None, None, None))
+    epoch = run.step_axis == "epoch"
     return RunContext(
-        unit="epoch" if run.step_axis == "epoch" else "step",
+        unit="epoch" if epoch else "step",
         first_step=first, last_step=last, onset=onset, stable_end=stable_end,
-        lr_source=lr_source, lr_logged=lr_series is not None and lr_source is not None
-        and lr_source.startswith("lr role"),
-        lr_at_onset=lr_at, lr_stable=lr_stable, lr_peak=lr_peak, lr_constant=lr_constant,
-        existing_warmup=warm, lr_decayed=lr_decayed,
-        optimizer=opt, betas=betas, momentum=get("momentum", as_float),
+        lr_source=lr.source, lr_logged=lr_series is not None and lr.source is not None
+        and lr.source.startswith("lr role"),
+        lr_at_onset=lr.at_onset, lr_stable=lr.stable, lr_peak=lr.peak, lr_constant=lr.constant,
+        existing_warmup=warm, lr_decayed=lr.decayed,
+        optimizer=opt, betas=_betas(params, opt), momentum=get("momentum", as_float),
         weight_decay=get("weight_decay", as_float), batch_size=get("batch_size", as_int),
         world_size=get("world_size", as_int), grad_accum=get("grad_accum", as_int),
-        eval_steps=eval_steps, eval_every=eval_every, grad_stable=grads, grad_at_onset=g_at,
-        grad_median_in_finding=g_med, grad_unstable_from=unstable, lr_peak_source=peak_source,
-        steps_per_epoch=get("steps_per_epoch", as_int) if run.step_axis == "epoch" else None,
-        lr_peak_before=peak_before, best_step=best, healthy_step=healthy, lr_healthy=lr_healthy, warmup_foot=warmup_foot,
-        grad_logged=gs is not None, epoch_base=_epoch_base(run) if run.step_axis == "epoch" else 0,
+        eval_steps=eval_steps, eval_every=int(np.median(np.diff(eval_steps))) if len(eval_steps) >= 2 else None,
+        grad_stable=grad_stats(view, start, stable_end, exclude, guard=max((onset - first) // 50, 2)),
+        grad_at_onset=g_at, grad_median_in_finding=g_med, grad_unstable_from=unstable,
+        lr_peak_source=lr.peak_source,
+        steps_per_epoch=get("steps_per_epoch", as_int) if epoch else None,
+        lr_peak_before=lr.peak_before, best_step=best, healthy_step=healthy, lr_healthy=lr_healthy,
+        warmup_foot=foot(onset), grad_logged=view.deduped("grad_norm") is not None,
+        epoch_base=_epoch_base(run) if epoch else 0,
     )
 
 
 def _leading_skips(view: RoleView) -> int | None:
     """Last step of the run of non-finite grad norms the run starts with while its loss is
     finite (GradScaler calibrating its loss scale), None when it starts with a finite one."""
-    g, loss = view.get("grad_norm"), view.get("train_loss")
+    g, loss = view.deduped("grad_norm"), view.deduped("train_loss")
     if g is None or not len(g) or np.isfinite(g.values[0]):
         return None
     fin = np.isfinite(g.values)

@@ -93,7 +93,7 @@ def lower_peak_lr(finding: Finding, ctx: RunContext, factor: float) -> Draft:
             summary=f"scale the LR ×{fmt(scale)} (LR not logged and not in hparams)",
             rationale=f"{finding.rule} from {_where(ctx)}; {lr_unknown_note(ctx)}. "
                       f"×{fmt(scale)} is about half an order of magnitude, one step of a usual LR grid.",
-            config={"lr_scale": scale}, score=0.0,
+            config={"lr_scale": scale},
         )
     on, stable = ctx.lr_at_onset, ctx.lr_stable or ctx.lr_at_onset
     rising = stable < 0.95 * on
@@ -130,7 +130,7 @@ def lower_peak_lr(finding: Finding, ctx: RunContext, factor: float) -> Draft:
         summary=f"lower peak LR {fmt(peak)} → {fmt(value)}",
         rationale=f"{finding.rule} from {_where(ctx)}: {evidence}. New peak LR: {why}, "
                   f"{fmt(value)}{shape}.",
-        config={"lr": value}, score=0.0,
+        config={"lr": value},
     )
 
 
@@ -140,14 +140,14 @@ def raise_lr(finding: Finding, ctx: RunContext, factor: float, evidence: str, no
             kind="raise_lr",
             summary=f"scale the LR ×{fmt(factor)} (LR not logged and not in hparams)",
             rationale=f"{evidence}; {lr_unknown_note(ctx)}.{note}",
-            config={"lr_scale": float(factor)}, score=0.0,
+            config={"lr_scale": float(factor)},
         )
     new = round_sig(ctx.lr_peak * factor, 2)
     return Draft(
         kind="raise_lr",
         summary=f"raise peak LR {fmt(ctx.lr_peak)} → {fmt(new)} (×{fmt(round_sig(factor, 2))})",
         rationale=f"{evidence}; the LR was {fmt(ctx.lr_peak)} ({ctx.lr_source}).{note}",
-        config={"lr": new}, score=0.0,
+        config={"lr": new},
     )
 
 
@@ -216,7 +216,7 @@ def add_warmup(finding: Finding, ctx: RunContext) -> Draft | None:
         rationale=f"{finding.rule} at {_where(ctx)}, {ctx.onset - ctx.first_step} {ctx.unit}s into the run"
                   f"{'' if ctx.existing_warmup else ' with no warmup in the logged LR' if ctx.lr_logged else ''}"
                   f"; length: {why}.",
-        config={"warmup_steps": n, "warmup_start_factor": start}, score=0.0,
+        config={"warmup_steps": n, "warmup_start_factor": start},
     )
 
 
@@ -248,5 +248,5 @@ def rescale_lr_for_batch(finding: Finding, ctx: RunContext, factor: float) -> Dr
         rationale=f"equivalent to lowering the LR ×{fmt(round_sig(factor, 2))} at batch {b} "
                   f"({ctx.optimizer}: LR ∝ {'√batch' if adaptive else 'batch'}; Goyal et al. 2017 for SGD)"
                   f"; each step then sees {k}× the samples{world}. Keep a warmup when scaling up.",
-        config={"batch_size": b * k, "lr": new}, score=0.0,
+        config={"batch_size": b * k, "lr": new},
     )

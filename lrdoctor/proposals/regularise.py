@@ -8,7 +8,8 @@ import numpy as np
 from ..model import Finding
 from ..roles import RoleView
 from .common import Draft, fmt, round_sig
-from .context import SPIKE_WINDOW, SPIKE_X, RunContext
+from .context import RunContext
+from .grads import SPIKE_WINDOW, SPIKE_X
 from .spikes import incidents, rollback_distance
 
 #: The percentile of the stable stretch's pre-clip norms a clip threshold sits at: it touches
@@ -29,7 +30,7 @@ def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
             rationale=f"{finding.rule} from {ctx.unit} {ctx.onset}; the grad norm was logged but none of its "
                       f"values is finite (every step overflowed), so the threshold cannot come from the run. "
                       f"Set it at the p{CLIP_PERCENTILE} of the finite pre-clip norms over a stable stretch.",
-            config={"clip_grad_norm": 1.0}, score=0.0,
+            config={"clip_grad_norm": 1.0},
         )
     if g is None:
         return Draft(
@@ -38,7 +39,7 @@ def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
             rationale=f"{finding.rule} from {ctx.unit} {ctx.onset}, but no grad_norm role was logged, so the "
                       f"threshold cannot come from the run. Log the value clip_grad_norm_ returns (the norm "
                       f"before clipping) and set the threshold at its p{CLIP_PERCENTILE} over a stable stretch.",
-            config={"clip_grad_norm": 1.0}, score=0.0,
+            config={"clip_grad_norm": 1.0},
         )
     pct = g.percentile(CLIP_PERCENTILE)
     # A stretch that looks stable in the loss can hold grad-norm bursts (SGD at too high an LR
@@ -69,12 +70,12 @@ def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
                   + (f" {g.spikes} of them {'is a burst' if g.spikes == 1 else 'are bursts'} (over {SPIKE_X:g}× the running median of the "
                      f"{SPIKE_WINDOW} around them) that would inflate the p{CLIP_PERCENTILE} to {fmt(pct)}; "
                      f"without them it is {fmt(thr)}." if capped else ""),
-        config={"clip_grad_norm": thr}, score=0.0,
+        config={"clip_grad_norm": thr},
     )
 
 
 def _val_best(view: RoleView) -> tuple[int, float, float, int] | None:
-    s = view.get("val_loss")
+    s = view.deduped("val_loss")
     if s is None:
         return None
     ok = np.isfinite(s.values)
@@ -109,7 +110,7 @@ def early_stop(finding: Finding, ctx: RunContext, view: RoleView) -> Draft | Non
                       f"({(final - low) / abs(low) * 100 if low else 0:.0f}% worse) at epoch {last}; stopping "
                       f"{margin} epochs (two evals) after the best, i.e. after {count} epochs counted from one, "
                       f"saves {saved:.0%} of the run.",
-            config={"early_stop_epoch": count}, score=0.0,
+            config={"early_stop_epoch": count},
         )
     return Draft(
         kind="early_stop",
@@ -118,7 +119,7 @@ def early_stop(finding: Finding, ctx: RunContext, view: RoleView) -> Draft | Non
         rationale=f"val loss was lowest at {ctx.unit} {step} ({low:.4g}) and ended at {final:.4g} "
                   f"({(final - low) / abs(low) * 100 if low else 0:.0f}% worse) at {ctx.unit} {last}; "
                   f"stopping {margin} {ctx.unit}s (two evals) after the best saves {saved:.0%} of the run.",
-        config={"early_stop_step": stop}, score=0.0,
+        config={"early_stop_step": stop},
     )
 
 
@@ -135,7 +136,7 @@ def adamw(finding: Finding, ctx: RunContext) -> Draft | None:
         rationale=f"{_overfit(finding, ctx)}; the run used Adam with weight_decay {fmt(wd)}, an L2 penalty that "
                   f"Adam's per-coordinate scaling weakens. AdamW decays weights decoupled from the gradient "
                   f"(Loshchilov & Hutter 2019); {fmt(new)} is in the 0.01–0.1 range it is used with.",
-        config={"optimizer": {"type": "AdamW", "betas": betas}, "weight_decay": new}, score=0.0,
+        config={"optimizer": {"type": "AdamW", "betas": betas}, "weight_decay": new},
     )
 
 
@@ -154,7 +155,7 @@ def weight_decay(finding: Finding, ctx: RunContext) -> Draft | None:
         summary=f"raise weight_decay {fmt(wd or 0.0)} → {fmt(new)}",
         rationale=f"{_overfit(finding, ctx)}; weight decay was {fmt(wd or 0.0)} with {ctx.optimizer or 'an unknown optimizer'}"
                   f"; new value: {why}.",
-        config={"weight_decay": new}, score=0.0,
+        config={"weight_decay": new},
     )
 
 
@@ -162,9 +163,9 @@ def _overfit(finding: Finding, ctx: RunContext) -> str:
     return f"val loss rose from {ctx.unit} {ctx.onset} while the train loss kept falling"
 
 
-def rollback_skip(finding: Finding, ctx: RunContext) -> Draft | None:
-    """Roll back ~100 steps before each isolated spike and skip the batches from there to as far
-    past it (PaLM), fewer for short runs."""
+def rollback_skip(finding: Finding, ctx: RunContext, noun: str = "spike") -> Draft | None:
+    """Roll back ~100 steps before each isolated spike (``noun``: what the marked steps are) and
+    skip the batches from there to as far past it (PaLM), fewer for short runs."""
     if ctx.unit != "step":
         return None
     spikes = sorted(set(finding.steps) or ({finding.start_step} if finding.start_step is not None else set()))
@@ -181,7 +182,6 @@ def rollback_skip(finding: Finding, ctx: RunContext) -> Draft | None:
             ranges.append([a, b])
     n = sum(b - a + 1 for a, b in ranges)
     where = ", ".join(f"{a}–{b}" for a, b in ranges)
-    noun = "spike" if finding.rule == "loss-spike" else "grad-norm burst"
     many = len(spikes) > 1
     at = ", ".join(map(str, spikes))
     return Draft(
@@ -192,5 +192,5 @@ def rollback_skip(finding: Finding, ctx: RunContext) -> Draft | None:
                   f"recovered from, the mark of bad batches; PaLM restarts ~100 steps before a spike and skips "
                   f"200–500 batches: here {back} steps back and {back} past ({ctx.total_steps}-step run). "
                   f"Needs a checkpoint at or before step {ranges[0][0]}.",
-        config={"skip_batches": ranges}, score=0.0,
+        config={"skip_batches": ranges},
     )

@@ -32,7 +32,7 @@ def restore_scheduler_state(f: Finding, ctx: RunContext) -> Draft | None:
         rationale=f"the LR jumped from {fmt(before)} to {fmt(after)} at {ctx.unit} {at}: the schedule started "
                   "again from the top, which is what a scheduler rebuilt on resume without its state_dict does. "
                   "Restoring it (or passing the resume step as last_epoch) continues the schedule where it was.",
-        config={"restore_scheduler_state": True}, score=0.0,
+        config={"restore_scheduler_state": True},
     )
 
 
@@ -49,7 +49,7 @@ def rewarmup(f: Finding, ctx: RunContext) -> Draft | None:
                   + ("; the grad norm blew up after it" if f.evidence.get("grad_exploded") else "")
                   + f". A ramp over {REWARMUP_SHARE:.0%} of the remaining {ctx.last_step - at} {ctx.unit}s lets "
                     "Adam's moment estimates and the model adapt to the larger steps.",
-        config={"rewarmup_steps": n, "warmup_start_factor": 0.01}, score=0.0,
+        config={"rewarmup_steps": n, "warmup_start_factor": 0.01},
     )
 
 
@@ -65,7 +65,7 @@ def lower_restart_lr(f: Finding, ctx: RunContext) -> Draft | None:
         summary=f"lower the restart peak (eta_max, the optimizer's LR) {fmt(peak)} → {fmt(new)}",
         rationale=f"{f.evidence.get('count', 1)} restart(s) back to {fmt(peak)} left the run worse than before "
                   "them by the next restart; a lower peak keeps the exploration without undoing the cycle's progress.",
-        config={"lr": new}, score=0.0,
+        config={"lr": new},
     )
 
 
@@ -85,5 +85,5 @@ def longer_restart_period(f: Finding, ctx: RunContext) -> Draft | None:
                 f"(first cycle now {cycles[0]} {ctx.unit}s)",
         rationale=f"the loss had not recovered from a restart before the next one (cycles of {cycles[:4]} "
                   f"{ctx.unit}s); doubling T_0 and growing each cycle by T_mult gives it time to settle.",
-        config={"scheduler": sched}, score=0.0,
+        config={"scheduler": sched},
     )

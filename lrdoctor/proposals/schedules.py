@@ -59,7 +59,7 @@ def cosine(finding: Finding, ctx: RunContext) -> Draft:
                 f"{_at(ctx, 0)}{_after_warm(ctx)}, reaching the floor at {ctx.unit} {_at(ctx, t)}",
         rationale=f"{_stall(ctx, finding)}; a decay lets it settle into the basin it is circling. "
                   f"T_max is the run's {ctx.total_steps} {ctx.unit}s less {_warm(ctx)} of warmup; floor {why}.",
-        config=cfg, score=0.0,
+        config=cfg,
     )
 
 
@@ -83,7 +83,7 @@ def multistep(finding: Finding, ctx: RunContext) -> Draft:
         rationale=f"{_stall(ctx, finding)}; step decays, {why} and the second halfway to the end "
                   f"({t} {ctx.unit}s after warmup). The milestones {m1} and {m2} count the scheduler's "
                   f"own {ctx.unit}s{', which exclude the ' + str(w) + '-' + ctx.unit + ' warmup' if w else ''}.",
-        config=cfg, score=0.0,
+        config=cfg,
     )
 
 
@@ -111,7 +111,7 @@ def reduce_on_plateau(finding: Finding, ctx: RunContext) -> Draft:
         rationale=f"{_stall(ctx, finding)} ({stall} {ctx.unit}s); torch counts patience in step() calls, "
                   f"one per evaluation here, so {patience} evals = {patience * every} {ctx.unit}s, a third of "
                   f"the stall. Monitor: {monitor}.{dropped}",
-        config=warm | {"scheduler": sched}, score=0.0,
+        config=warm | {"scheduler": sched},
     )
 
 
@@ -132,7 +132,7 @@ def warm_restarts(finding: Finding, ctx: RunContext) -> Draft | None:
                 f"floor {fmt(floor)}",
         rationale=f"{decayed}; restarts lift the LR back to its peak to leave the stall. Cycles of {t0}, "
                   f"{2 * t0} and {4 * t0} {ctx.unit}s fill the {t} {ctx.unit}s after warmup; floor {why}.",
-        config=cfg, score=0.0,
+        config=cfg,
     )
 
 
@@ -154,5 +154,5 @@ def one_cycle(finding: Finding, ctx: RunContext, factor: float) -> Draft | None:
                   f"max_lr/25 = {fmt(max_lr / 25)}, peaks at {ctx.unit} {peak_at} and anneals to "
                   f"{fmt(max_lr / 25 / 1e4)}; momentum cycling off so it fits any optimizer.",
         # warmup 0: OneCycleLR warms up itself (pct_start), a second warmup would stack on it
-        config={"warmup_steps": 0, "scheduler": sched}, score=0.0,
+        config={"warmup_steps": 0, "scheduler": sched},
     )

@@ -46,7 +46,7 @@ def incidents(steps: list[int], gap: int) -> list[list[int]]:
 def recovered(view: RoleView, ctx: RunContext, f: Finding) -> bool:
     """Whether the train loss ends finite and back near its level before the finding (within 2x),
     or at least an order of magnitude below the worst loss during it."""
-    s = view.get("train_loss")
+    s = view.deduped("train_loss")
     if s is None or not len(s) or not np.isfinite(s.values[-1]):
         return False
     ok = np.isfinite(s.values)
@@ -104,7 +104,7 @@ def spike_pattern(f: Finding, ctx: RunContext, view: RoleView) -> SpikePattern:
     back = rollback_distance(ctx)
     groups = incidents(spikes, back)
     rec = recovered(view, ctx, f)
-    g, st = ctx.grad_stable, view.get("grad_norm")
+    g, st = ctx.grad_stable, view.deduped("grad_norm")
     if g is None or st is None or g.p99 <= 0:
         return SpikePattern(len(groups), rec, None, None, None, False, None)
     steps, vals = st.steps, st.values

@@ -9,17 +9,16 @@ scheduler once per epoch.
 
 from __future__ import annotations
 
-import copy
-from typing import Any
+from ..patch import ConfigPatch
 
 # Scheduler kwargs that are durations in scheduler steps.
 _DURATIONS = ("T_max", "T_0", "total_steps", "step_size", "total_iters", "step_size_up", "step_size_down")
 
 
-def epochs_to_steps(config: dict[str, Any], spe: int) -> dict[str, Any]:
+def epochs_to_steps(config: ConfigPatch, spe: int) -> ConfigPatch:
     """The patch with epoch counts turned into optimizer steps (``early_stop_epoch``, a count of
     epochs trained, becomes ``early_stop_step``)."""
-    out = copy.deepcopy(config)
+    out = config.to_dict()
     if out.get("warmup_steps"):
         out["warmup_steps"] = int(out["warmup_steps"]) * spe
     sched = out.get("scheduler")
@@ -36,4 +35,4 @@ def epochs_to_steps(config: dict[str, Any], spe: int) -> dict[str, Any]:
         out["max_steps"] = int(out["max_steps"]) * spe
     if out.get("skip_batches"):
         out["skip_batches"] = [[a * spe + 1, (b + 1) * spe] for a, b in out["skip_batches"]]
-    return out
+    return ConfigPatch.of(out)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..errors import LogFormatError, LrdoctorError, NoRunsFoundError, UsageError
 from ..model import Annotation, Run
-from .base import FINDINGS_FILE, ORIGIN_FILE, Reader, ReadOptions, RunSource
+from ..origin import ORIGIN_FILE, RunOrigin
+from .base import FINDINGS_FILE, Reader, ReadOptions, RunSource
 from .discovery import Finder, origin_dir, unique_names
 from .generic_csv import GenericCSVReader
 from .hf_trainer_state import HFTrainerStateReader
@@ -25,20 +26,15 @@ from .lightning_csv import LightningCSVReader
 from .mlflow import MLflowReader
 from .mlflow_sqlite import MLflowSQLiteReader
 from .tabular import one_line
+from .tensorboard import TensorBoardReader
 from .textlog import TextLogReader
 from .wandb_run import WandbReader
 
 log = logging.getLogger(__name__)
 
-try:  # written by another module owner; discovery still works (minus event files) without it
-    from .tensorboard import TensorBoardReader, is_lfs_pointer
-except ImportError:  # pragma: no cover - only while readers/tensorboard.py does not exist yet
-    TensorBoardReader = None  # type: ignore[assignment,misc]
-    is_lfs_pointer = None  # type: ignore[assignment]
-
 #: Readers in sniffing priority order: the most specific content signature first.
 READERS: list[Reader] = [
-    *([TensorBoardReader()] if TensorBoardReader is not None else []),
+    TensorBoardReader(),
     WandbReader(),
     MLflowReader(),
     MLflowSQLiteReader(),
@@ -64,8 +60,6 @@ def get_reader(name: str) -> Reader:
     for r in READERS:
         if r.name == name:
             return r
-    if name == "tensorboard":
-        raise UsageError("the TensorBoard reader is not available in this installation")
     raise UsageError(f"unknown format {name!r} (supported: {', '.join(supported_formats())})")
 
 
@@ -73,7 +67,7 @@ def find_run_sources(path: str | Path, format: str | None = None) -> list[RunSou
     """The runs under ``path`` (a log file, a run directory, or a tree of runs), not yet read."""
     path = Path(path)
     forced = get_reader(format) if format else None
-    finder = Finder(READERS, forced=forced, is_lfs_pointer=is_lfs_pointer)
+    finder = Finder(READERS, forced=forced)
     if not path.exists():
         raise NoRunsFoundError(f"no such file or directory: {path}")
     if not path.is_dir():  # a file, or a FIFO/device that for_file refuses by name
@@ -100,9 +94,6 @@ def _expand(sources: list[RunSource], root: Path) -> list[RunSource]:
 
 def read_source(source: RunSource, options: ReadOptions) -> Run:
     """Read one found run, attaching ``lrdoctor-run.json`` (if present) as ``Run.origin``."""
-    if source.format == "tensorboard" and TensorBoardReader is None:
-        raise LogFormatError("event files found but the TensorBoard reader is not available",
-                             path=str(source.root))
     reader = get_reader(source.format)
     run = reader.read(source, options)
     if not len(run.scalars):
@@ -115,14 +106,14 @@ def read_source(source: RunSource, options: ReadOptions) -> Run:
     origin_path = origin_dir(source) / ORIGIN_FILE
     if origin_path.is_file():
         try:
-            changes["origin"] = json.loads(origin_path.read_text(encoding="utf-8"))
+            changes["origin"] = RunOrigin.parse(json.loads(origin_path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             changes["annotations"] = run.annotations + (
                 Annotation("bad_origin", f"cannot read {ORIGIN_FILE}: {one_line(exc)}", path=str(origin_path)),)
     notes = live_notes(origin_dir(source) / FINDINGS_FILE)
     if notes:
         changes["annotations"] = changes.get("annotations", run.annotations) + notes
-    lfs = source.extra.get("lfs_pointers")
+    lfs = source.lfs_pointers
     if lfs:
         changes["annotations"] = changes.get("annotations", run.annotations) + tuple(
             Annotation("lfs_pointer", "a Git LFS pointer, not the log file itself ('git lfs pull' fetches it); "

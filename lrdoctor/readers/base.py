@@ -8,17 +8,33 @@ from typing import Protocol
 
 from ..model import Run
 
-#: Name of the file a built-in workload writes into each run directory (workload + config +
-#: ground-truth labels). Discovery never treats it as a log; it becomes ``Run.origin``.
-ORIGIN_FILE = "lrdoctor-run.json"
 #: JSON Lines the live callbacks append to a run's log directory (findings, stops, rollbacks).
 #: Discovery never treats it as a log; its records become the run's annotations.
 FINDINGS_FILE = "lrdoctor-findings.jsonl"
+#: The first bytes of a Git LFS pointer file (checked in instead of the real log): every spec
+#: version's pointer starts "version https://git-lfs.github.com/spec/v1" (older clients wrote
+#: "version https://git-lfs..."), so the common prefix is what is tested.
+LFS_POINTER_PREFIX = b"version https://git-lfs"
+
+
+def is_lfs_pointer(head: bytes) -> bool:
+    """A Git LFS pointer file (checked in instead of the real log file), from its first bytes."""
+    return head.startswith(LFS_POINTER_PREFIX)
 
 
 @dataclass(frozen=True)
 class ReadOptions:
     strict: bool = False  # corrupt records are errors instead of skipped-with-annotation
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """One attempt of a log file appended by several fits (Keras CSVLogger restarts)."""
+
+    rows: tuple[int, int]  # data rows [first, end) of the attempt
+    lines: tuple[int, int]  # their first and last line in the file
+    attempt: int  # k of ``attempts``, counted from 1
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -29,7 +45,18 @@ class RunSource:
     root: Path  # the run's directory (or the file itself for single-file runs)
     files: tuple[Path, ...]
     format: str
-    extra: dict = field(default_factory=dict, compare=False)
+    #: the run's directory when ``root`` is a file in it (where its lrdoctor-run.json is looked for)
+    dir: Path | None = field(default=None, compare=False)
+    #: what discovery noted about the source (e.g. which checkpoint copy stands in for the run)
+    note: str | None = field(default=None, compare=False)
+    #: for stores with opaque run ids: the run's path in the store, its name when two runs share one
+    path_name: str | None = field(default=None, compare=False)
+    #: Git LFS pointer files found where the run's logs should be
+    lfs_pointers: tuple[str, ...] = field(default=(), compare=False)
+    #: one run of a file that holds several (an MLflow SQLite store: the run's id)
+    run_id: str | None = field(default=None, compare=False)
+    #: one attempt of a file appended by several fits
+    part: FilePart | None = field(default=None, compare=False)
 
 
 class Reader(Protocol):

@@ -27,7 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import LogFormatError
-from .base import FINDINGS_FILE, ORIGIN_FILE, Reader, RunSource
+from ..origin import ORIGIN_FILE
+from .base import FINDINGS_FILE, Reader, RunSource, is_lfs_pointer
 from .hf_trainer_state import FILE_NAME as HF_FILE
 from .hf_trainer_state import global_step_of
 from .mlflow import is_run_dir, metric_files, run_name
@@ -53,10 +54,6 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 def is_event_file_name(name: str) -> bool:
     return "tfevents" in name
-
-
-def _lfs_fallback(head: bytes) -> bool:
-    return head.startswith(b"version https://git-lfs.github.com/spec/")
 
 
 def _head(path: Path) -> bytes:
@@ -91,13 +88,13 @@ def _unlistable(exc: OSError) -> None:
 class Finder:
     """One search: sniffs files with ``readers`` (priority order) and groups them into runs."""
 
-    def __init__(self, readers: Sequence[Reader], *, forced: Reader | None = None, is_lfs_pointer=None):
+    def __init__(self, readers: Sequence[Reader], *, forced: Reader | None = None):
         # Event files and MLflow run directories are grouped by directory, not one file per run.
         self.readers = [r for r in readers if r.name not in ("tensorboard", "mlflow")]
         self.mlflow = next((r for r in readers if r.name == "mlflow"), None)
         self.by_name = {r.name: r for r in readers}
         self.forced = forced
-        self.is_lfs = is_lfs_pointer or _lfs_fallback
+        self.is_lfs = is_lfs_pointer
         self.lfs_pointers: list[Path] = []
 
     def wants(self, fmt: str) -> bool:
@@ -193,7 +190,7 @@ class Finder:
     def _tb(self, root: Path, run_dir: Path, files: list[Path]) -> RunSource:
         lfs = [p for p in self.lfs_pointers if run_dir in p.parents]
         return RunSource(name=_rel(root, run_dir), root=run_dir, files=tuple(files), format="tensorboard",
-                         extra={"lfs_pointers": [str(p) for p in lfs]} if lfs else {})
+                         lfs_pointers=tuple(str(p) for p in lfs))
 
     def _mlflow(self, root: Path, run_dir: Path) -> RunSource:
         # Named like every other run, by its path, but with the store's "mlruns/<exp>/<run_id>"
@@ -204,7 +201,7 @@ class Finder:
         own = run_name(run_dir)
         name = "/".join((*prefix, own)) if own else rel
         return RunSource(name=name, root=run_dir, files=tuple(metric_files(run_dir)), format="mlflow",
-                         extra={"path_name": _rel(root, run_dir)})
+                         path_name=_rel(root, run_dir))
 
     def _files(self, root: Path, found: list[tuple[Path, str, Path]]) -> list[RunSource]:
         out: list[RunSource] = []
@@ -217,13 +214,13 @@ class Finder:
                     checkpoints.setdefault(d.parent, []).append(path)
                 continue
             out.append(RunSource(name=_rel(root, d), root=path, files=(path,), format=fmt,
-                                 extra={"dir": str(d)}))
+                                 dir=d))
         for run_dir, copies in checkpoints.items():
             best = max(copies, key=lambda p: (global_step_of(p), _ckpt_no(p)))
             note = (f"run directory has no trainer_state.json; read {best.parent.name}/{best.name}, "
                     f"the latest of {len(copies)} checkpoint copies")
             out.append(RunSource(name=_rel(root, run_dir), root=best, files=(best,), format="hf_trainer_state",
-                                 extra={"dir": str(run_dir), "note": note}))
+                                 dir=run_dir, note=note))
         return out
 
 
@@ -276,8 +273,8 @@ def unique_names(sources: list[RunSource], root: Path) -> list[RunSource]:
     out = []
     for s in sources:
         if counts[s.name] > 1:
-            if "path_name" in s.extra:  # MLflow runs: the store's own path instead of the run name
-                s = replace(s, name=s.extra["path_name"])
+            if s.path_name is not None:  # MLflow runs: the store's own path instead of the run name
+                s = replace(s, name=s.path_name)
             elif s.format != "tensorboard":
                 s = replace(s, name=_rel(root, s.files[0]))
         out.append(s)
@@ -286,6 +283,6 @@ def unique_names(sources: list[RunSource], root: Path) -> list[RunSource]:
 
 def origin_dir(source: RunSource) -> Path:
     """The directory whose ORIGIN_FILE describes this run."""
-    if "dir" in source.extra:
-        return Path(source.extra["dir"])
+    if source.dir is not None:
+        return source.dir
     return source.root if source.root.is_dir() else source.root.parent

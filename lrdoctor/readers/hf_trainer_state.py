@@ -73,7 +73,7 @@ class HFTrainerStateReader:
         notes += [a for a in more if a.kind != "missing_step"]
         table, more = wide_to_tidy(steps, locs, list(cols.values()), spath, loc_label="log_history entry")
         notes += more
-        note = source.extra.get("note")
+        note = source.note
         if note:
             notes.insert(0, Annotation("checkpoint_copy", note, path=spath))
         return Run(name=source.name, source=spath, format=self.name, scalars=table,

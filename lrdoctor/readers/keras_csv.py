@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..model import Annotation, Run
-from .base import ReadOptions, RunSource
+from .base import FilePart, ReadOptions, RunSource
 from .csvfile import csv_columns, header_of, read_wide_csv
 
 
@@ -48,19 +48,18 @@ class KerasCSVReader:
             return [source]
         bounds = list(zip(starts, [*starts[1:], n], strict=True))
         return [replace(source, name=f"{source.name}#{k}",
-                        extra={**source.extra, "rows": (lo, hi), "attempt": k, "attempts": len(bounds),
-                               "lines": (int(locs[lo]), int(locs[hi - 1]))})
+                        part=FilePart((lo, hi), (int(locs[lo]), int(locs[hi - 1])), k, len(bounds)))
                 for k, (lo, hi) in enumerate(bounds, start=1)]
 
     def read(self, source: RunSource, options: ReadOptions) -> Run:
         path = source.files[0]
-        rows = source.extra.get("rows")
+        part = source.part
         table, notes, _ = read_wide_csv(path, strict=options.strict, step_names=("epoch",),
-                                        missing=("NA",), rows=slice(*rows) if rows else None)
-        if rows:
-            a, b = source.extra["lines"]
+                                        missing=("NA",), rows=slice(*part.rows) if part else None)
+        if part:
+            a, b = part.lines
             notes.insert(0, Annotation(
-                "attempt", f"attempt {source.extra['attempt']} of {source.extra['attempts']} appended to "
+                "attempt", f"attempt {part.attempt} of {part.attempts} appended to "
                 "this CSVLogger file (epoch restarts); read as its own run", path=str(path),
                 location=f"lines {a}-{b}"))
         return Run(name=source.name, source=str(path), format=self.name, scalars=table,

@@ -124,9 +124,8 @@ class MLflowSQLiteReader:
                 own = f"{exp_name or exp_id}/{own}"
                 if second[own] > 1:
                     own = f"{exp_name or exp_id}/{uuid}"
-            out.append(replace(source, name=f"{source.name}/{own}",
-                               extra={**source.extra, "run_uuid": uuid,
-                                      "path_name": f"{source.name}/{path.name}/{exp_id}/{uuid}"}))
+            out.append(replace(source, name=f"{source.name}/{own}", run_id=uuid,
+                               path_name=f"{source.name}/{path.name}/{exp_id}/{uuid}"))
         return out
 
     def read(self, source: RunSource, options: ReadOptions) -> Run:
@@ -135,7 +134,7 @@ class MLflowSQLiteReader:
         con, note = connect(path)
         try:
             con.execute("BEGIN")  # one read transaction: a consistent snapshot, one shared lock
-            uuid = source.extra.get("run_uuid")
+            uuid = source.run_id
             if uuid is None:
                 runs = _runs(con)
                 if len(runs) != 1:

@@ -30,17 +30,11 @@ import pandas as pd
 from ..model import Annotation, Run, make_scalars
 from ._crc32c import masked_crc32c
 from ._tfevent_file import FileScalars, decode_file
-from .base import ReadOptions, RunSource
+from .base import ReadOptions, RunSource, is_lfs_pointer
 
 log = logging.getLogger(__name__)
 
-LFS_POINTER_PREFIX = b"version https://git-lfs"
 _MAX_RESTART_NOTES = 20
-
-
-def is_lfs_pointer(head: bytes) -> bool:
-    """A Git LFS pointer file (checked in instead of the real event file)."""
-    return head.startswith(LFS_POINTER_PREFIX)
 
 
 def is_tfrecord(head: bytes) -> bool:

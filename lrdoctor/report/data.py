@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from ..downsample import downsample
 from ..model import Diagnosis, Finding, Proposal, Severity, Verdict
-from ..readers.base import ORIGIN_FILE
+from ..origin import ORIGIN_FILE
 from ..roles import ROLES, TagIndex
-from .downsample import downsample
+from ..runfacts import flatten
 
 #: Display order, label and colour of each role (one palette for every figure in the report).
 ROLE_STYLE: dict[str, tuple[str, str]] = {
@@ -28,15 +29,6 @@ ROLE_STYLE: dict[str, tuple[str, str]] = {
 OVERLAY_POINTS = 300
 SEVERITY_COLOR = {"error": "#dc2626", "warning": "#d97706", "info": "#2563eb"}
 
-#: Which curve a rule's markers belong on (the others only get the shaded span).
-RULE_ROLE = {
-    "divergence": "train_loss",
-    "loss-spike": "train_loss",
-    "plateau": "train_loss",
-    "overfitting": "val_loss",
-    "exploding-gradients": "grad_norm",
-    "vanishing-gradients": "grad_norm",
-}
 
 
 @dataclass(frozen=True)
@@ -59,7 +51,8 @@ class Mark:
     start: float | None
     end: float | None
     steps: tuple[int, ...]
-    role: str | None
+    role: str | None  # the curve the markers go on (the rule's symptom role); others get the span
+    style: str = "points"  # the rule's marker style (RuleSpec.markers)
 
 
 @dataclass(frozen=True)
@@ -119,17 +112,6 @@ class RunView:
         return self.diagnosis.run
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def short(value: Any, limit: int = 120) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -168,10 +150,12 @@ def tag_table(index: TagIndex, roles: Mapping[str, str]) -> tuple[TagRow, ...]:
 def _marks(findings: tuple[Finding, ...], roles: Mapping[str, str]) -> tuple[Mark, ...]:
     out = []
     for i, f in enumerate(findings, 1):
-        role = RULE_ROLE.get(f.rule)
+        role = f.symptom_role
         if role not in roles:
             role = "train_loss" if "train_loss" in roles else None
-        out.append(Mark(i, f.rule, f.severity.value, f.start_step, f.end_step, tuple(f.steps), role))
+        # the rule's own marker style only on its symptom's curve, not on the fallback
+        style = f.markers if role == f.symptom_role else "points"
+        out.append(Mark(i, f.rule, f.severity.value, f.start_step, f.end_step, tuple(f.steps), role, style))
     return tuple(out)
 
 
@@ -222,8 +206,8 @@ def build_run_view(
     val = next((c for c in curves if c.role == "val_loss"), None)
     max_step = int(run.scalars["step"].max()) if not run.scalars.empty else None
     hparams, hparams_origin = run.hparams, ""
-    config = run.origin.get("config") if isinstance(run.origin, Mapping) else None
-    if not hparams and isinstance(config, Mapping) and config:
+    config = run.origin.config if run.origin is not None else None
+    if not hparams and config:
         # A built-in workload logs no hparams of its own; its config is what the user would look for.
         hparams, hparams_origin = config, f"workload config ({ORIGIN_FILE})"
     figure = None

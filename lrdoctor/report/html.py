@@ -74,7 +74,8 @@ def fmt_lr(x: Any) -> str:
 
 
 def pretty_json(x: Any) -> str:
-    return json.dumps(x, indent=2, sort_keys=False, default=str)
+    # a ConfigPatch (any Mapping that is not a dict) as its JSON form, anything else as text
+    return json.dumps(x, indent=2, sort_keys=False, default=lambda o: dict(o) if isinstance(o, Mapping) else str(o))
 
 
 @lru_cache(maxsize=1)
@@ -93,37 +94,16 @@ def environment():
 
 
 def _verify_spec(v: Verdict, step_axis: str) -> VerifySpec | None:
-    """Baseline/candidate curves per seed from ``Verdict.details`` when the harness recorded them.
-
-    Accepted shapes: ``details["curves"] = {"baseline": {seed: {"steps": [...], "values": [...]}},
-    "candidate": {...}}`` (a ``[steps, values]`` pair works in place of the dict), or the same
-    mappings under ``details["baseline_curves"]`` / ``details["candidate_curves"]``.
-    """
-    d = v.details or {}
-    curves = d.get("curves") if isinstance(d.get("curves"), Mapping) else {}
-    arms = {}
-    for arm in ("baseline", "candidate"):
-        src = curves.get(arm, d.get(f"{arm}_curves"))
-        out = []
-        if isinstance(src, Mapping):
-            for seed, c in src.items():
-                if isinstance(c, Mapping):
-                    steps, values = c.get("steps"), c.get("values")
-                elif isinstance(c, (list, tuple)) and len(c) == 2:
-                    steps, values = c
-                else:
-                    continue
-                try:
-                    steps = np.asarray(steps, dtype=np.float64)
-                    values = np.asarray(values, dtype=np.float64)
-                    out.append((int(seed), steps, values))
-                except (TypeError, ValueError):
-                    continue
-        arms[arm] = tuple(out)
-    if not arms["baseline"] and not arms["candidate"]:
+    """Baseline/candidate curves per seed, from the verdict's typed record (None: none recorded)."""
+    c = v.curves
+    if c is None or not (c.baseline or c.candidate):
         return None
-    metric = str(d.get("metric") or curves.get("metric") or "loss")
-    return VerifySpec(f"{v.rule} · {v.proposal_id}", step_axis, metric, arms["baseline"], arms["candidate"])
+
+    def arm(curves) -> tuple:
+        return tuple((s.seed, np.asarray(s.steps, dtype=np.float64), np.asarray(s.values, dtype=np.float64))
+                     for s in curves)
+
+    return VerifySpec(f"{v.rule} · {v.proposal_id}", step_axis, c.metric, arm(c.baseline), arm(c.candidate))
 
 
 def _verdict_stats(v: Verdict) -> list[tuple[str, str]]:
@@ -131,8 +111,6 @@ def _verdict_stats(v: Verdict) -> list[tuple[str, str]]:
             ("CI", "—" if v.ci is None else f"[{fmt_num(v.ci[0])}, {fmt_num(v.ci[1])}]"),
             ("P(candidate better)", fmt_num(v.p_better))]
     for k, x in (v.details or {}).items():
-        if k in ("curves", "baseline_curves", "candidate_curves"):
-            continue
         if isinstance(x, (int, float, str, bool, np.number)) or x is None:
             rows.append((str(k), fmt_value(x)))
         elif isinstance(x, (list, tuple)) and len(x) <= 16 and all(isinstance(i, (int, float)) for i in x):
@@ -190,7 +168,7 @@ def render_report(
         for v in views:
             groups.setdefault(comparable_key(v), []).append(v)
         group = max(groups.values(), key=len)
-        runs = tuple((v.run.name, run_lr(v.run.hparams, v.run.origin, v.run.name), *v.overlay) for v in group)
+        runs = tuple((v.run.name, run_lr(v.run), *v.overlay) for v in group)
         if len(group) > 1 and any(r[2] is not None or r[3] is not None for r in runs):
             jobs.append(("overlay", OverlaySpec(group[0].run.step_axis, runs)))
             slots.append(("index", "overlay"))
@@ -227,7 +205,7 @@ def render_report(
         source_path=source_path,
         sweep=sweep,
         overlay_count=overlay_count,
-        lr_of={v.key: run_lr(v.run.hparams, v.run.origin, v.run.name) for v in views},
+        lr_of={v.key: run_lr(v.run) for v in views},
         totals=totals,
         healthy=sum(1 for v in views if not v.diagnosis.findings),
         max_figures=max_figures,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..downsample import downsample
 from .data import ROLE_STYLE, SEVERITY_COLOR, Curve, RunFigureSpec
-from .downsample import downsample
 from .figstyle import (
     MUTED,
     PALETTE,
@@ -118,7 +118,7 @@ def _draw_marks(axes: dict, spec: RunFigureSpec, curves: dict[str, Curve], xmax:
             if ax is not None:
                 ys = _marker_values(curves[m.role], steps)
                 ax.scatter(steps, ys, s=26, facecolor="white", edgecolor=color, linewidths=1.4, zorder=5)
-                if m.rule == "overfitting" and m.role == "val_loss" and len(steps) <= 3:
+                if m.style == "best-and-latest" and len(steps) <= 3:
                     # Best and latest val loss with their values: the rise is the finding, and on a
                     # panel scaled for the train loss it can look flat.
                     c = curves[m.role]

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import RunView, flatten
+from ..model import Run
+from ..runfacts import configured_lr, flatten
+from .data import RunView
 
-#: hparam keys (flattened, lower-cased) that name the peak learning rate, most specific first.
-LR_KEYS = ("lr", "learning_rate", "learning-rate", "learningrate", "peak_lr", "max_lr", "base_lr", "init_lr")
 _NAME_LR = re.compile(r"(?:^|[^a-z])(?:lr|learning[_-]?rate)[_=\-]?(\d+(?:\.\d*)?(?:e[-+]?\d+)?)", re.IGNORECASE)
-#: Findings that mean "this LR is too high to train stably".
-UNSTABLE_RULES = frozenset({"divergence", "loss-spike", "exploding-gradients"})
 
 
 @dataclass(frozen=True)
@@ -52,26 +50,19 @@ def _as_lr(value: Any) -> float | None:
     return x if math.isfinite(x) and 0 < x < 100 else None
 
 
-def run_lr(hparams: Mapping[str, Any], origin: Mapping[str, Any] | None, name: str) -> float | None:
-    """The run's (peak) LR from its hparams, its workload config, or its name (``lr_1e-3``, ``lr=0.01``)."""
-    flat = {k.lower(): v for k, v in flatten(hparams).items()}
-    for key in LR_KEYS:
-        for k, v in flat.items():
-            if k == key or k.endswith("." + key) or k.endswith("/" + key):
-                lr = _as_lr(v)
-                if lr is not None:
-                    return lr
-    config = (origin or {}).get("config") if isinstance(origin, Mapping) else None
-    if isinstance(config, Mapping):
-        lr = _as_lr(config.get("lr"))
-        if lr is not None:
-            return lr
-    hits = list(_NAME_LR.finditer(name))  # the last one: "sweep_lr/lr_1e-3" names the run's own LR
+def run_lr(run: Run) -> float | None:
+    """The run's (peak) LR from its hparams or workload config (:func:`lrdoctor.runfacts.configured_lr`),
+    else from its name (``lr_1e-3``, ``lr=0.01``)."""
+    lr = _as_lr(configured_lr(run))
+    if lr is not None:
+        return lr
+    hits = list(_NAME_LR.finditer(run.name))  # the last one: "sweep_lr/lr_1e-3" names the run's own LR
     return _as_lr(hits[-1].group(1)) if hits else None
 
 
 def is_stable(view: RunView) -> bool:
-    if any(f.rule in UNSTABLE_RULES for f in view.diagnosis.findings):
+    # findings whose rule file declares they mean "this LR is too high to train stably"
+    if any(f.unstable_in_sweep for f in view.diagnosis.findings):
         return False
     return view.final_train_loss is None or math.isfinite(view.final_train_loss)
 
@@ -88,9 +79,9 @@ def comparable_key(view: RunView) -> tuple:
     """Runs are points of one sweep only when they are runs of one experiment: the same built-in
     workload when known, else siblings under one parent directory with the same format, the same
     loss tags and the same hparam keys (runs of five projects never share all of that)."""
-    origin = view.run.origin if isinstance(view.run.origin, Mapping) else {}
-    if origin.get("workload"):
-        return ("workload", str(origin["workload"]))
+    origin = view.run.origin
+    if origin is not None and origin.workload:
+        return ("workload", origin.workload)
     roles = view.diagnosis.roles
     keys = tuple(sorted(flatten(view.run.hparams)))
     return ("tags", experiment_dir(view), view.run.format, roles.get("train_loss"), roles.get("val_loss"), keys)
@@ -112,7 +103,7 @@ def lr_sweep(views: Sequence[RunView]) -> LrSweep | None:
     (LRs unknown, all equal, or only across different tasks, whose losses do not compare)."""
     groups: dict[tuple, list[tuple[RunView, float]]] = {}
     for v in views:
-        lr = run_lr(v.run.hparams, v.run.origin, v.run.name)
+        lr = run_lr(v.run)
         if lr is not None:
             groups.setdefault(comparable_key(v), []).append((v, lr))
     groups = {k: rows for k, rows in groups.items() if len({lr for _, lr in rows}) >= 2}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
-from ..model import Run, Verdict, VerdictKind
+from ..model import RerunCurves, Run, Verdict, VerdictKind
 from .untrusted import checked_runs
 
 _NON_FINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
@@ -41,6 +41,7 @@ def _numbers(x):
 
 def _verdict(d: dict) -> Verdict:
     ci = d.get("ci")
+    details = _numbers(dict(d.get("details") or {}))
     return Verdict(
         rule=str(d.get("rule") or ""),
         proposal_id=str(d["proposal_id"]),
@@ -51,7 +52,9 @@ def _verdict(d: dict) -> Verdict:
         ci=None if ci is None else (float(ci[0]), float(ci[1])),
         p_better=None if d.get("p_better") is None else float(d["p_better"]),
         reason=str(d.get("reason") or ""),
-        details=_numbers(dict(d.get("details") or {})),
+        details=details,
+        curves=RerunCurves.from_json(details.pop("curves", None)),
+        symptom_curves=RerunCurves.from_json(details.pop("symptom_curves", None)),
     )
 
 

@@ -25,21 +25,18 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._optional import require
 from ..errors import VerifyError
+from ..origin import RunOrigin
+from ..patch import ConfigPatch
+from .env import ENV_ARM, ENV_BASE_LR, ENV_CONFIG, ENV_DEVICE, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED
 from .outdir import DISK_FULL, write_atomic
 from .procs import signal_text
-
-ENV_CONFIG = "LRDOCTOR_VERIFY_CONFIG"  # JSON: the arm's config patch, with max_steps and seed
-ENV_LOGDIR = "LRDOCTOR_LOGDIR"
-ENV_MAX_STEPS = "LRDOCTOR_MAX_STEPS"
-ENV_SEED = "LRDOCTOR_SEED"
-ENV_DEVICE = "LRDOCTOR_DEVICE"
-ENV_ARM = "LRDOCTOR_ARM"  # "baseline" or "candidate"
 
 MARKER = "lrdoctor-rerun.done"
 LOGS_SUBDIR = "logs"
@@ -76,19 +73,22 @@ class RerunTask:
     arm: str
     seed: int
     max_steps: int
-    patch: dict[str, Any]  # the arm's config patch (empty for the baseline)
+    patch: ConfigPatch  # the arm's config patch (empty for the baseline); a mapping is validated into one
     rerun_dir: str
     device: str
     backend: WorkloadBackend | CommandBackend
     digest: str = ""
     timeout_s: float | None = None  # killed past this (executors that can: the local pool, Ray)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patch", ConfigPatch.of(self.patch))  # a mapping is validated into one
+
     @property
     def logdir(self) -> str:
         return str(Path(self.rerun_dir) / LOGS_SUBDIR)
 
     def full_patch(self) -> dict[str, Any]:
-        return {**self.patch, "max_steps": int(self.max_steps), "seed": int(self.seed)}
+        return {**self.patch.to_dict(), "max_steps": int(self.max_steps), "seed": int(self.seed)}
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,10 @@ class RerunOutcome:
     reused: bool = False
 
 
-def task_digest(backend: Any, arm_patch: dict, max_steps: int, seed: int, device: str) -> str:
+def task_digest(backend: Any, arm_patch: Mapping[str, Any], max_steps: int, seed: int, device: str) -> str:
     """What makes a rerun the same rerun: a finished one with this digest is not redone."""
     blob = json.dumps(
-        {"backend": backend.identity(), "patch": arm_patch, "max_steps": max_steps, "seed": seed, "device": device},
+        {"backend": backend.identity(), "patch": ConfigPatch.of(arm_patch).to_dict(), "max_steps": max_steps, "seed": seed, "device": device},
         sort_keys=True, default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -171,17 +171,20 @@ def run_rerun(task: RerunTask) -> RerunOutcome:
 class WorkloadBackend:
     """Rerun a built-in workload from its ``lrdoctor-run.json`` (``Run.origin``)."""
 
-    origin: dict[str, Any]
+    origin: RunOrigin  # a mapping is parsed into one
     fmt: str | None = None  # log format for the reruns; default: the original run's
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origin", RunOrigin.parse(self.origin))
 
     name = "workload"
 
     def identity(self) -> Any:
-        return {"workload": self.origin.get("workload"), "config": self.origin.get("config"), "fmt": self._fmt(),
+        return {"workload": self.origin.get("workload"), "config": self.origin.config, "fmt": self._fmt(),
                 "code": _workloads_code_hash()}
 
     def _fmt(self) -> str:
-        return self.fmt or self.origin.get("format") or "jsonl"
+        return self.fmt or self.origin.format or "jsonl"
 
     def require(self) -> None:
         """Name a missing dependency before any rerun starts."""
@@ -196,10 +199,10 @@ class WorkloadBackend:
         from ..workloads.config import WorkloadConfig
         from ..workloads.training import train
 
-        cfg = WorkloadConfig.from_dict(self.origin["config"])
+        cfg = WorkloadConfig.from_dict(self.origin.config)
         # the budget goes in as max_steps: length-relative scheduler defaults then follow the
         # budget, identically in both arms of a pair
-        cfg = cfg.apply_patch({**task.patch, "max_steps": int(task.max_steps)})
+        cfg = cfg.apply_patch(ConfigPatch.of(task.patch, max_steps=int(task.max_steps)))
         cfg = cfg.replace(seed=int(task.seed), num_threads=1 if task.device == "cpu" else cfg.num_threads)
         train(cfg, task.logdir, self._fmt(), task.device)
         return 0, ""
@@ -334,7 +337,7 @@ class CommandBackend:
             "PYTHONUNBUFFERED": "1",
         })
         if self.base.get("lr") is not None:
-            env["LRDOCTOR_BASE_LR"] = _num(float(self.base["lr"]))
+            env[ENV_BASE_LR] = _num(float(self.base["lr"]))
         return env
 
     def require(self) -> None:

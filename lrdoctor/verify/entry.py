@@ -8,8 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import LrdoctorError, UsageError
 from ..model import Diagnosis, Proposal
+from ..patch import ConfigPatch
 from .executors import make_executor
 from .protocol import VerifyConfig, resolve_device
 from .runner import DEFAULT_OUT, RunVerification, resolved_source, verify_items
@@ -25,7 +26,7 @@ def select_items(diagnoses: Sequence[Diagnosis], proposal_id: str | None = None,
     """(run, finding or None, proposals) to verify: per finding its top proposal (or ``proposal_id``),
     plus ``patch`` as an extra proposal; a run without findings gets only ``patch``, checked for harm."""
     extra = (Proposal(id=PATCH_ID, kind="custom", summary="config patch", rationale="given by the user",
-                      config=dict(patch), code="") if patch is not None else None)
+                      config=ConfigPatch.of(patch), code="") if patch is not None else None)
     items, seen_ids = [], set()
     for d in diagnoses:
         findings = [f for f in d.findings if rule is None or f.rule == rule]
@@ -81,16 +82,14 @@ def verify_path(
     strict: bool = False,
     role_overrides: Mapping[str, str] | None = None,
     rules=None,
-    unreadable: list | None = None,
-) -> list[RunVerification]:
-    """Diagnose the runs under ``path`` and verify the selected proposals; one entry per run read.
+) -> tuple[list[RunVerification], list[LrdoctorError]]:
+    """Diagnose the runs under ``path`` and verify the selected proposals: one entry per run read,
+    and one error (naming the file) per run under ``path`` that could not be read -- it does not
+    stop the others. Nothing readable at all (or any unreadable run with ``strict``) raises, as
+    for ``discover``.
 
     ``rerun_timeout``: seconds before a rerun is killed as hung (0: never; None: derived from the
     run's logged wall time, see :mod:`lrdoctor.verify.timeouts`).
-
-    A run under ``path`` that cannot be read does not stop the others: its error (naming the file)
-    is appended to ``unreadable`` when a list is given, else logged as a warning. Nothing readable
-    at all (or any unreadable run with ``strict``) raises, as for ``discover``.
     """
     from ..engine.diagnose import diagnose_runs
     from ..engine.spec import load_rules
@@ -100,10 +99,6 @@ def verify_path(
                        rerun_timeout_s=rerun_timeout).check()
     rules = list(rules) if rules is not None else load_rules()
     runs, errors = discover_with_errors(str(path), format=fmt, strict=strict)
-    if unreadable is not None:
-        unreadable.extend(errors)
-    for exc in errors if unreadable is None else ():
-        log.warning("run not read: %s", exc)
     diagnoses = diagnose_runs(runs, rules=rules, role_overrides=role_overrides, jobs=1, proposals=True)
     items = select_items(diagnoses, proposal_id, rule, patch)
     results: list[RunVerification] = []
@@ -115,4 +110,4 @@ def verify_path(
                                    train=train)
     done = {r.name for r in results}
     return results + [RunVerification(d.run.name, (), resolved_source(d.run))
-                      for d in diagnoses if d.run.name not in done]
+                      for d in diagnoses if d.run.name not in done], errors

@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import LrdoctorError, VerifyError
-from ..model import Diagnosis, Finding, Proposal, Run, Verdict
+from ..jsonsafe import json_safe
+from ..model import Diagnosis, Finding, Proposal, RerunCurves, Run, SeedCurve, Verdict
+from ..patch import ConfigPatch
 from ..roles import RoleView
+from ..runfacts import base_lr, clip_threshold, configured, hparams_of, planned_steps
 from .backends import (
     CommandBackend,
     RerunOutcome,
@@ -44,13 +47,8 @@ from .verdict import ArmResult, decide
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "lrdoctor-verify"
-#: The series each built-in rule judges, kept per rerun next to the target metric's.
-SYMPTOM_ROLE = {"divergence": "train_loss", "loss-spike": "train_loss", "plateau": "train_loss",
-                "exploding-gradients": "grad_norm", "vanishing-gradients": "grad_norm", "overfitting": "val_loss",
-                "lr-restart": "train_loss"}
-#: Points per rerun curve kept in ``Verdict.details["curves"]`` (the report draws at most ~400).
+#: Points per rerun curve kept in ``Verdict.curves`` (the report draws at most ~400).
 CURVE_POINTS = 500
-CANONICAL_RULES = ("divergence", "loss-spike", "plateau", "overfitting", "exploding-gradients", "vanishing-gradients")
 
 HOW_TO_RERUN = (
     "cannot rerun {name}: set it up one of three ways: (a) a run directory written by an lrdoctor "
@@ -71,10 +69,8 @@ class RunVerification:
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` shape; each verdict's ``details`` (statistics per seed, rerun curves) rides
         along under "details", strict JSON (non-finite numbers as "nan"/"inf"/"-inf" strings)."""
-        from ..output.json_out import json_safe
-
         return {"name": self.name,
-                "verdicts": [{**v.to_dict(), "details": json_safe(v.details)} for v in self.verdicts],
+                "verdicts": [{**v.to_dict(), "details": json_safe(v.details_json())} for v in self.verdicts],
                 "source": self.source}
 
 
@@ -87,6 +83,7 @@ class _Job:
     baseline: tuple[str, ...]
     candidate: tuple[str, ...]
     base_lr: float | None = None
+    symptom_role: str | None = None  # the role the finding's rule declares its symptom on
 
 
 @dataclass
@@ -108,44 +105,13 @@ def _safe(name: str) -> str:
 
 def run_length(run: Run) -> int | None:
     """The original run's length: its configured max_steps when known, else its last logged step."""
-    cfg = (run.origin or {}).get("config")
-    if isinstance(cfg, dict) and isinstance(cfg.get("max_steps"), int):
-        return int(cfg["max_steps"])
-    for key in ("max_steps", "total_steps", "num_training_steps"):
-        v = run.hparams.get(key)
-        if isinstance(v, (int, float)) and v > 0:
-            return int(v)
+    planned = planned_steps(run)
+    if planned is not None:
+        return planned
     view = RoleView.of(run)
     s = view.get("train_loss")
     steps = s.steps if s is not None and len(s) else run.scalars["step"].to_numpy()
     return int(np.max(steps)) if len(steps) else None
-
-
-def base_lr_of(run: Run) -> float | None:
-    if run.origin and isinstance(run.origin.get("config"), dict) and "lr" in run.origin["config"]:
-        return float(run.origin["config"]["lr"])
-    for key in ("lr", "learning_rate", "lr0", "base_lr"):
-        v = run.hparams.get(key)
-        try:
-            if v is not None:
-                return float(v)
-        except (TypeError, ValueError):
-            pass
-    s = RoleView.of(run).get("lr")
-    if s is not None and len(s):
-        finite = s.values[np.isfinite(s.values)]
-        if finite.size:
-            return float(np.max(finite))  # the peak: warmup starts low
-    return None
-
-
-def base_clip_of(run: Run) -> float | None:
-    cfg = (run.origin or {}).get("config")
-    v = cfg.get("clip_grad_norm") if isinstance(cfg, dict) else run.hparams.get("clip_grad_norm")
-    try:
-        return float(v) if v not in (None, "", 0, 0.0) else None
-    except (TypeError, ValueError):
-        return None
 
 
 def applied_grad_norm(run: Run, clip: float | None) -> Run:
@@ -169,12 +135,16 @@ def applied_grad_norm(run: Run, clip: float | None) -> Run:
 
 def backend_for(run: Run, train: str | None, *, fmt: str | None = None, cwd: str | None = None):
     if train:
-        base: dict[str, Any] = {"lr": base_lr_of(run)}
-        for key in ("weight_decay", "batch_size", "warmup_steps", "clip_grad_norm"):
-            if key in run.hparams:
-                base[key] = run.hparams[key]
+        base: dict[str, Any] = {"lr": base_lr(run)}
+        params = hparams_of(run)
+        for key in ("weight_decay", "batch_size", "warmup_steps"):
+            hit = configured(run, key, params)
+            if hit is not None:
+                base[key] = hit[1]
+        if clip_threshold(run) is not None:
+            base["clip_grad_norm"] = clip_threshold(run)
         return CommandBackend(train, base=base, cwd=cwd)
-    if run.origin and run.origin.get("config") is not None:
+    if run.origin is not None and run.origin.config is not None:
         return WorkloadBackend(run.origin, fmt=fmt)
     raise VerifyError(HOW_TO_RERUN.format(name=run.name))
 
@@ -214,7 +184,7 @@ def plan(
     for run, finding, proposals in items:
         backend = backend_for(run, train)
         backend.require()  # a missing torch is one line now, not a traceback per rerun
-        base_lr = base_lr_of(run)
+        lr = base_lr(run)
         if isinstance(backend, CommandBackend):
             backend.check(lr_needed=any("lr_scale" in pr.config or "lr" in pr.config for pr in proposals))
         rule = finding.rule if finding is not None else None
@@ -225,9 +195,9 @@ def plan(
         for prop in proposals:
             keys: dict[str, list[str]] = {"baseline": [], "candidate": []}
             for arm, patch, sub in (
-                ("baseline", {}, f"baseline-b{budget}"),
-                ("candidate", dict(prop.config),
-                 f"{_safe(rule or 'healthy')}--{_safe(prop.id)}-{_short_hash(prop.config)}-b{budget}"),
+                ("baseline", ConfigPatch(), f"baseline-b{budget}"),
+                ("candidate", prop.config,
+                 f"{_safe(rule or 'healthy')}--{_safe(prop.id)}-{_short_hash(prop.config.to_dict())}-b{budget}"),
             ):
                 for seed in cfg.seed_list():
                     rerun_dir = run_dir / sub / f"seed{seed}"
@@ -239,7 +209,8 @@ def plan(
                             digest=task_digest(backend, patch, budget, seed, cfg.device), timeout_s=timeout_s,
                         )
                     keys[arm].append(key)
-            p.jobs.append(_Job(run, rule, prop, budget, tuple(keys["baseline"]), tuple(keys["candidate"]), base_lr))
+            p.jobs.append(_Job(run, rule, prop, budget, tuple(keys["baseline"]), tuple(keys["candidate"]), lr,
+                               finding.symptom_role if finding is not None else None))
     return p
 
 
@@ -324,29 +295,29 @@ def _read_back(task: RerunTask, outcome: RerunOutcome, diagnose_fn, cfg: VerifyC
         raise VerifyError(f"the rerun's logs in {task.logdir} have neither a train nor a val loss")
     target = smoothed_final(view[role].values, window)
     rules = tuple(sorted({f.rule for f in diag.findings}))
+    symptoms = tuple(sorted({f.rule for f in diag.findings if f.symptom_role}))
     shown = tuple((r, *display_curve(view[r].steps, view[r].values))
                   for r in dict.fromkeys((role, "train_loss", "grad_norm")) if view.has(r) and len(view[r]))
-    return ArmResult(task.seed, True, rules=rules, target=target, target_role=role, logdir=task.logdir,
+    return ArmResult(task.seed, True, rules=rules, symptom_rules=symptoms, target=target, target_role=role, logdir=task.logdir,
                      curves=shown)
 
 
 def display_curve(steps, values, max_points: int = CURVE_POINTS) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """A series cut to at most ~``max_points`` for the report, keeping each bucket's min, max and
     first NaN/inf (a plain stride would drop the one-step spike or the NaN the verdict is about)."""
-    from ..report.downsample import downsample
+    from ..downsample import downsample
 
     s, v = downsample(np.asarray(steps), np.asarray(values, dtype=np.float64), max_points)
     return tuple(s.tolist()), tuple(v.tolist())
 
 
-def curves_detail(baseline: Sequence[ArmResult], candidate: Sequence[ArmResult], role: str) -> dict[str, Any]:
-    """``Verdict.details["curves"]`` as the HTML report draws it: per arm, seed -> steps and values
-    of ``role`` (seeds whose rerun did not log it are left out)."""
-    out: dict[str, Any] = {"metric": role}
-    for arm, results in (("baseline", baseline), ("candidate", candidate)):
-        out[arm] = {str(a.seed): {"steps": list(c[0]), "values": list(c[1])}
-                    for a in results if (c := a.curve(role)) is not None}
-    return out
+def curves_detail(baseline: Sequence[ArmResult], candidate: Sequence[ArmResult], role: str) -> RerunCurves:
+    """The reruns' curves of ``role`` per arm and seed, as the report draws them (seeds whose rerun
+    did not log it are left out)."""
+    def arm(results: Sequence[ArmResult]) -> tuple[SeedCurve, ...]:
+        return tuple(SeedCurve(a.seed, tuple(c[0]), tuple(c[1])) for a in results if (c := a.curve(role)) is not None)
+
+    return RerunCurves(role, arm(baseline), arm(candidate))
 
 
 def verify_items(
@@ -365,7 +336,7 @@ def verify_items(
     p = plan(items, cfg, out, train)
     executor = executor or SerialExecutor()
     arms: dict[str, ArmResult] = {}
-    clips = {k: base_clip_of(job.run) for job in p.jobs for k in (*job.baseline, *job.candidate)}
+    clips = {k: clip_threshold(job.run) for job in p.jobs for k in (*job.baseline, *job.candidate)}
     with out_lock(out):  # a second verify on this --out stops here, naming this one
         outcomes = execute(list(p.tasks.values()), executor)
         for key, task in p.tasks.items():
@@ -373,19 +344,20 @@ def verify_items(
     by_run: dict[str, list[Verdict]] = {}
     for job in p.jobs:
         def mark(a: ArmResult, rule=job.rule) -> ArmResult:
-            return replace(a, symptom=(rule in a.rules) if rule else any(r in CANONICAL_RULES for r in a.rules))
+            # without a finding, any rule that judges a symptom counts (its file declares one)
+            return replace(a, symptom=(rule in a.rules) if rule else bool(a.symptom_rules))
 
         base, cand = [mark(arms[k]) for k in job.baseline], [mark(arms[k]) for k in job.candidate]
         v = decide(job.rule, job.proposal, base, cand, cfg, base_lr=job.base_lr)
-        v.details["budget_steps"] = job.budget
-        v.details["out"] = str(Path(job.candidate[0]).parent)
         role = next((a.target_role for a in (*base, *cand) if a.target_role), "train_loss")
-        v.details["curves"] = curves_detail(base, cand, role)
-        symptom = SYMPTOM_ROLE.get(job.rule or "")
+        extra = {"budget_steps": job.budget, "out": str(Path(job.candidate[0]).parent)}
+        symptom, symptom_curves = job.symptom_role, None
         if symptom and symptom != role and any(a.curve(symptom) for a in (*base, *cand)):
             # the target is often a sparse val loss; the series the rule fired on shows the symptom itself
-            v.details["symptom_curves"] = curves_detail(base, cand, symptom)
-        by_run.setdefault(job.run.name, []).append(v)
+            symptom_curves = curves_detail(base, cand, symptom)
+        # a new Verdict with the run-level details and the curves: a built verdict is never changed
+        by_run.setdefault(job.run.name, []).append(replace(
+            v, details={**v.details, **extra}, curves=curves_detail(base, cand, role), symptom_curves=symptom_curves))
     runs = {run.name: run for run, _, _ in items}
     return [RunVerification(n, tuple(by_run.get(n, ())), resolved_source(r)) for n, r in runs.items()]
 

@@ -45,6 +45,8 @@ class ArmResult:
     curves: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...] = field(default=(), compare=False,
                                                                                  repr=False)
 
+    symptom_rules: tuple[str, ...] = ()  # those of ``rules`` that declare a symptom (see RuleSpec.symptom)
+
     def curve(self, role: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         return next(((s, v) for r, s, v in self.curves if r == role), None)
 

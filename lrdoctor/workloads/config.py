@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
+from ..patch import ConfigPatch
 
 WORKLOADS = ("mlp_regressor", "cnn_classifier", "gru_lm", "transformer_lm", "deep_sigmoid_mlp")
 OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad")
@@ -105,16 +107,10 @@ class WorkloadConfig:
     def replace(self, **changes: Any) -> WorkloadConfig:
         return dataclasses.replace(self, **changes)
 
-    def apply_patch(self, patch: dict[str, Any]) -> WorkloadConfig:
-        """A new config with a Proposal.config patch applied (see the module docstring)."""
-        known = {
-            "lr", "lr_scale", "optimizer", "weight_decay", "warmup_steps", "warmup_start_factor",
-            "scheduler", "clip_grad_norm", "clip_grad_value", "max_steps", "early_stop_step",
-            "early_stop_epoch", "skip_batches", "batch_size", "restore_scheduler_state", "rewarmup_steps",
-        }
-        unknown = sorted(set(patch) - known)
-        if unknown:
-            raise UsageError(f"unknown patch keys: {', '.join(unknown)}")
+    def apply_patch(self, patch: Mapping[str, Any]) -> WorkloadConfig:
+        """A new config with a config patch applied (see the module docstring); the patch is
+        validated as a :class:`lrdoctor.patch.ConfigPatch` (unknown keys are a UsageError)."""
+        patch = ConfigPatch.of(patch)
         ch: dict[str, Any] = {}
         sched = dict(self.scheduler)
         if "scheduler" in patch:

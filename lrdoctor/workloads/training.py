@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from ..origin import ORIGIN_FILE
 from .config import WorkloadConfig
 from .writers import make_writer
 
 log = logging.getLogger(__name__)
 
 NAN_GRACE = 5
-ORIGIN_FILE = "lrdoctor-run.json"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ clips, steps the optimizer and the LR schedule, zeroes the gradients and logs ``
 ``grad_norm`` and ``lr``. ``ctl.log(val_loss=...)`` records evaluation numbers.
 
 Under ``lrdoctor verify --train "python train.py"`` the harness passes the rerun in environment
-variables (see :mod:`lrdoctor.verify.backends`): the config patch in ``LRDOCTOR_VERIFY_CONFIG``
+variables (named in :mod:`lrdoctor.verify.env`): the config patch in ``LRDOCTOR_VERIFY_CONFIG``
 (LR or LR scale, optimizer, weight decay, warmup, scheduler, clipping), the budget in
 ``LRDOCTOR_MAX_STEPS``, the seed in ``LRDOCTOR_SEED`` (torch, numpy and random are seeded in
 ``from_env``; call :func:`seed_from_env` before building the model to seed its initialisation too)
@@ -39,6 +39,9 @@ import random
 from pathlib import Path
 from typing import Any
 
+from ..patch import IN_LOOP, OUTSIDE_LOOP, ConfigPatch
+from .env import ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED
+
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "lrdoctor-metrics.jsonl"
@@ -50,11 +53,6 @@ class StopTraining(SystemExit):
     def __init__(self, step: int):
         super().__init__(0)
         self.step = step
-
-
-def _jsonable(x: float) -> float | str:
-    # json.dumps writes NaN/Infinity literals; lrdoctor's JSONL reader keeps them as NaN/inf
-    return float(x)
 
 
 class Controller:
@@ -83,7 +81,7 @@ class Controller:
         # the rules while it trains (lrdoctor.live.guard): live="warn" | "stop" | "rollback" | GuardOptions
         self.guard = self._hooks = None
         if live is not None:
-            from .live.loop import make_guard
+            from ..live.loop import make_guard
 
             self.guard, self._hooks = make_guard(self, live, logdir, Path(logdir).name if logdir else "train")
 
@@ -98,7 +96,6 @@ class Controller:
         ``scheduler`` is the script's own LR scheduler: the controller steps it, and replaces it
         when the harness passes a warmup or a scheduler.
         """
-        from .verify.backends import ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED
 
         env = os.environ if env is None else env
         raw = env.get(ENV_CONFIG)
@@ -122,7 +119,7 @@ class Controller:
         )
 
     def _base_config(self, max_steps: int):
-        from .workloads.config import OPTIMIZERS, WorkloadConfig
+        from ..workloads.config import OPTIMIZERS, WorkloadConfig
 
         opt = self.optimizer
         name = type(opt).__name__
@@ -137,24 +134,17 @@ class Controller:
         )
 
     def _apply(self, patch: dict[str, Any]) -> None:
-        from .workloads.schedules import build_optimizer, build_scheduler
+        from ..workloads.schedules import build_optimizer, build_scheduler
 
-        unknown = set(patch) - {
-            "lr", "lr_scale", "optimizer", "weight_decay", "warmup_steps", "warmup_start_factor", "scheduler",
-            "clip_grad_norm", "clip_grad_value", "batch_size", "early_stop_step", "early_stop_epoch",
-            "skip_batches",
-        }
+        unknown = set(patch) - set(IN_LOOP) - set(OUTSIDE_LOOP)
         if unknown:
             log.warning("controller ignores patch keys it cannot apply in a script: %s", ", ".join(sorted(unknown)))
-        for key in ("batch_size", "early_stop_step", "early_stop_epoch", "skip_batches"):
+        for key in OUTSIDE_LOOP:
             if key in patch:
                 log.warning("controller cannot apply %r from inside the loop; the script must read it from "
-                            "LRDOCTOR_VERIFY_CONFIG itself", key)
+                            "%s itself", key, ENV_CONFIG)
         base = self._base_config(self.max_steps or 1_000_000)
-        known = {k: v for k, v in patch.items()
-                 if k in ("lr", "lr_scale", "optimizer", "weight_decay", "warmup_steps", "warmup_start_factor",
-                          "scheduler", "clip_grad_norm", "clip_grad_value")}
-        cfg = base.apply_patch(known)
+        cfg = base.apply_patch(ConfigPatch.of({k: v for k, v in patch.items() if k in IN_LOOP}))
         opt_changed = "optimizer" in patch and cfg.optimizer != base.optimizer
         if opt_changed:
             if self.model is None:
@@ -229,7 +219,8 @@ class Controller:
     def log(self, step: int | None = None, **metrics: float) -> None:
         """Record metrics (e.g. ``val_loss=...``) at ``step`` (default: the current step)."""
         row = {"step": self.step_count if step is None else int(step)}
-        row.update({k: _jsonable(v) for k, v in metrics.items()})
+        # json.dumps writes NaN/Infinity literals; lrdoctor's JSONL reader keeps them as NaN/inf
+        row.update({k: float(v) for k, v in metrics.items()})
         if self._file is not None:
             self._file.write(json.dumps(row) + "\n")
         else:
@@ -269,7 +260,6 @@ def seed_from_env(default: int | None = None, env: dict[str, str] | None = None)
     Call it before building the model and data loader so that each paired seed of a verify rerun
     gets its own initialisation and data order (``from_env`` seeds too, but after the model exists).
     """
-    from .verify.backends import ENV_SEED
 
     env = os.environ if env is None else env
     raw = env.get(ENV_SEED)
@@ -296,7 +286,7 @@ def __getattr__(name: str) -> Any:
     # The HF callback lives with the other framework integrations, so that importing the
     # controller (``lrdoctor.Controller``) never imports transformers.
     if name == "HFVerifyCallback":
-        from .integrations.hf import HFVerifyCallback
+        from ..integrations.hf import HFVerifyCallback
 
         return HFVerifyCallback
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -304,7 +294,6 @@ def __getattr__(name: str) -> Any:
 
 def hf_training_overrides(env: dict[str, str] | None = None) -> dict[str, Any]:
     """TrainingArguments keyword overrides from the harness's patch (empty outside ``verify``)."""
-    from .verify.backends import ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED
 
     env = os.environ if env is None else env
     if ENV_CONFIG not in env:

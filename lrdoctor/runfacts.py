@@ -1,5 +1,9 @@
-"""Reading what a run's hparams (or a built-in workload's config) say about its optimizer, LR,
-batch and length, whatever the framework named the keys."""
+"""One answer to "what was this run's LR, length, clip threshold, optimizer, batch size".
+
+What a run's hparams (nested dicts flattened to dotted keys) or, for what they lack, a built-in
+workload's config (``Run.origin``) say, whatever the framework named the keys; the LR falls back
+to the logged LR's peak. Proposals, verify and the report all ask here, so they cannot disagree.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..roles import RoleView
+import numpy as np
+
+from .model import Run
+from .roles import RoleView
 
 _OPTIMIZER_NAMES = {
     "adamw": "AdamW", "adam": "Adam", "sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad",
@@ -31,19 +38,23 @@ _KEYS = {
     "grad_accum": ("gradient_accumulation_steps", "accumulate_grad_batches", "grad_accum", "grad_accum_steps"),
     "warmup_steps": ("warmup_steps", "warmup_iters", "warmup"),
     "steps_per_epoch": ("steps_per_epoch", "epoch_steps", "num_update_steps_per_epoch"),
-    "max_steps": ("max_steps", "total_steps", "num_steps", "max_iters", "train_steps"),
+    "max_steps": ("max_steps", "total_steps", "num_steps", "max_iters", "train_steps", "num_training_steps"),
+    # HF TrainingArguments' max_grad_norm and Lightning's gradient_clip_val are the same threshold
+    "clip_grad_norm": ("clip_grad_norm", "max_grad_norm", "gradient_clip_val"),
 }
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts to one level of dotted keys (``{"optimizer": {"lr": 1}}`` -> ``optimizer.lr``)."""
+def flatten(d: Mapping[str, Any], prefix: str = "", *, lookup_keys: bool = False) -> dict[str, Any]:
+    """Nested dicts to one level of dotted keys (``{"optimizer": {"lr": 1}}`` -> ``optimizer.lr``);
+    an empty dict stays a value. With ``lookup_keys`` (what :func:`lookup` reads), empty dicts are
+    dropped and a dict-valued "optimizer" with a "type"/"name"/"class" also names the optimizer
+    itself under its own key."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "."))
-            # A dict-valued "optimizer" with a "type"/"name" names the optimizer itself.
-            for sub in ("type", "name", "class"):
+        if isinstance(v, Mapping) and (v or lookup_keys):
+            out.update(flatten(v, key + ".", lookup_keys=lookup_keys))
+            for sub in ("type", "name", "class") if lookup_keys else ():
                 if isinstance(v.get(sub), str):
                     out.setdefault(key, v[sub])
         else:
@@ -114,11 +125,50 @@ def optimizer_name(v: Any) -> str | None:
     return None
 
 
-def hparams_of(view: RoleView) -> dict[str, Any]:
-    """The run's hparams, then the built-in workload's config (origin) for what hparams lack."""
-    params = flatten(view.run.hparams or {})
-    origin = view.run.origin or {}
-    if isinstance(origin.get("config"), Mapping):
-        for k, v in flatten(origin["config"]).items():
+def hparams_of(run: Run) -> dict[str, Any]:
+    """The run's hparams, then the built-in workload's config (origin) for what hparams lack,
+    flattened to dotted keys."""
+    params = flatten(run.hparams or {}, lookup_keys=True)
+    config = run.origin.config if run.origin is not None else None
+    if config:
+        for k, v in flatten(config, lookup_keys=True).items():
             params.setdefault(k, v)
     return params
+
+
+def configured(run: Run, name: str, params: Mapping[str, Any] | None = None) -> tuple[str, Any] | None:
+    """``(key, value)`` of the configured ``name`` (a key of the alias table), or None."""
+    return lookup(hparams_of(run) if params is None else params, name)
+
+
+def configured_lr(run: Run) -> float | None:
+    """The configured (peak) LR when hparams or the workload config give a positive one."""
+    hit = configured(run, "lr")
+    lr = as_float(hit[1]) if hit is not None else None
+    return lr if lr is not None and lr > 0 else None
+
+
+def base_lr(run: Run) -> float | None:
+    """The run's LR: the configured one, else the logged LR's peak (a warmup starts low)."""
+    lr = configured_lr(run)
+    if lr is not None:
+        return lr
+    s = RoleView.of(run).get("lr")
+    if s is not None and len(s):
+        finite = s.values[np.isfinite(s.values)]
+        if finite.size:
+            return float(np.max(finite))
+    return None
+
+
+def clip_threshold(run: Run) -> float | None:
+    """The gradient-norm clip the run trained with (None: no clipping, or not known)."""
+    hit = configured(run, "clip_grad_norm")
+    v = as_float(hit[1]) if hit is not None else None
+    return v if v is not None and v > 0 else None
+
+
+def planned_steps(run: Run) -> int | None:
+    """The configured length in optimizer steps (a run killed early is shorter than planned)."""
+    hit = configured(run, "max_steps")
+    return as_int(hit[1]) if hit is not None else None

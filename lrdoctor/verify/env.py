@@ -1,0 +1,11 @@
+"""The environment variables a rerun is described in: written by the command backend
+(:mod:`lrdoctor.verify.backends`), read by :class:`lrdoctor.Controller` inside the user's script.
+One list, so the two sides cannot drift apart."""
+
+ENV_CONFIG = "LRDOCTOR_VERIFY_CONFIG"  # JSON: the arm's config patch, with max_steps and seed
+ENV_LOGDIR = "LRDOCTOR_LOGDIR"
+ENV_MAX_STEPS = "LRDOCTOR_MAX_STEPS"
+ENV_SEED = "LRDOCTOR_SEED"
+ENV_DEVICE = "LRDOCTOR_DEVICE"
+ENV_ARM = "LRDOCTOR_ARM"  # "baseline" or "candidate"
+ENV_BASE_LR = "LRDOCTOR_BASE_LR"  # the original run's LR, when known
