@@ -57,6 +57,8 @@ class RunSource:
     run_id: str | None = field(default=None, compare=False)
     #: one attempt of a file appended by several fits
     part: FilePart | None = field(default=None, compare=False)
+    #: how discovery grouped the run's files (copies left out, which attempt of several this is)
+    grouping: tuple[str, ...] = field(default=(), compare=False)
 
 
 class Reader(Protocol):

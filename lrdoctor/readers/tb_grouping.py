@@ -88,16 +88,15 @@ def group_files(source: RunSource, decode, order) -> list[RunSource]:
     note = (f"{len(copies)} event file(s) whose every point is in another file of the run (a copy) left "
             f"out: {', '.join(sorted(Path(c).name for c in copies))}") if copies else None
     sub = [f for f in files if Path(f).parent != root]
-    extra = {**source.extra, **({"copies_note": note} if note else {})}
+    grouping = (*source.grouping, *([note] if note else []))
     if len(attempts) == 1:
-        return [replace(source, files=tuple([*attempts[0], *sub]), extra=extra)]
+        return [replace(source, files=tuple([*attempts[0], *sub]), grouping=grouping)]
     if sub:
         # several attempts and subdirectory files: which attempt they belong to is unknown, so
         # the directory stays one run as before (its restart notes say so)
-        return [replace(source, files=tuple(f for f in files if f not in copies), extra=extra)]
+        return [replace(source, files=tuple(f for f in files if f not in copies), grouping=grouping)]
     return [replace(source, name=f"{source.name}#{k}", files=tuple(a),
-                    extra={**extra, "attempt": k, "attempts": len(attempts),
-                           "grouping": f"event file(s) {', '.join(Path(f).name for f in a)}: attempt {k} of "
-                                       f"{len(attempts)} (each later attempt logs its tags again from their "
-                                       "first step)"})
+                    grouping=(*grouping, f"event file(s) {', '.join(Path(f).name for f in a)}: attempt {k} of "
+                                         f"{len(attempts)} (each later attempt logs its tags again from their "
+                                         "first step)"))
             for k, a in enumerate(attempts, start=1)]

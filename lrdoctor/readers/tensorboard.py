@@ -191,9 +191,8 @@ def read_run(source: RunSource, options: ReadOptions) -> Run:
     else:
         df = make_scalars(np.array([], dtype=object), [], [], [])
     tags = list(pd.unique(df["tag"])) if len(df) else []
-    for key in ("copies_note", "grouping"):
-        if source.extra.get(key):
-            notes.append(Annotation(kind="grouping", message=source.extra[key], path=str(source.root)))
+    for message in source.grouping:
+        notes.append(Annotation(kind="grouping", message=message, path=str(source.root)))
     return Run(name=source.name, source=str(source.root), format="tensorboard", scalars=df,
                hparams=hparams, step_axis=step_axis_of(tags), annotations=tuple(notes))
 
