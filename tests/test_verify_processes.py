@@ -108,6 +108,16 @@ def test_default_timeout_comes_from_the_run_wall_time(tmp_path):
     assert rerun_timeout(untimed, 100, None) is None  # no wall times, no flag: no limit
     assert rerun_timeout(slow, 100, 7) == 7 and rerun_timeout(slow, 100, 0) is None
 
+    # and every rerun planned for the run carries it to the executor
+    from lrdoctor.model import Proposal
+    from lrdoctor.verify.protocol import VerifyConfig
+    from lrdoctor.verify.runner import plan
+
+    noop = Proposal(id="patch", kind="custom", summary="", rationale="", config={}, code="")
+    p = plan([(slow, None, [noop])], VerifyConfig(seeds=3, budget_steps=100), tmp_path / "out",
+             train=template("ok", tmp_path))
+    assert len(p.tasks) == 6 and {t.timeout_s for t in p.tasks.values()} == {FACTOR * 30.0 * 100}
+
 
 def spawn_verify(run: Path, out: Path, train: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
