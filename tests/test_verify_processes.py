@@ -151,7 +151,9 @@ def test_stopped_verify_leaves_no_process_keeps_finished_reruns_and_resumes(tmp_
         proc.kill()
     assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}[sig], stderr
     if sig != signal.SIGKILL:
-        assert "interrupted: every rerun was stopped" in stderr and "Traceback" not in stderr
+        assert stderr.strip().splitlines()[-1].startswith("lrdoctor: interrupted: every rerun was stopped; "
+                                                          f"finished reruns under {out} are kept")
+        assert "Traceback" not in stderr and "aborted" not in stderr
     assert survivors(pids(tmp_path)) == []
     markers = {p: p.stat().st_mtime_ns for p in out.rglob("lrdoctor-rerun.done")}
     assert len(markers) == 2 and all(p.parent.name == "seed0" for p in markers)
