@@ -224,3 +224,18 @@ def test_verify_on_a_real_tiny_tmpfs(tmp_path, capsys):
             assert (marker.parent / "logs" / "metrics.csv").read_text().count("\n") == 101
     finally:
         subprocess.run(["umount", str(out)], check=False)
+
+
+def test_rerun_that_runs_out_of_disk_stops_verify_once(tmp_path):
+    """A training whose own writes fail with ENOSPC: every other rerun would too, so it is one
+    VerifyError (the CLI's one line, exit 2), not an ERROR verdict per rerun."""
+    from lrdoctor.errors import VerifyError
+    from lrdoctor.verify.backends import CommandBackend, RerunTask, run_rerun
+
+    cmd = f"{PY} -c \"raise OSError(28, 'No space left on device')\""
+    d = tmp_path / "seed0"
+    task = RerunTask(key=str(d), arm="baseline", seed=0, max_steps=5, patch={}, rerun_dir=str(d), device="cpu",
+                     backend=CommandBackend(cmd), digest="x")
+    with pytest.raises(VerifyError, match=r"ran out of disk space \(OSError: \[Errno 28\] No space left on device\)"):
+        run_rerun(task)
+    assert not (d / "lrdoctor-rerun.done").exists()
