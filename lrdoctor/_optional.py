@@ -13,8 +13,9 @@ from types import ModuleType
 from .errors import UsageError
 
 
-class MissingDependencyError(UsageError):
-    """An optional package that the requested feature needs is not importable."""
+class MissingDependencyError(UsageError, ImportError):
+    """An optional package that the requested feature needs is not importable (an ImportError
+    too, so ``try: import lrdoctor.integrations.hf`` / ``except ImportError`` keeps working)."""
 
 
 #: module -> the pip requirement that provides it (an lrdoctor extra where there is one)
@@ -23,6 +24,8 @@ INSTALL = {
     "ray": "'lrdoctor[ray]'",
     "pyarrow": "'lrdoctor[parquet]'",
     "tensorboardX": "tensorboardX",
+    "transformers": "transformers",
+    "lightning.pytorch.callbacks": "lightning",
 }
 
 
@@ -34,5 +37,6 @@ def require(module: str, what: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         hint = INSTALL.get(module, module)
-        why = "" if isinstance(exc, ModuleNotFoundError) and exc.name == module else f" ({exc})"
-        raise MissingDependencyError(f"{what} needs {module}{why}: pip install {hint}") from exc
+        top = module.partition(".")[0]
+        why = "" if isinstance(exc, ModuleNotFoundError) and exc.name in (module, top) else f" ({exc})"
+        raise MissingDependencyError(f"{what} needs {top}{why}: pip install {hint}") from exc

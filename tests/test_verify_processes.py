@@ -19,6 +19,7 @@ import pytest
 
 from lrdoctor.cli import main
 from lrdoctor.verify.executors import LocalPoolExecutor, RerunKilled, RerunTimeout
+from lrdoctor.verify.outdir import out_lock
 from tests.proc_helpers import pids, survivors, wait_for
 
 SCRIPT = str(Path(__file__).with_name("verify_misbehave.py"))
@@ -108,6 +109,16 @@ def test_default_timeout_comes_from_the_run_wall_time(tmp_path):
     assert rerun_timeout(untimed, 100, None) is None  # no wall times, no flag: no limit
     assert rerun_timeout(slow, 100, 7) == 7 and rerun_timeout(slow, 100, 0) is None
 
+    # and every rerun planned for the run carries it to the executor
+    from lrdoctor.model import Proposal
+    from lrdoctor.verify.protocol import VerifyConfig
+    from lrdoctor.verify.runner import plan
+
+    noop = Proposal(id="patch", kind="custom", summary="", rationale="", config={}, code="")
+    p = plan([(slow, None, [noop])], VerifyConfig(seeds=3, budget_steps=100), tmp_path / "out",
+             train=template("ok", tmp_path))
+    assert len(p.tasks) == 6 and {t.timeout_s for t in p.tasks.values()} == {FACTOR * 30.0 * 100}
+
 
 def spawn_verify(run: Path, out: Path, train: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
@@ -141,11 +152,15 @@ def test_stopped_verify_leaves_no_process_keeps_finished_reruns_and_resumes(tmp_
         proc.kill()
     assert proc.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}[sig], stderr
     if sig != signal.SIGKILL:
-        assert "interrupted: every rerun was stopped" in stderr and "Traceback" not in stderr
+        assert stderr.strip().splitlines()[-1].startswith("lrdoctor: interrupted: every rerun was stopped; "
+                                                          f"finished reruns under {out} are kept")
+        assert "Traceback" not in stderr and "aborted" not in stderr
     assert survivors(pids(tmp_path)) == []
     markers = {p: p.stat().st_mtime_ns for p in out.rglob("lrdoctor-rerun.done")}
     assert len(markers) == 2 and all(p.parent.name == "seed0" for p in markers)
     if sig != signal.SIGINT:
+        with out_lock(out):  # the kernel released the lock with its holder, even after SIGKILL
+            pass
         return  # the resume is the same whatever stopped the first verify: checked once
 
     (tmp_path / "gate").unlink()
@@ -212,3 +227,18 @@ def test_verify_on_a_real_tiny_tmpfs(tmp_path, capsys):
             assert (marker.parent / "logs" / "metrics.csv").read_text().count("\n") == 101
     finally:
         subprocess.run(["umount", str(out)], check=False)
+
+
+def test_rerun_that_runs_out_of_disk_stops_verify_once(tmp_path):
+    """A training whose own writes fail with ENOSPC: every other rerun would too, so it is one
+    VerifyError (the CLI's one line, exit 2), not an ERROR verdict per rerun."""
+    from lrdoctor.errors import VerifyError
+    from lrdoctor.verify.backends import CommandBackend, RerunTask, run_rerun
+
+    cmd = f"{PY} -c \"raise OSError(28, 'No space left on device')\""
+    d = tmp_path / "seed0"
+    task = RerunTask(key=str(d), arm="baseline", seed=0, max_steps=5, patch={}, rerun_dir=str(d), device="cpu",
+                     backend=CommandBackend(cmd), digest="x")
+    with pytest.raises(VerifyError, match=r"ran out of disk space \(OSError: \[Errno 28\] No space left on device\)"):
+        run_rerun(task)
+    assert not (d / "lrdoctor-rerun.done").exists()

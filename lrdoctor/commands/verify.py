@@ -97,10 +97,11 @@ def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_
                 ray_address=ray_address, jobs=jobs, train=train, fmt=fmt, strict=strict,
                 role_overrides=role_overrides(roles, roles_config), rules=rules,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         click.echo(f"lrdoctor: interrupted: every rerun was stopped; finished reruns under {out_dir} are kept "
                    "and a repeated verify resumes from them", err=True)
-        raise
+        # this one line, not click's "Aborted!" as well; 130 for Ctrl-C, 143 for SIGTERM
+        raise click.exceptions.Exit(getattr(exc, "exit_code", 130)) from None
     if as_json:
         click.echo(json.dumps({"runs": [r.to_dict() for r in results]}, indent=2))
     else:

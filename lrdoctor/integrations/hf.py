@@ -22,9 +22,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainerCallback
-
+from .._optional import require
 from ..live.guard import Guard, GuardOptions, drop_gradients, scale_optimizer_lr
+
+TrainerCallback = require("transformers", "lrdoctor.integrations.hf").TrainerCallback
 
 #: Trainer log keys -> the tags lrdoctor's roles resolve
 _KEYS = {"loss": "train_loss", "grad_norm": "grad_norm", "learning_rate": "lr", "eval_loss": "val_loss"}

@@ -19,12 +19,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-try:
-    from lightning.pytorch.callbacks import Callback
-except ImportError:  # the standalone package name
-    from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef]
-
+from .._optional import MissingDependencyError, require
 from ..live.guard import Guard, GuardOptions, drop_gradients, grad_norm, scale_optimizer_lr
+
+try:
+    Callback = require("lightning.pytorch.callbacks", "lrdoctor.integrations.lightning").Callback
+except MissingDependencyError:  # the standalone package name, else the error names `lightning`
+    try:
+        from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef]
+    except ImportError:
+        raise MissingDependencyError("lrdoctor.integrations.lightning needs lightning: pip install lightning") from None
 
 
 class _Hooks:

@@ -156,8 +156,8 @@ def run_rerun(task: RerunTask) -> RerunOutcome:
         _write_marker(task, seconds)
     else:
         if any(f"[Errno {n}]" in err for n in DISK_FULL):
-            # the training's own log writes hit a full disk: that stops every rerun, say it once
-            raise VerifyError(f"the rerun in {task.rerun_dir} failed writing its logs: {_tail(err, 1)}; free "
+            # the training's own writes hit a full disk: every other rerun would too, so say it once
+            raise VerifyError(f"the rerun in {task.rerun_dir} ran out of disk space ({_tail(err, 1)}); free "
                               "some space or use another --out (finished reruns are kept and reused)")
         write_error_log(task.rerun_dir, err)
     return RerunOutcome(task.key, rc == 0, str(logdir), seconds, rc, _tail(err) if rc != 0 else "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import socket
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from ..errors import VerifyError
 
+log = logging.getLogger(__name__)
 LOCK_NAME = ".lrdoctor-verify.lock"
 #: errnos that mean the disk (or the user's quota) is full: one clear error, not an ERROR per rerun
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -80,6 +82,9 @@ def out_lock(out: str | Path) -> Iterator[Path]:
                 who = _holder(fh.read(4096))
             raise VerifyError(f"--out {out} is in use by another 'lrdoctor verify' ({who}); wait for it to "
                               "finish or use another --out") from None
+        except OSError as exc:  # a filesystem without locks (some NFS mounts): warn, do not refuse
+            log.warning("cannot lock --out %s (%s): a second verify on it would not be stopped", out,
+                        exc.strerror or exc)
         me = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}
         try:

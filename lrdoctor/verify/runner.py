@@ -239,8 +239,9 @@ def execute(tasks: Sequence[RerunTask], executor: Executor) -> dict[str, RerunOu
     if len(outcomes):
         log.info("reusing %d finished reruns", len(outcomes))
     prog = _progress(len(todo))
+    results = executor.run(run_rerun, todo, [t.timeout_s for t in todo])
     try:
-        for i, res in executor.run(run_rerun, todo, [t.timeout_s for t in todo]):
+        for i, res in results:
             t = todo[i]
             if isinstance(res, LrdoctorError):
                 raise res  # cannot write under --out (a full disk): one error, the other reruns stop
@@ -260,6 +261,8 @@ def execute(tasks: Sequence[RerunTask], executor: Executor) -> dict[str, RerunOu
             if prog is not None:
                 prog.advance(prog.task_ids[0])
     finally:
+        # an error above closes the executor's generator now, which kills the reruns still running
+        getattr(results, "close", lambda: None)()
         if prog is not None:
             prog.stop()
     return outcomes

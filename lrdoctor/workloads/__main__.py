@@ -35,6 +35,15 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"{rec.name:22s} {', '.join(rec.workloads):60s} {rec.doc}\n")
         sys.stdout.write(f"formats: {', '.join(FORMATS)}\n")
         return 0
+    from .._optional import MissingDependencyError, require
+
+    try:  # one line, not a traceback from deep inside the training
+        require("torch", "training a built-in workload")
+        if args.format == "tensorboardx":
+            require("tensorboardX", "the tensorboardx log format")
+    except MissingDependencyError as exc:
+        sys.stderr.write(f"lrdoctor.workloads: error: {exc}\n")
+        return 2
     from .training import train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
