@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lrdoctor-bench")
     ap.add_argument("--repeats", type=int, default=3, help="best of N for lrdoctor and pandas")
     ap.add_argument("--skip-peers", action="store_true", help="only lrdoctor (peers take minutes)")
+    ap.add_argument("--only-trackers", action="store_true", help="only the W&B and MLflow SQLite rows")
     ap.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -226,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.only_trackers:
+        return 0 if tracker_rows(args) else 1
     files = make_event_files(args.workdir, args.tags, args.steps)
     expected = args.tags * args.steps
     print(f"# ingest speed: {args.tags} tags x {args.steps} steps = {expected:,} scalars; "

@@ -112,8 +112,10 @@ def _history(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, 
     locs = offsets[recs_k]
     has_items = np.zeros(n_rec, dtype=bool)
     has_items[rec_of] = True
-    notes += backwards_annotations(step[has_items], offsets[has_items], spath, loc_label="byte")
-    notes += duplicate_annotations(codes, steps, values, locs, names, spath, loc_label="byte")
+    rec_steps = step[has_items]
+    notes += backwards_annotations(rec_steps, offsets[has_items], spath, loc_label="byte")
+    if not np.all(rec_steps[1:] > rec_steps[:-1]):  # one record per step cannot repeat a step
+        notes += duplicate_annotations(codes, steps, values, locs, names, spath, loc_label="byte")
     return tidy_frame(codes, names, steps, wall[recs_k], values), notes
 
 
