@@ -111,8 +111,8 @@ def read_source(source: RunSource, options: ReadOptions) -> Run:
             changes["annotations"] = run.annotations + (
                 Annotation("bad_origin", f"cannot read {ORIGIN_FILE}: {one_line(exc)}", path=str(origin_path)),)
     notes = live_notes(origin_dir(source) / FINDINGS_FILE)
-    if notes:
-        changes["annotations"] = changes.get("annotations", run.annotations) + notes
+    if notes:  # first: where the training was stopped or rolled back matters more than reader notes
+        changes["annotations"] = notes + changes.get("annotations", run.annotations)
     lfs = source.lfs_pointers
     if lfs:
         changes["annotations"] = changes.get("annotations", run.annotations) + tuple(
