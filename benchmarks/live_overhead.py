@@ -92,7 +92,7 @@ def bare(steps: int, **_) -> tuple[float, float]:
 
 
 def controller(steps: int, live: str | None, check_every: int, tmp: Path,
-               budget: float | None = 0.01) -> tuple[float, float]:
+               budget: float | None = 0.005) -> tuple[float, float]:
     from lrdoctor.verify.controller import Controller
 
     model, opt, sched, batches, clip = setup(steps)
@@ -111,7 +111,7 @@ def controller(steps: int, live: str | None, check_every: int, tmp: Path,
 
 
 def lightning(steps: int, live: str | None, check_every: int, tmp: Path,
-              budget: float | None = 0.01) -> tuple[float, float]:
+              budget: float | None = 0.005) -> tuple[float, float]:
     measure = live != "warn, no grad norm"
     live = "warn" if live == "warn, no grad norm" else live
     import lightning as L
@@ -169,7 +169,7 @@ def _StepClock():  # noqa: N802 - a Callback class built when lightning is impor
 
 
 def hf(steps: int, live: str | None, check_every: int, tmp: Path,
-       budget: float | None = 0.01) -> tuple[float, float]:
+       budget: float | None = 0.005) -> tuple[float, float]:
     import transformers
 
     from lrdoctor.integrations.hf import LRDoctorCallback
@@ -271,7 +271,7 @@ def main() -> int:
         base = statistics.median(bare(steps)[0] for _ in range(args.repeats))
         rows = [("bare loop (forward, backward, clip, step, schedule)", base, base, 0.0)]
         every = (None, "every 10 steps (max_overhead=None)")
-        budget = (0.01, "default (max_overhead=0.01)")
+        budget = (0.005, "default (max_overhead=0.005)")
         for name, fn, variants in (
                 ("Controller", controller, [("warn", every), ("warn", budget), ("rollback", budget)]),
                 ("Lightning Trainer + LRDoctorCallback", lightning,

@@ -57,7 +57,8 @@ class GuardOptions:
     #: time: other work on the machine must not buy the checks more room): a check that would go
     #: over waits (None: check every ``check_every`` steps whatever it costs). A non-finite loss
     #: or grad norm, or a loss URGENT_RATIO x its best, is checked at the next interval regardless.
-    max_overhead: float | None = 0.01
+    #: 0.5% for the checks leaves room under 1% for what runs at every step (feeding the points)
+    max_overhead: float | None = 0.005
     max_rollbacks: int = 3
     apply_patch: bool = True  # rollback: apply the best live-applicable proposal's patch
     skip_after: int = 0  # rollback: batches skipped after restoring
@@ -178,7 +179,10 @@ class Guard:
         budget = self.options.max_overhead
         if budget is None or self._t0 is None:
             return True
-        return self._check_seconds + self._last_check <= budget * (now - self._t0)
+        # the next check is estimated at the dearer of the last one and the mean so far: a check
+        # that re-runs the whole-run rules costs more than one that does not
+        estimate = max(self._last_check, self._check_seconds / self.checks) if self.checks else 0.0
+        return self._check_seconds + estimate <= budget * (now - self._t0)
 
     @property
     def overhead(self) -> float:
