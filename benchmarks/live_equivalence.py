@@ -38,9 +38,11 @@ def compare(path: Path, k: int) -> list[dict]:
         lags = [reported[r].at_step - f.start_step for r, f in offline.items()
                 if r in reported and f.start_step is not None]
         withdrawn = [e.finding.rule for e in rep.events if e.kind is EventKind.WITHDRAWN]
+        # what a callback at the default severity (error) would have stopped or rolled back on
+        acted = [e.finding.rule for e in rep.events if e.kind is EventKind.NEW and e.finding.severity.value == "error"]
         rows.append({"run": run.name, "same": set(offline) == set(rep.final), "onset_ok": onset_ok,
-                     "offline": sorted(offline), "live": sorted(rep.final), "withdrawn": withdrawn,
-                     "lag": max(lags) if lags else None, "ms_per_check": 1e3 * dt / rep.checks})
+                     "offline": sorted(offline), "live": sorted(rep.final), "withdrawn": withdrawn, "acted": acted,
+                     "healthy": "healthy" in run.name, "lag": max(lags) if lags else None, "ms_per_check": 1e3 * dt / rep.checks})
     return rows
 
 
@@ -54,8 +56,8 @@ def main() -> int:
     bad = 0
     print(f"check every {args.check_every} steps\n")
     print("| source | runs | same rules at the end | onset within one interval | runs with a withdrawn report "
-          "| median / max report lag (steps) | ms per check |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "| healthy runs that would stop (error report) | median / max report lag (steps) | ms per check |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for src in sources:
         rows = compare(src, args.check_every)
         lags = sorted(r["lag"] for r in rows if r["lag"] is not None)
@@ -63,13 +65,15 @@ def main() -> int:
         onset = sum(r["onset_ok"] for r in rows)
         wd = sum(bool(r["withdrawn"]) for r in rows)
         ms = sorted(r["ms_per_check"] for r in rows)
-        print(f"| {src.name} | {len(rows)} | {same}/{len(rows)} | {onset}/{len(rows)} | {wd} "
+        healthy = [r for r in rows if r["healthy"]]
+        stops = sum(bool(r["acted"]) for r in healthy)
+        print(f"| {src.name} | {len(rows)} | {same}/{len(rows)} | {onset}/{len(rows)} | {wd} | {stops}/{len(healthy)} "
               f"| {lags[len(lags) // 2] if lags else '-'} / {lags[-1] if lags else '-'} | {ms[len(ms) // 2]:.1f} |")
         for r in rows:
-            if args.verbose or not (r["same"] and r["onset_ok"]):
+            if args.verbose or not (r["same"] and r["onset_ok"]) or (r["healthy"] and r["acted"]):
                 print(f"    {r['run']}: offline {r['offline']} live {r['live']} onset_ok={r['onset_ok']} "
-                      f"withdrawn {r['withdrawn']} lag {r['lag']}")
-            bad += not (r["same"] and r["onset_ok"])
+                      f"withdrawn {r['withdrawn']} error reports {r['acted']} lag {r['lag']}")
+            bad += not (r["same"] and r["onset_ok"]) or (r["healthy"] and bool(r["acted"]))
     return 1 if bad else 0
 
 

@@ -107,3 +107,42 @@ def test_every_builtin_rule_documents_what_it_reports_live():
 def test_bad_live_block_is_a_rule_spec_error(bad):
     with pytest.raises(RuleSpecError):
         parse_live(bad, "rules/x.yaml")
+
+
+class _RecordingHooks:
+    """Trainer hooks that only record what the guard asked for."""
+
+    def __init__(self):
+        self.calls = []
+
+    def state(self):
+        return {"w": np.zeros(3)}
+
+    def load_state(self, state):
+        self.calls.append("load_state")
+
+    def scale_lr(self, factor):
+        self.calls.append(("scale_lr", factor))
+
+    def set_clip_grad_norm(self, value):
+        self.calls.append(("clip", value))
+
+    def stop(self, step):
+        self.calls.append(("stop", step))
+        return None
+
+
+@pytest.mark.parametrize("action", ["stop", "rollback"])
+def test_healthy_sample_runs_never_trigger_stop_or_rollback_at_the_default_severity(sample_runs, action):
+    from lrdoctor.live.guard import Guard, GuardOptions
+
+    healthy = [r for r in sample_runs if r.name.startswith("healthy")]
+    assert len(healthy) == 2
+    for run in healthy:
+        guard, hooks = Guard(GuardOptions(action=action, max_overhead=None)), _RecordingHooks()
+        sc = run.scalars
+        for tag, step, value in zip(sc["tag"].astype(str), sc["step"], sc["value"], strict=True):
+            guard.observe(int(step), {tag: float(value)}, hooks)
+        guard.finish()
+        assert guard.checks > 10 and hooks.calls == [] and not guard.stopped, run.name
+        assert not [r for r in guard.records if r["event"] != "finding"]

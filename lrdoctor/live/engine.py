@@ -164,6 +164,27 @@ class LiveEngine:
         self._last: dict[str, tuple[int, Finding | None]] = {}  # per rule: points, answer at its last run
         self._run = Run(name=self.name, source=self.source, format="live", hparams=self.hparams,
                         step_axis=self.step_axis)
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run the rules once on a made-up curve, so the imports and first-call costs of the
+        detectors (scipy) and proposals are paid here rather than in the first check of a training."""
+        from ..engine.runner import run_rules
+
+        steps = np.arange(1, 65)
+        curve = np.exp(-steps / 20.0) + 0.01 * np.cos(steps)
+        buffers = {tag: _Buffer() for tag in ("train_loss", "val_loss", "grad_norm", "lr")}
+        for tag, buf in buffers.items():
+            buf.extend(steps, curve if tag != "lr" else np.full(len(steps), 0.1))
+        view = _PrefixView(self._run, {t: t for t in buffers}, buffers)
+        try:
+            run_rules(view, self._rules)  # type: ignore[arg-type]
+            if self.proposals:
+                from ..engine.diagnose import _proposer
+
+                _proposer()
+        except Exception as exc:  # noqa: BLE001 -- a warm-up only; the real checks report problems
+            log.debug("live engine warm-up: %s", exc)
 
     # ------------------------------------------------------------------ feeding
 

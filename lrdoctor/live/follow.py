@@ -6,7 +6,7 @@ temporary copy of the run holding only the complete units appended since (plus t
 
 * TensorBoard event files: whole TFRecord frames (the last frame may be half written: reading
   resumes at its start on the next poll);
-* CSV (Lightning, Keras, generic), JSON Lines and MLflow metric files: whole lines (a line
+* CSV (Lightning, Keras, generic), JSON Lines, text logs and MLflow metric files: whole lines (a line
   without its newline yet is left for the next poll). A CSV whose header changes (Lightning's
   CSVLogger rewrites the file when a new metric appears) or a file that shrinks is read again
   from its start, and only the points beyond those already delivered are kept;
@@ -38,7 +38,7 @@ from ..readers import ReadOptions, RunSource, find_run_sources, get_reader
 
 log = logging.getLogger(__name__)
 
-_LINE_FORMATS = frozenset({"lightning_csv", "keras_csv", "csv", "jsonl", "mlflow"})
+_LINE_FORMATS = frozenset({"lightning_csv", "keras_csv", "csv", "jsonl", "mlflow", "text"})
 _CSV_FORMATS = frozenset({"lightning_csv", "keras_csv", "csv"})
 #: read again whole when they change: JSON rewritten whole; a W&B .wandb file (appended, but in
 #: 32 KiB blocks whose records span blocks, so it cannot be read from an arbitrary offset); an
@@ -47,6 +47,11 @@ _WHOLE_FORMATS = frozenset({"hf_trainer_state", "keras_history", "wandb", "mlflo
 #: whole formats read in place rather than from a copy (their readers take a consistent view:
 #: SQLite's read transaction, the W&B reader's stop at a half-written block)
 _IN_PLACE = frozenset({"wandb", "mlflow_sqlite"})
+
+
+def _whole(fmt: str) -> bool:
+    """Read again whole on change: the formats above, and any this layer does not know."""
+    return fmt in _WHOLE_FORMATS or (fmt != "tensorboard" and fmt not in _LINE_FORMATS)
 _LEN = struct.Struct("<Q")
 
 
@@ -111,14 +116,14 @@ class RunFollower:
             return None
         self.hparams.update(run.hparams)
         self.step_axis = run.step_axis
-        return self._only_new(run.scalars, reset or fmt in _WHOLE_FORMATS)
+        return self._only_new(run.scalars, reset or _whole(fmt))
 
     def _read_new(self, path: Path, st: _FileState, fmt: str) -> tuple[bytes, bool] | None:
         try:
             stat = path.stat()
         except OSError:
             return None  # removed or not there yet
-        if fmt in _WHOLE_FORMATS:
+        if _whole(fmt):
             stamp = (stat.st_size, stat.st_mtime_ns)
             if stamp == st.stamp:
                 return None
@@ -184,11 +189,11 @@ class RunFollower:
             try:
                 run = get_reader(src.format).read(copy, ReadOptions(strict=self.strict))
             except LogFormatError as exc:
-                if src.format in _WHOLE_FORMATS:
+                if _whole(src.format):
                     return None  # caught half written; read again on the next change
                 raise LogFormatError(str(exc.message).replace(str(root), str(base)), path=str(src.root),
                                      location=exc.location) from exc
-        if src.format in _WHOLE_FORMATS:
+        if _whole(src.format):
             for path in chunks:
                 stat = path.stat()
                 self.files[path].stamp = (stat.st_size, stat.st_mtime_ns)
@@ -223,7 +228,9 @@ class TreeFollower:
     def poll(self) -> list[tuple[RunFollower, pd.DataFrame]]:
         """(run, new points) for each run that grew since the last poll."""
         try:
-            sources = find_run_sources(self.path, self.format)
+            # not split by content (TensorBoard attempts, Keras CSV restarts): that reads whole
+            # files at every poll, and a split names row ranges of the whole file, not of a chunk
+            sources = find_run_sources(self.path, self.format, expand_formats=_IN_PLACE)
         except NoRunsFoundError as exc:  # nothing written yet is not an error while following
             log.debug("no runs under %s yet: %s", self.path, exc)
             return []

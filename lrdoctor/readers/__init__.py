@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,16 +64,21 @@ def get_reader(name: str) -> Reader:
     raise UsageError(f"unknown format {name!r} (supported: {', '.join(supported_formats())})")
 
 
-def find_run_sources(path: str | Path, format: str | None = None) -> list[RunSource]:
-    """The runs under ``path`` (a log file, a run directory, or a tree of runs), not yet read."""
+def find_run_sources(path: str | Path, format: str | None = None, *,
+                     expand_formats: Collection[str] | None = None) -> list[RunSource]:
+    """The runs under ``path`` (a log file, a run directory, or a tree of runs), not yet read.
+
+    Files of formats that hold several runs are split into them (an MLflow SQLite store, a Keras
+    CSV with restarts, TensorBoard attempts); ``expand_formats`` limits that to those formats
+    (``lrdoctor watch`` follows files as they grow and splits only stores that must be)."""
     path = Path(path)
     forced = get_reader(format) if format else None
     finder = Finder(READERS, forced=forced)
     if not path.exists():
         raise NoRunsFoundError(f"no such file or directory: {path}")
     if not path.is_dir():  # a file, or a FIFO/device that for_file refuses by name
-        return _expand([finder.for_file(path)], path.parent)
-    sources = _expand(finder.for_tree(path), path)
+        return _expand([finder.for_file(path)], path.parent, expand_formats)
+    sources = _expand(finder.for_tree(path), path, expand_formats)
     if not sources:
         what = f" of format {format!r}" if format else ""
         msg = f"no runs{what} found under {path}"
@@ -83,11 +89,12 @@ def find_run_sources(path: str | Path, format: str | None = None) -> list[RunSou
     return sources
 
 
-def _expand(sources: list[RunSource], root: Path) -> list[RunSource]:
+def _expand(sources: list[RunSource], root: Path, formats: Collection[str] | None = None) -> list[RunSource]:
     """Files that hold many runs (an MLflow SQLite store) become one source per run."""
     out: list[RunSource] = []
     for s in sources:
-        expand = getattr(get_reader(s.format), "expand", None) if s.format in supported_formats() else None
+        wanted = s.format in supported_formats() and (formats is None or s.format in formats)
+        expand = getattr(get_reader(s.format), "expand", None) if wanted else None
         out += expand(s) if expand is not None else [s]
     return unique_names(out, root) if len(out) != len(sources) else out
 
@@ -111,8 +118,8 @@ def read_source(source: RunSource, options: ReadOptions) -> Run:
             changes["annotations"] = run.annotations + (
                 Annotation("bad_origin", f"cannot read {ORIGIN_FILE}: {one_line(exc)}", path=str(origin_path)),)
     notes = live_notes(origin_dir(source) / FINDINGS_FILE)
-    if notes:
-        changes["annotations"] = changes.get("annotations", run.annotations) + notes
+    if notes:  # first: where the training was stopped or rolled back matters more than reader notes
+        changes["annotations"] = notes + changes.get("annotations", run.annotations)
     lfs = source.lfs_pointers
     if lfs:
         changes["annotations"] = changes.get("annotations", run.annotations) + tuple(

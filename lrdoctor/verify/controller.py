@@ -27,6 +27,11 @@ Without those variables the controller is a pass-through: the optimizer is untou
 stops, and metrics go to ``logdir`` when one is given (else only to ``logging`` at debug level).
 Metrics are JSON Lines (``lrdoctor-metrics.jsonl``: ``{"step", "train_loss", "grad_norm", "lr"}``
 per step), which ``lrdoctor diagnose`` reads like any other log.
+
+``Controller(..., live="warn" | "stop" | "rollback")`` (or a :class:`lrdoctor.live.guard.GuardOptions`)
+also runs lrdoctor's rules while the loop trains, as the Lightning and HF callbacks do (see
+:mod:`lrdoctor.live.guard`): ``should_stop`` turns true on ``stop``; ``rollback`` restores the
+model, optimizer and scheduler in place.
 """
 
 from __future__ import annotations
