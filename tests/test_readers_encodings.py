@@ -166,3 +166,17 @@ def test_boms_are_known():
     assert encoding_of(codecs.BOM_UTF32_LE + b"a") == "utf-32"
     assert encoding_of(codecs.BOM_UTF16_LE + b"a\x00") == "utf-16"
     assert encoding_of(b"step,loss") == "utf-8-sig"
+
+
+@pytest.mark.parametrize("arrow", [True, False])
+@pytest.mark.parametrize("text", [
+    ",step,loss\n0,0,1.0\n1,1,0.5\n",  # pandas to_csv with its index
+    ",step,loss\n,0,1.0\n,1,0.5\n",  # found by the fuzz test: a header cut at its start
+])
+def test_a_column_with_an_empty_header_is_no_made_up_tag(tmp_path, monkeypatch, arrow, text):
+    monkeypatch.setattr(csvfile, "USE_ARROW", arrow)
+    f = tmp_path / "log.csv"
+    f.write_text(text)
+    [run] = discover(f)
+    assert run.tags == ["loss"]
+    assert [a.kind for a in run.annotations] == ["unnamed_column"]

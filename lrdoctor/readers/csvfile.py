@@ -162,8 +162,24 @@ def csv_columns(path: Path, *, strict: bool, missing: Sequence[str] = (), text: 
     stripped strings (for a long table's tag column).
     """
     got = _arrow_columns(path, strict=strict, missing=missing, text=text) if USE_ARROW else None
-    if got is not None:
-        return got
+    if got is None:
+        got = _pandas_columns(path, strict=strict, missing=missing, text=text)
+    columns, n, locs, notes = got
+    unnamed = [name for name in columns if not name or _UNNAMED.match(name)]
+    for name in unnamed:
+        # An empty header cell (a pandas index written with to_csv, a damaged header): whatever
+        # it holds is no metric, and a tag named "Unnamed: 0" would be made up.
+        del columns[name]
+        notes.append(Annotation("unnamed_column", "a column with an empty header is not read as a metric",
+                                path=str(path), location="line 1"))
+    return columns, n, locs, notes
+
+
+#: pandas' name for a column whose header cell is empty.
+_UNNAMED = re.compile(r"^Unnamed: \d+(_level_\d+)?$")
+
+
+def _pandas_columns(path: Path, *, strict: bool, missing: Sequence[str], text: Sequence[str]):
     spath = str(path)
     df = load_csv(path)
     locs = np.arange(len(df), dtype=np.int64) + 2  # line numbers: the header is line 1
