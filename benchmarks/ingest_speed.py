@@ -2,6 +2,12 @@
 
     python benchmarks/ingest_speed.py                 # 10 tags x 100k steps (~50 MB event file)
     python benchmarks/ingest_speed.py --steps 10000   # a quick look
+    python benchmarks/ingest_speed.py --only-media --media-gb 2   # the memory row alone
+
+``--media-gb N`` adds a row for a mostly-media event file of N GB (torch SummaryWriter: PNG images,
+WAV audio and histograms, 5 scalars per step), written into --workdir after checking its free
+space and deleted afterwards: lrdoctor's maximum RSS (imports included) beside EventAccumulator's
+and tbparse's (scalars only), each stopped after --peer-timeout seconds with its memory by then.
 
 Event files (written once into --workdir by the real writers, see tests/tb_writers.py):
 ``torch`` = torch SummaryWriter simple_value scalars; ``tf2`` = the same points as TF2-style
@@ -59,6 +65,12 @@ def run(p):
     r = SummaryReader(p)
     return len(r.scalars) + len(r.tensors)
 """,
+    # the media row: tbparse asked for scalars only (its kindest setting for such a file)
+    "tbparse_scalars": """
+from tbparse import SummaryReader
+def run(p):
+    return len(SummaryReader(p, event_types={"scalars"}).scalars)
+""",
     "protobuf_loop": """
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto import event_pb2
@@ -91,6 +103,14 @@ def run(p):
 }
 
 
+def _hwm_kb() -> int:
+    """This process's peak resident set (VmHWM). Not getrusage's ru_maxrss: Linux carries that
+    over from the parent at fork+exec, so a child of a process that had imported torch reported
+    the parent's ~200 MB more as its own."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM"))
+
+
 def _rss_kb() -> int:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
@@ -98,7 +118,6 @@ def _rss_kb() -> int:
 
 def measure(kind: str, path: str, repeats: int, memory: bool) -> dict:
     """Runs inside the subprocess."""
-    import resource
     import tracemalloc
 
     ns: dict = {}
@@ -110,7 +129,7 @@ def measure(kind: str, path: str, repeats: int, memory: bool) -> dict:
         n = ns["run"](path)
         out["peak_mb"] = tracemalloc.get_traced_memory()[1] / 1e6
         tracemalloc.stop()
-        out["rss_mb"] = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1e3
+        out["rss_mb"] = max(0, _hwm_kb() - base_rss) / 1e3
     best = None
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -119,17 +138,36 @@ def measure(kind: str, path: str, repeats: int, memory: bool) -> dict:
         if best is None or wall < best[0]:
             best = (wall, cpu)
     out.update(n=n, wall=best[0], cpu=best[1])
+    if not memory:  # tracemalloc's own bookkeeping would inflate the resident set
+        max_rss = _hwm_kb()
+        out.update(max_rss_mb=max_rss / 1e3, rss_mb=max(0, max_rss - base_rss) / 1e3)  # max: imports included
     return out
 
 
-def run_measure(kind: str, path: Path, repeats: int = 1, memory: bool = False) -> dict:
+def run_measure(kind: str, path: Path, repeats: int = 1, memory: bool = False,
+                timeout: float | None = None) -> dict:
     cmd = [sys.executable, __file__, "--measure", kind, str(path), "--repeats", str(repeats)]
     if memory:
         cmd.append("--memory")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        hwm = _peak_rss_mb(proc.pid)  # how much it had taken by then
+        proc.kill()
+        proc.communicate()
+        return {"kind": kind, "error": f"stopped after {timeout:.0f} s, max RSS by then {hwm:.0f} MB"}
     if proc.returncode != 0:
-        return {"kind": kind, "error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        return {"kind": kind, "error": (err.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM")) / 1e3
+    except (OSError, StopIteration):
+        return float("nan")
 
 
 def data_server(logdir: Path) -> dict:
@@ -207,6 +245,85 @@ def make_csv_files(workdir: Path, tags: int, steps: int) -> dict[str, Path]:
     return out
 
 
+def make_media_event_file(workdir: Path, gigabytes: float) -> tuple[Path, int]:
+    """A torch SummaryWriter file that is mostly media: per step one 512x512 RGB noise image (PNG,
+    ~0.8 MB), one 1M-sample audio clip (WAV, ~2 MB), one histogram and 5 scalars, until the file
+    holds ``gigabytes``. Returns the file and its scalar count.
+
+    The image, audio and histogram summaries are built once by torch's own summary functions (what
+    add_image/add_audio/add_histogram call) and written at every step through the writer's file
+    writer: the records are add_image's, without encoding the same PNG a thousand times. The
+    writer's CRC32C is tensorboard's pure-Python one (~1 MB/s); the same masked CRC32C from
+    google-crc32c stands in for it, or writing 2 GB would take most of an hour.
+    """
+    import numpy as np
+    import tensorboard.summary.writer.record_writer as record_writer
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import audio, histogram, image
+
+    from lrdoctor.readers._crc32c import masked_crc32c
+
+    record_writer.masked_crc32c = masked_crc32c
+
+    d = workdir / f"media_{gigabytes:g}gb"
+    if d.exists():
+        shutil.rmtree(d)
+    rng = np.random.default_rng(0)
+    media = [
+        image("samples/image", rng.integers(0, 256, size=(3, 512, 512), dtype=np.uint8), dataformats="CHW"),
+        audio("samples/audio", torch.from_numpy(rng.uniform(-1, 1, size=(1, 1_000_000)).astype(np.float32)),
+              sample_rate=16000),
+        histogram("weights", rng.standard_normal(10_000), bins=64),
+    ]
+    target = gigabytes * 1e9
+    print(f"writing a {gigabytes:g} GB mostly-media event file into {d} ...", file=sys.stderr, flush=True)
+    with SummaryWriter(log_dir=str(d)) as w:
+        writer = w._get_file_writer()
+        step = 0
+        path = None
+        while path is None or path.stat().st_size < target:
+            for summary in media:
+                writer.add_summary(summary, step)
+            for k in range(5):
+                w.add_scalar(f"metric_{k}/loss", 1.0 / (step + 1 + k), step)
+            step += 1
+            if step % 20 == 0:
+                w.flush()
+                path = next(d.glob("events.out.tfevents.*"))
+    return path, 5 * step
+
+
+def media_row(workdir: Path, gigabytes: float, skip_peers: bool, keep: bool, peer_timeout: float) -> bool:
+    """Peak memory reading a mostly-media file: what lrdoctor skips must not cost memory."""
+    free = shutil.disk_usage(workdir).free / 1e9
+    if free < 2 * gigabytes + 1:
+        print(f"# media row skipped: {free:.0f} GB free in {workdir}, {2 * gigabytes + 1:.0f} GB wanted")
+        return True
+    path, n = make_media_event_file(workdir, gigabytes)
+    size_gb = path.stat().st_size / 1e9
+    try:
+        print(f"\n# mostly-media event file: {size_gb:.2f} GB, {n:,} scalars among images/audio/histograms")
+        print(f"{'reader':<26} {'scalars':>9} {'wall s':>8} {'MB/s':>7} {'max RSS MB':>10} {'RSS growth MB':>13}")
+        kinds = ["lrdoctor"] + ([] if skip_peers else ["event_accumulator", "tbparse_scalars"])
+        ok = True
+        for kind in kinds:
+            r = run_measure(kind, path, 1, timeout=None if kind == "lrdoctor" else peer_timeout)
+            if "error" in r:
+                print(f"{kind:<26} skipped: {r['error']}")
+                continue
+            print(f"{kind:<26} {r['n']:>9,} {r['wall']:>8.1f} {size_gb * 1e3 / r['wall']:>7.0f} "
+                  f"{r['max_rss_mb']:>10.0f} {r['rss_mb']:>13.0f}")
+            if kind == "lrdoctor":
+                ok = r["n"] == n and r["max_rss_mb"] <= 300
+                print(f"{'':<26} target: max RSS <= 300 MB ({'met' if r['max_rss_mb'] <= 300 else 'MISSED'}), "
+                      f"every scalar read ({'yes' if r['n'] == n else 'NO'})")
+        return ok
+    finally:
+        if not keep:
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+
 def _fmt(x, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -219,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="best of N for lrdoctor and pandas")
     ap.add_argument("--skip-peers", action="store_true", help="only lrdoctor (peers take minutes)")
     ap.add_argument("--only-trackers", action="store_true", help="only the W&B and MLflow SQLite rows")
+    ap.add_argument("--media-gb", type=float, default=0,
+                    help="also measure a mostly-image/audio event file of this size (>= 2 for the README row; "
+                    "written into --workdir and deleted afterwards)")
+    ap.add_argument("--keep-media", action="store_true", help="keep the media file for another run")
+    ap.add_argument("--only-media", action="store_true", help="skip the scalar-only and CSV rows")
+    ap.add_argument("--peer-timeout", type=float, default=3600,
+                    help="stop a peer on the media file after this many seconds (its memory by then is shown)")
     ap.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     ap.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -229,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.only_trackers:
         return 0 if tracker_rows(args) else 1
+    if args.only_media:
+        return 0 if media_row(args.workdir, args.media_gb or 2, args.skip_peers, args.keep_media,
+                                   args.peer_timeout) else 1
     files = make_event_files(args.workdir, args.tags, args.steps)
     expected = args.tags * args.steps
     print(f"# ingest speed: {args.tags} tags x {args.steps} steps = {expected:,} scalars; "
@@ -266,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':<12} file size {size_mb:.1f} MB; targets: >= 1 M/s "
               f"({'met' if expected / ours['wall'] >= 1e6 else 'MISSED'}), peak < 3x file "
               f"({'met' if (ours.get('peak_mb') or 0) < 3 * size_mb else 'MISSED'})")
+    if args.media_gb:
+        ok = media_row(args.workdir, args.media_gb, args.skip_peers, args.keep_media, args.peer_timeout) and ok
     try:
         import lrdoctor.readers  # noqa: F401
     except ImportError as exc:

@@ -44,6 +44,8 @@ class GenericCSVReader:
     description = "Generic CSV: wide (a step/iteration/epoch column + metric columns) or long (tag,step,value)"
 
     def sniff(self, path: Path, head: bytes) -> bool:
+        if head.lstrip().startswith((b"{", b"[")):
+            return False  # JSON whose other reader declined it: its commas make no CSV header
         names = header_of(head)
         if not names:
             return False

@@ -35,8 +35,8 @@ class JSONLinesReader:
         text = head.lstrip()
         if not text.startswith(b"{"):
             return False
-        first, nl, _ = text.partition(b"\n")
-        if nl:
+        first, *rest = re.split(rb"\r\n|\r|\n", text, maxsplit=1)  # any line end, as read() splits
+        if rest:
             try:
                 obj = json.loads(first)
             except (ValueError, UnicodeDecodeError):
