@@ -140,7 +140,10 @@ def frame_columns(df: pd.DataFrame, path: str, locs: np.ndarray, *, strict: bool
     """Every column of a parsed CSV as numbers (text columns reported and left out)."""
     out: dict[str, Column] = {}
     notes: list[Annotation] = []
-    for name in df.columns:
+    for i, name in enumerate(df.columns):
+        if unnamed(name):
+            notes.append(_unnamed_note(i, path))
+            continue
         raw = df[name]
         if pd.api.types.is_bool_dtype(raw):
             out[name] = Column(name, raw.to_numpy(dtype=np.float64), np.ones(len(raw), dtype=bool))
@@ -252,7 +255,10 @@ def _arrow_table_columns(path: Path, *, strict: bool, missing: Sequence[str], te
     locs = np.arange(n, dtype=np.int64) + 2
     columns: dict[str, Column] = {}
     notes: list[Annotation] = []
-    for name, col, is_num in zip(names, table.columns, numeric, strict=True):
+    for i, (name, col, is_num) in enumerate(zip(names, table.columns, numeric, strict=True)):
+        if unnamed(name):
+            notes.append(_unnamed_note(i, spath))
+            continue
         present = ~pc.is_null(col).to_numpy(zero_copy_only=False)
         if name in text:
             columns[name] = _text_values(pd.Series(col.to_pandas(), name=name))
@@ -267,6 +273,20 @@ def _arrow_table_columns(path: Path, *, strict: bool, missing: Sequence[str], te
             if got is not None:
                 columns[name] = got
     return columns, n, locs, notes
+
+
+_UNNAMED = re.compile(r"Unnamed: \d+")
+
+
+def unnamed(name: str) -> bool:
+    """A column whose header cell is empty (pandas calls it ``Unnamed: N``): no metric name to
+    give its values (a damaged header, or a DataFrame index written by ``to_csv``)."""
+    return not name or bool(_UNNAMED.fullmatch(name))
+
+
+def _unnamed_note(i: int, path: str) -> Annotation:
+    return Annotation("unnamed_column", f"column {i + 1} has no name in the header; not read", path=path,
+                      location=f"column {i + 1}")
 
 
 def read_wide_csv(path: Path, *, strict: bool, step_names: Sequence[str] = STEP_NAMES,

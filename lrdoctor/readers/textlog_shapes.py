@@ -18,11 +18,13 @@ NUM = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)"
 #: A number that is a whole token (not the "100" of "100/600" nor part of a time "00:01").
 _VALUE = rf"({NUM})(?:%|ms|s|it/s|s/it)?(?![\w/:.])"
 #: Counter names: a pair with one of these names is the line's step, not a metric.
-COUNTERS = {"step": "step", "global_step": "step", "steps": "step", "iter": "step", "iteration": "step",
-            "iterations": "step", "it": "step", "batch": "batch", "epoch": "epoch"}
+COUNTERS = {"step": "step", "global_step": "step", "steps": "step", "current_steps": "step", "iter": "step",
+            "iteration": "step", "iterations": "step", "it": "step", "batch": "batch", "epoch": "epoch"}
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
-_DICT = re.compile(r"\{\s*['\"][^'\"]+['\"]\s*:.*\}")
+#: A printed Python dict (``print(logs)``: single-quoted keys). A JSON object line is the JSON
+#: Lines reader's, even when that file is damaged: the text reader never reinterprets it.
+_DICT = re.compile(r"\{\s*'[^']+'\s*:.*\}")
 #: transformers >= 4.46 prints floats as quoted text (``'loss': '2.31'``), older ones bare.
 _DICT_PAIR = re.compile(rf"['\"]([^'\"]+)['\"]\s*:\s*(['\"]?)({NUM})\2\s*(?=[,}}])")
 _TORCH = re.compile(r"Epoch\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]\s*,?\s*(?:Step|Batch|Iter)\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]",

@@ -62,6 +62,9 @@ class WandbWriter(Writer):
 
     def close(self, step, wall):
         self.run.finish()
+        # finish() can return before wandb's service has written the last records of an offline
+        # run (seen on a loaded machine); teardown waits for it, so the file is whole on return
+        _need("wandb").teardown()
 
 
 class MLflowSQLiteWriter(MLflowMetrics):
