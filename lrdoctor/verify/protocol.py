@@ -13,7 +13,9 @@ Defaults (each overridable from the CLI or :class:`VerifyConfig`):
   the onset is at the start - and capped at
   ``max_fraction`` of the original run's length (its configured length when known: a diverged
   run's logs stop early) - but never below ``onset + min_recovery_steps`` nor ``min_budget_steps``.
-  ``--budget-steps`` overrides it.
+  ``--budget-steps`` overrides it. A rerun forked from a checkpoint (checkpoints.py) starts at
+  the latest checkpoint at or before ``onset - fork_margin_steps`` and runs to past the last event
+  plus ``max(min_recovery_steps, recovery_fraction * (last event - fork))`` (:func:`fork_budget`).
 * **Re-diagnosis**: each rerun is diagnosed with the same rules, each rule on its own (no
   superseding). Logged grad norms are pre-clipping, so gradient rules judge the norm that reaches
   the optimizer, ``min(logged norm, the arm's clip threshold)`` (NaN/inf kept). The target metric
@@ -51,6 +53,14 @@ class VerifyConfig:
     smooth_window: int = 5  # points averaged for the "smoothed final" target metric
     device: str = "cpu"  # resolved device: "cpu" or "cuda"
     rerun_timeout_s: float | None = None  # None: derived from the run's wall time (verify/timeouts.py); 0: none
+    # forking from a checkpoint (checkpoints.py): on/off, --checkpoints PATTERN, and how far before
+    # the onset the fork must be (detectors need a stretch of normal curve before the event)
+    fork: bool = True
+    checkpoints: str | None = None
+    fork_margin_steps: int = 100
+    # the LR ladder (ladder.py): at most this many rungs in all, each LR x or / this factor
+    ladder_rungs: int = 3
+    ladder_factor: float = 3.0
 
     def seed_list(self) -> tuple[int, ...]:
         return tuple(range(self.first_seed, self.first_seed + self.seeds))
@@ -65,6 +75,10 @@ class VerifyConfig:
             )
         if self.budget_steps is not None and self.budget_steps < 1:
             raise VerifyError(f"--budget-steps must be positive, got {self.budget_steps}")
+        if self.fork_margin_steps < 0:
+            raise VerifyError(f"fork_margin_steps must be >= 0, got {self.fork_margin_steps}")
+        if self.ladder_rungs < 1 or self.ladder_factor <= 1:
+            raise VerifyError("ladder_rungs must be >= 1 and ladder_factor > 1")
         if not 0 < self.max_fraction <= 1:
             raise VerifyError(f"max_fraction must be in (0, 1], got {self.max_fraction}")
         return self
@@ -89,6 +103,17 @@ def budget_for(cfg: VerifyConfig, onset: int | None, original_steps: int | None,
         cap = int(round(cfg.max_fraction * original_steps))
         budget = min(budget, max(cap, int(onset) + cfg.min_recovery_steps))
     return max(cfg.min_budget_steps, budget)
+
+
+def fork_budget(cfg: VerifyConfig, start: int, onset: int, last_event: int | None) -> int:
+    """Steps per rerun that starts at checkpoint step ``start``: to past the finding's last event
+    plus a recovery margin of ``max(min_recovery_steps, recovery_fraction * (end - start))`` - the
+    same margin as from step 0, measured from the fork instead of from the start."""
+    if cfg.budget_steps is not None:
+        return int(cfg.budget_steps)
+    end = max(int(onset), int(last_event if last_event is not None else onset))
+    margin = max(cfg.min_recovery_steps, int(round(cfg.recovery_fraction * (end - start))))
+    return end + margin - int(start)
 
 
 def resolve_device(device: str) -> str:

@@ -69,6 +69,10 @@ class WorkloadConfig:
     epoch_steps: int = 20  # steps per "epoch" for epoch-axis formats (keras_csv) and HF's epoch
     recipe: str | None = None  # which recipe labeller computes the ground truth after training
     num_threads: int | None = None  # torch intra-op threads during train(); None -> 1
+    # save a resumable checkpoint every N steps (0 = never) and keep the last N (plus those before
+    # a loss anomaly, see checkpointing.py); verify forks its reruns from them
+    checkpoint_every: int = 0
+    checkpoint_keep: int = 3
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -82,6 +86,8 @@ class WorkloadConfig:
             raise UsageError(f"lr must be a positive number, got {self.lr!r}")
         if self.warmup_steps < 0:
             raise UsageError("warmup_steps must be >= 0")
+        if self.checkpoint_every < 0 or self.checkpoint_keep < 0:
+            raise UsageError("checkpoint_every and checkpoint_keep must be >= 0")
         # Normalise containers so JSON round trips compare equal.
         object.__setattr__(self, "skip_batches", tuple((int(a), int(b)) for a, b in self.skip_batches))
         object.__setattr__(self, "poison_steps", tuple(int(s) for s in self.poison_steps))
@@ -122,7 +128,9 @@ class WorkloadConfig:
             ch["scheduler"] = sched
         factor = 1.0
         if "lr" in patch:
-            factor = float(patch["lr"]) / self.lr
+            # "lr" is the new *peak*: for a schedule that steps the LR up (gamma > 1) the peak is
+            # past cfg.lr, and a proposal's peak LR read from the logs is that one
+            factor = float(patch["lr"]) / (self.lr * self.peak_multiplier)
         if "lr_scale" in patch:
             factor *= float(patch["lr_scale"])
         if factor != 1.0:
@@ -154,6 +162,19 @@ class WorkloadConfig:
         if "skip_batches" in patch:
             ch["skip_batches"] = tuple((int(a), int(b)) for a, b in patch["skip_batches"])
         return dataclasses.replace(self, **ch)
+
+    @property
+    def peak_multiplier(self) -> float:
+        """Largest LR of the schedule over ``cfg.lr``: 1, except for step schedules whose gamma > 1."""
+        kind, gamma = self.scheduler.get("type"), float(self.scheduler.get("gamma", 0.1) or 0.1)
+        if gamma <= 1 or kind not in ("MultiStepLR", "StepLR", "ExponentialLR"):
+            return 1.0
+        s = self.scheduler_steps
+        if kind == "MultiStepLR":
+            return gamma ** sum(1 for m in self.scheduler.get("milestones", ()) if int(m) < s)
+        if kind == "StepLR":
+            return gamma ** ((s - 1) // max(1, int(self.scheduler.get("step_size", max(1, s // 3)))))
+        return gamma ** (s - 1)
 
     @property
     def scheduler_steps(self) -> int:

@@ -85,12 +85,20 @@ def _seed_all(seed: int) -> None:
 
 
 def train(cfg: WorkloadConfig, logdir: str | Path, fmt: str = "tensorboard", device: str = "auto",
-          clock=None) -> TrainResult:
+          clock=None, *, resume: str | Path | None = None, stop_step: int | None = None,
+          stop_on_nonfinite: bool = False) -> TrainResult:
     """Run one workload and write its logs as ``fmt`` under ``logdir``.
 
     ``clock`` (a zero-argument callable returning seconds since the epoch) replaces time.time for
     logged wall times, e.g. to regenerate sample logs byte-stable where the format allows.
     ``cfg.num_threads`` (default 1) applies torch.set_num_threads for this call only.
+
+    ``resume`` continues from a checkpoint (see checkpointing.py) at its step: the data set is the
+    checkpointed run's; ``cfg`` is the rerun's config (a patched copy of the checkpointed one, whose
+    ``max_steps`` still sets the schedule's length) and ``cfg.seed`` its paired seed: the
+    checkpointed seed replays the original run exactly, another seed draws a new batch order and
+    new RNG streams from the fork on. ``stop_step`` ends training early (absolute step);
+    ``stop_on_nonfinite`` stops at the first NaN/inf loss (verify's reruns: it stays NaN/inf).
     """
     import torch
 
@@ -99,23 +107,26 @@ def train(cfg: WorkloadConfig, logdir: str | Path, fmt: str = "tensorboard", dev
     # and on a shared machine extra threads only spin (measured: 10x the CPU time under load).
     torch.set_num_threads(cfg.num_threads or 1)
     try:
-        return _train(cfg, Path(logdir), fmt, device, clock or time.time)
+        return _train(cfg, Path(logdir), fmt, device, clock or time.time, resume, stop_step, stop_on_nonfinite)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: WorkloadConfig, logdir: Path, fmt: str, device: str, clock) -> TrainResult:
+def _train(cfg: WorkloadConfig, logdir: Path, fmt: str, device: str, clock, resume, stop_step,
+           stop_on_nonfinite) -> TrainResult:
     import torch
     import torch.nn.functional as F  # noqa: N812
 
+    from .checkpointing import DIR_NAME, CheckpointKeeper
     from .data import BatchOrder, make_dataset
     from .models import build_model
     from .schedules import build_optimizer, build_scheduler, restart_scheduler
 
     t0 = time.perf_counter()
     dev = torch.device(pick_device(device))
+    ckpt, orig, start = _resume_point(resume, cfg)
     _seed_all(cfg.seed)
-    data = make_dataset(cfg)
+    data = make_dataset(cfg.replace(seed=orig.seed))  # the data set the checkpointed model learnt
     model = build_model(cfg.workload, data.n_in, data.n_out, cfg.model).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build_optimizer(params, cfg)
@@ -126,6 +137,12 @@ def _train(cfg: WorkloadConfig, logdir: Path, fmt: str, device: str, clock) -> T
     xv, yv = torch.from_numpy(data.x_val).to(dev), torch.from_numpy(data.y_val).to(dev)
     order = BatchOrder(len(xt), cfg.batch_size, cfg.seed)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed + 7)
+    best: tuple[float, Any] = (math.inf, None)
+    if ckpt is not None:
+        from .resume import restore
+
+        best_val, best_state, sched = restore(ckpt, cfg, orig, model, opt, sched, gen)
+        best = (best_val, best_state)
 
     def loss_fn(out, y):
         if data.task in ("regression", "binary"):
@@ -153,10 +170,11 @@ def _train(cfg: WorkloadConfig, logdir: Path, fmt: str, device: str, clock) -> T
     writer = make_writer(fmt, logdir, cfg)
     rec: dict[str, list[float]] = {k: [] for k in ("steps", "train_loss", "grad_norm", "lr")}
     ev: dict[str, list[float]] = {k: [] for k in ("steps", "val_loss", "val_metric")}
-    best = (math.inf, None)
     nan_left: int | None = None
     clip_norm = cfg.clip_grad_norm if cfg.clip_grad_norm is not None else math.inf
-    step = 0
+    step = start
+    last, grace = _stops(cfg, stop_step, stop_on_nonfinite)
+    keeper = CheckpointKeeper(logdir / DIR_NAME, cfg.checkpoint_every, cfg.checkpoint_keep)
 
     def do_eval(at: int) -> None:
         nonlocal best
@@ -171,7 +189,7 @@ def _train(cfg: WorkloadConfig, logdir: Path, fmt: str, device: str, clock) -> T
             best = (vl, copy.deepcopy(model.state_dict()) if cfg.early_stop_step else None)
 
     model.train()
-    for step in range(1, cfg.max_steps + 1):
+    for step in range(start + 1, last + 1):
         lr = float(opt.param_groups[0]["lr"])
         if not cfg.is_skipped(step):
             idx = torch.from_numpy(order.indices(step)).to(dev)
@@ -189,9 +207,10 @@ def _train(cfg: WorkloadConfig, logdir: Path, fmt: str, device: str, clock) -> T
             for k, v in zip(rec, (step, lv, gn, lr), strict=True):
                 rec[k].append(v)
             writer.train(step, lv, gn, lr, clock())
+            keeper.observe(step, lv)
             if nan_left is None and not math.isfinite(lv):
-                nan_left = NAN_GRACE
-                log.info("non-finite loss at step %d; stopping after %d more steps", step, NAN_GRACE)
+                nan_left = grace
+                log.info("non-finite loss at step %d; stopping after %d more steps", step, nan_left)
         if sched is not None and not plateau:
             sched.step()
             if step == cfg.schedule_restart_step:
@@ -207,8 +226,9 @@ def _train(cfg: WorkloadConfig, logdir: Path, fmt: str, device: str, clock) -> T
             if nan_left < 0:
                 do_eval(step)
                 break
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
+        if step % cfg.eval_every == 0 or step == last:
             do_eval(step)
+        keeper.save_if_due(step, nan_left is None, lambda s=sched, b=best: _payload(cfg, model, opt, s, gen, b))
     writer.close(step, clock())
 
     hist = History(*(np.asarray(rec[k], dtype=np.int64 if k == "steps" else np.float64) for k in rec),
@@ -236,6 +256,31 @@ def _train(cfg: WorkloadConfig, logdir: Path, fmt: str, device: str, clock) -> T
         diverged=bool(len(hist.train_loss) and not np.isfinite(hist.train_loss).all()),
         steps_done=step, seconds=time.perf_counter() - t0,
     )
+
+
+def _stops(cfg: WorkloadConfig, stop_step: int | None, stop_on_nonfinite: bool) -> tuple[int, int]:
+    """The last step to train, and how many steps to go on after a NaN/inf loss."""
+    last = min(cfg.max_steps, stop_step) if stop_step is not None else cfg.max_steps
+    return last, 0 if stop_on_nonfinite else NAN_GRACE
+
+
+def _resume_point(resume, cfg: WorkloadConfig) -> tuple[dict[str, Any] | None, WorkloadConfig, int]:
+    """The checkpoint to resume (None: start fresh), the config it was saved under, and its step."""
+    if resume is None:
+        return None, cfg, 0
+    from .checkpointing import load_checkpoint
+
+    ckpt = load_checkpoint(resume)
+    return ckpt, WorkloadConfig.from_dict(json.loads(ckpt["config"])), int(ckpt["step"])
+
+
+def _payload(cfg: WorkloadConfig, model, opt, sched, gen, best) -> dict[str, Any]:
+    """What a workload checkpoint holds (see checkpointing.py)."""
+    from .checkpointing import rng_state
+
+    return {"config": json.dumps(cfg.to_dict()), "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "rng": rng_state({"poison": gen}), "best_val": best[0], "best_state": best[1]}
 
 
 def _poison(task: str, xb, yb, cfg: WorkloadConfig, n_out: int, gen):

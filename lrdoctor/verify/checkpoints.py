@@ -1,0 +1,158 @@
+"""Where a rerun starts: the checkpoints of the original run, and the fork chosen among them.
+
+Checkpoints are found next to the run's logs (its directory and up to :data:`UP_LEVELS` parents,
+the first level that has any wins), or from ``--checkpoints PATTERN`` (a glob with ``{step}`` in
+place of the step number, e.g. ``runs/x/ckpt-{step}.pt``). Recognised in a run directory:
+
+* ``lrdoctor-checkpoints/step-{step}.pt`` - written by the built-in workloads and by
+  :class:`lrdoctor.Controller` (``checkpoint_every=``); lrdoctor resumes these itself;
+* ``checkpoint-{step}/`` - HuggingFace Trainer's ``output_dir`` layout;
+* ``*step={step}*.ckpt`` anywhere below the run directory - Lightning's ModelCheckpoint names
+  (``epoch=3-step=1200.ckpt``).
+
+Only the step number is read from a name: lrdoctor never unpickles a user's checkpoint (the
+user's command loads it); its own format is loaded with ``torch.load(weights_only=True)``.
+
+The fork (:func:`plan_fork`): rules that judge an event (divergence, loss spikes, gradient
+bursts) rerun from the latest checkpoint at or before ``onset - fork_margin_steps`` to past the
+finding's last event plus a recovery margin; rules that judge a trend over the run (plateau,
+overfitting, vanishing gradients) keep the from-scratch budget, because their detectors compare a
+curve with its own beginning (see :data:`FORKABLE_RULES`).
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+
+OWN_DIR = "lrdoctor-checkpoints"
+UP_LEVELS = 3
+#: Rules whose symptom is an event at a step: a rerun from shortly before it can show it again.
+#: Plateau and vanishing gradients start at step 1 and overfitting is judged against the run's best
+#: val loss over its whole stretch: a fork would show a fragment of the curve those rules judge.
+FORKABLE_RULES = frozenset({"divergence", "loss-spike", "exploding-gradients"})
+#: Rules whose symptom, once set in, lasts (NaN stays NaN; a sustained blow-up stays up): a forked
+#: rerun must pass the onset, not replay the finding's stretch to its end (often the run's end).
+ONSET_ONLY_RULES = frozenset({"divergence"})
+_OWN = re.compile(r"^step-(\d+)\.pt$")
+_HF = re.compile(r"^checkpoint-(\d+)$")
+_LIGHTNING = re.compile(r"(?:^|[-_])step=(\d+)(?:[-_.]|$)")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    path: str
+    kind: str  # "lrdoctor" (resumed by lrdoctor itself), "hf", "lightning", "pattern"
+
+
+@dataclass(frozen=True)
+class Fork:
+    """Where the reruns of one finding start and how many steps they run after that."""
+
+    start_step: int
+    budget_steps: int
+    checkpoint: Checkpoint | None  # None: from step 0 (no usable checkpoint, or a trend rule)
+    note: str  # why this start (said in the output)
+
+    @property
+    def stop_step(self) -> int:
+        return self.start_step + self.budget_steps
+
+    def to_dict(self) -> dict:
+        return {"start_step": self.start_step, "stop_step": self.stop_step, "budget_steps": self.budget_steps,
+                "checkpoint": self.checkpoint.path if self.checkpoint else None,
+                "checkpoint_kind": self.checkpoint.kind if self.checkpoint else None, "note": self.note}
+
+
+def pattern_checkpoints(pattern: str) -> tuple[Checkpoint, ...]:
+    """Files or directories matching ``pattern``, whose ``{step}`` is a number."""
+    if pattern.count("{step}") != 1:
+        raise UsageError(f"--checkpoints {pattern!r}: the pattern needs '{{step}}' exactly once")
+    head, tail = pattern.split("{step}")
+    rx = re.compile(re.escape(head) + r"(\d+)" + re.escape(tail) + r"/?$")
+    found = []
+    for path in glob.glob(glob.escape(head) + "*" + glob.escape(tail)):
+        m = rx.match(path)
+        if m:
+            found.append(Checkpoint(int(m.group(1)), path, "pattern"))
+    return tuple(sorted(found, key=lambda c: c.step))
+
+
+def _level(d: Path) -> list[Checkpoint]:
+    out: list[Checkpoint] = []
+    own = d / OWN_DIR
+    if own.is_dir():
+        out += [Checkpoint(int(m.group(1)), str(f), "lrdoctor") for f in own.iterdir() if (m := _OWN.match(f.name))]
+    for f in d.iterdir() if d.is_dir() else ():
+        m = _HF.match(f.name)
+        if m and f.is_dir():
+            out.append(Checkpoint(int(m.group(1)), str(f), "hf"))
+    return out
+
+
+def _lightning(d: Path, depth: int = 3) -> list[Checkpoint]:
+    out = []
+    for pat in ("*.ckpt", *("/".join(["*"] * k + ["*.ckpt"]) for k in range(1, depth + 1))):
+        for f in d.glob(pat):
+            m = _LIGHTNING.search(f.name)
+            if m:
+                out.append(Checkpoint(int(m.group(1)), str(f), "lightning"))
+    return out
+
+
+def find_checkpoints(source: str | Path, pattern: str | None = None) -> tuple[Checkpoint, ...]:
+    """Checkpoints of the run logged at ``source`` (a log file or directory), oldest first."""
+    if pattern:
+        return pattern_checkpoints(pattern)
+    src = Path(source)
+    d = src if src.is_dir() else src.parent
+    for level in (d, *list(d.parents)[:UP_LEVELS]):
+        found = _level(level) or (_lightning(level) if level == d else [])
+        if found:
+            uniq = {c.path: c for c in found}
+            return tuple(sorted(uniq.values(), key=lambda c: c.step))
+    return ()
+
+
+def choose(checkpoints: Sequence[Checkpoint], before: int) -> Checkpoint | None:
+    """The latest checkpoint at or before step ``before``."""
+    ok = [c for c in checkpoints if c.step <= before]
+    return max(ok, key=lambda c: c.step) if ok else None
+
+
+def plan_fork(cfg, rule: str | None, onset: int | None, last_event: int | None, original_steps: int | None,
+              checkpoints: Sequence[Checkpoint], resumable: str | None = None) -> Fork:
+    """The start and budget of one finding's reruns. ``resumable`` is None when the rerun command
+    can resume a checkpoint, else why it cannot (said in the note)."""
+    from .protocol import budget_for, fork_budget
+
+    scratch = budget_for(cfg, onset, original_steps, last_event)
+
+    def from_zero(why: str) -> Fork:
+        return Fork(0, scratch, None, f"{why}: reruns start at step 0")
+
+    if rule is None or onset is None:
+        return from_zero("no finding to fork before")
+    if not cfg.fork:
+        return from_zero("forking off")
+    if rule not in FORKABLE_RULES:
+        return from_zero(f"{rule} is judged over the whole curve")
+    if not checkpoints:
+        return from_zero("no checkpoint found (save some, or pass --checkpoints PATTERN)")
+    if resumable is not None:
+        return from_zero(f"{len(checkpoints)} checkpoints found but {resumable}")
+    before = int(onset) - cfg.fork_margin_steps
+    chosen = choose(checkpoints, before)
+    if chosen is None or chosen.step <= 0:
+        return from_zero(f"no checkpoint at or before step {before} ({cfg.fork_margin_steps} before the onset "
+                         f"{onset}; the earliest is at step {checkpoints[0].step})")
+    budget = fork_budget(cfg, chosen.step, int(onset), None if rule in ONSET_ONLY_RULES else last_event)
+    return Fork(chosen.step, budget, chosen,
+                f"forked from the {chosen.kind} checkpoint at step {chosen.step} ({chosen.path}): steps "
+                f"{chosen.step + 1}-{chosen.step + budget}")
