@@ -121,17 +121,19 @@ def test_discovery_of_own_hf_lightning_and_pattern_checkpoints(tmp_path):
 def test_fork_plan_budget_and_the_reasons_to_start_at_zero():
     cfg = VerifyConfig()
     cks = [Checkpoint(s, f"c{s}", "lrdoctor") for s in (1000, 1100, 1200, 1300)]
-    f = plan_fork(cfg, "loss-spike", 1250, 1290, 2000, cks)
+    f = plan_fork(cfg, "loss-spike", 1250, 1290, 2000, cks, judged="event")
     # latest at or before 1250 - 100; to the last event + max(50, 0.5 * (1290 - 1100))
     assert (f.start_step, f.stop_step, f.checkpoint.path) == (1100, 1290 + 95, "c1100")
     # divergence: NaN stays NaN, the rerun passes the onset, not the NaN stretch to the run's end
-    d = plan_fork(cfg, "divergence", 1250, 2000, 2000, cks)
+    d = plan_fork(cfg, "divergence", 1250, 2000, 2000, cks, judged="onset")
     assert (d.start_step, d.stop_step) == (1100, 1250 + 75)
-    for rule, onset, found, why in (("plateau", 1250, cks, "whole curve"), ("divergence", 1050, cks, "before step 950"),
-                                    ("divergence", 1250, [], "no checkpoint found"), (None, None, cks, "no finding")):
-        z = plan_fork(cfg, rule, onset, None, 2000, found)
+    for rule, judged, onset, found, why in (("plateau", "trend", 1250, cks, "whole curve"),
+                                            ("divergence", "onset", 1050, cks, "before step 950"),
+                                            ("divergence", "onset", 1250, [], "no checkpoint found"),
+                                            (None, None, None, cks, "no finding")):
+        z = plan_fork(cfg, rule, onset, None, 2000, found, judged=judged)
         assert z.start_step == 0 and z.checkpoint is None and why in z.note and "step 0" in z.note
-    assert "cannot resume" in plan_fork(cfg, "divergence", 1250, None, 2000, cks, "cannot resume").note
+    assert "cannot resume" in plan_fork(cfg, "divergence", 1250, None, 2000, cks, "cannot resume", "onset").note
 
 
 def _rung(verdict: str, base_hits: int, cand_hits: int, p: float) -> Verdict:
@@ -155,9 +157,9 @@ def test_weighted_holm_and_the_ladder_verdict():
     assert weighted_holm([0.006, 0.03, 1], w, 0.05)[0] == [True, False, False]
 
     prop = Proposal("x", "lower_peak_lr", "lower LR", "", {"lr": 0.6}, "")
-    assert direction("divergence", prop, 2.0) == -1 and direction("plateau", Proposal(
-        "y", "raise", "", "", {"lr_scale": 10}, ""), 1e-4) == 1
-    assert direction("divergence", Proposal("n", "noop", "", "", {}, ""), 2.0) == 0
+    raise_ = Proposal("y", "raise", "", "", {"lr_scale": 10}, "")
+    assert direction(prop, 2.0) == -1 and direction(raise_, 1e-4, may_raise=True) == 1 and direction(raise_, 1e-4) == 0
+    assert direction(Proposal("n", "noop", "", "", {}, ""), 2.0) == 0
     assert next_config({"lr": 0.6}, -1, 3.0) == {"lr": pytest.approx(0.2)}
     assert next_config({"lr_scale": 10}, 1, 3.0) == {"lr_scale": 30}
     rungs = [_rung("INCONCLUSIVE", 5, 2, 0.083), _rung("CONFIRMED", 5, 0, 0.004), _rung("CONFIRMED", 5, 0, 0.004)]

@@ -17,7 +17,7 @@ The fork (:func:`plan_fork`): rules that judge an event (divergence, loss spikes
 bursts) rerun from the latest checkpoint at or before ``onset - fork_margin_steps`` to past the
 finding's last event plus a recovery margin; rules that judge a trend over the run (plateau,
 overfitting, vanishing gradients) keep the from-scratch budget, because their detectors compare a
-curve with its own beginning (see :data:`FORKABLE_RULES`).
+curve with its own beginning (see :data:`FORKABLE`).
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from ..errors import UsageError
 
 OWN_DIR = "lrdoctor-checkpoints"
 UP_LEVELS = 3
-#: Rules whose symptom is an event at a step: a rerun from shortly before it can show it again.
-#: Plateau and vanishing gradients start at step 1 and overfitting is judged against the run's best
-#: val loss over its whole stretch: a fork would show a fragment of the curve those rules judge.
-FORKABLE_RULES = frozenset({"divergence", "loss-spike", "exploding-gradients"})
-#: Rules whose symptom, once set in, lasts (NaN stays NaN; a sustained blow-up stays up): a forked
-#: rerun must pass the onset, not replay the finding's stretch to its end (often the run's end).
-ONSET_ONLY_RULES = frozenset({"divergence"})
+#: How a finding's rule judges its symptom, which decides whether its reruns can fork (the caller
+#: reads it from the rule; this module names no rule): "event" - a symptom at a step (spikes,
+#: bursts): fork before the first event, run past the last; "onset" - a symptom that lasts once set
+#: in (NaN stays NaN): fork before the onset and run past it, not through the finding's stretch to
+#: the run's end; anything else (a trend judged against the curve's own beginning or its best over
+#: the whole stretch, e.g. plateau or overfitting) - no fork, a fragment would not show it.
+FORKABLE = ("event", "onset")
 _OWN = re.compile(r"^step-(\d+)\.pt$")
 _HF = re.compile(r"^checkpoint-(\d+)$")
 _LIGHTNING = re.compile(r"(?:^|[-_])step=(\d+)(?:[-_.]|$)")
@@ -127,9 +127,10 @@ def choose(checkpoints: Sequence[Checkpoint], before: int) -> Checkpoint | None:
 
 
 def plan_fork(cfg, rule: str | None, onset: int | None, last_event: int | None, original_steps: int | None,
-              checkpoints: Sequence[Checkpoint], resumable: str | None = None) -> Fork:
-    """The start and budget of one finding's reruns. ``resumable`` is None when the rerun command
-    can resume a checkpoint, else why it cannot (said in the note)."""
+              checkpoints: Sequence[Checkpoint], resumable: str | None = None, judged: str | None = None) -> Fork:
+    """The start and budget of one finding's reruns. ``judged`` is how its rule judges the symptom
+    (see :data:`FORKABLE`); ``resumable`` is None when the rerun command can resume a checkpoint,
+    else why it cannot (said in the note)."""
     from .protocol import budget_for, fork_budget
 
     scratch = budget_for(cfg, onset, original_steps, last_event)
@@ -141,7 +142,7 @@ def plan_fork(cfg, rule: str | None, onset: int | None, last_event: int | None, 
         return from_zero("no finding to fork before")
     if not cfg.fork:
         return from_zero("forking off")
-    if rule not in FORKABLE_RULES:
+    if judged not in FORKABLE:
         return from_zero(f"{rule} is judged over the whole curve")
     if not checkpoints:
         return from_zero("no checkpoint found (save some, or pass --checkpoints PATTERN)")
@@ -152,7 +153,7 @@ def plan_fork(cfg, rule: str | None, onset: int | None, last_event: int | None, 
     if chosen is None or chosen.step <= 0:
         return from_zero(f"no checkpoint at or before step {before} ({cfg.fork_margin_steps} before the onset "
                          f"{onset}; the earliest is at step {checkpoints[0].step})")
-    budget = fork_budget(cfg, chosen.step, int(onset), None if rule in ONSET_ONLY_RULES else last_event)
+    budget = fork_budget(cfg, chosen.step, int(onset), None if judged == "onset" else last_event)
     return Fork(chosen.step, budget, chosen,
                 f"forked from the {chosen.kind} checkpoint at step {chosen.step} ({chosen.path}): steps "
                 f"{chosen.step + 1}-{chosen.step + budget}")

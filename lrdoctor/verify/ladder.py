@@ -29,8 +29,9 @@ from ..model import Proposal, Verdict, VerdictKind
 FIRST_WEIGHT = 0.8
 
 
-def direction(rule: str | None, proposal: Proposal, base_lr: float | None) -> int:
-    """-1 when the proposal lowers the LR, +1 when it raises it for a plateau, 0 otherwise (no ladder)."""
+def direction(proposal: Proposal, base_lr: float | None, *, may_raise: bool = False) -> int:
+    """-1 when the proposal lowers the LR, +1 when it raises it and the finding's rule asks for a
+    higher LR (``may_raise``: a plateau), 0 otherwise (no ladder)."""
     cfg = proposal.config
     scale = float(cfg["lr_scale"]) if "lr_scale" in cfg else None
     new = float(cfg["lr"]) if "lr" in cfg else None
@@ -39,7 +40,7 @@ def direction(rule: str | None, proposal: Proposal, base_lr: float | None) -> in
     factor = (scale if scale is not None else 1.0) * (new / base_lr if new is not None and base_lr else 1.0)
     if factor < 1:
         return -1
-    if factor > 1 and rule == "plateau":
+    if factor > 1 and may_raise:
         return 1
     return 0
 
