@@ -167,6 +167,8 @@ class Finding:
     symptom_role: str | None = None  # the role whose curve shows the symptom
     unstable_in_sweep: bool = False  # the run trained unstably (left out of an LR sweep's stable range)
     markers: str = "points"  # how the marked steps are drawn ("points", "best-and-latest")
+    judged: str = "trend"  # how its rule judges the symptom: "event", "onset", "trend" (verify's fork)
+    raises_lr: bool = False  # a higher LR may cure it (verify's LR ladder may climb upwards)
     #: why a proposal could not be made ("clip_grad_norm: ValueError: ..."), shown like a skipped rule
     proposal_errors: tuple[str, ...] = ()
 

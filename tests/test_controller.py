@@ -129,3 +129,53 @@ def test_script_under_env_protocol_writes_logs_lrdoctor_reads(tmp_path):
     view = RoleView.of(run)
     assert {"train_loss", "grad_norm", "lr"} <= set(view.roles)
     assert len(view["train_loss"]) == 40
+
+
+def _trained(tmp_path, name, e=None, n=60, seed=0, **kw):
+    model, x, y = problem(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=25, gamma=0.5)
+    if e is None:
+        ctl = Controller.from_env(opt, model, scheduler=sched, logdir=str(tmp_path / name), env={}, **kw)
+    else:
+        ctl = Controller.from_env(opt, model, scheduler=sched, env=e)
+    torch.manual_seed(99)  # dropout-free model; the RNG state is still saved and restored
+    losses = []
+    for _ in range(n):
+        if ctl.should_stop:
+            break
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        losses.append(float(loss.detach()))
+        ctl.step(loss)
+    ctl.close()
+    return ctl, losses
+
+
+def test_checkpoints_then_a_forked_rerun_resumes_by_itself(tmp_path):
+    from lrdoctor.verify.backends import ENV_RESUME_FROM, ENV_START_STEP
+
+    ctl, orig = _trained(tmp_path, "orig", checkpoint_every=20, keep=2)
+    ckdir = tmp_path / "orig" / "lrdoctor-checkpoints"
+    assert sorted(p.name for p in ckdir.iterdir()) == ["step-20.pt", "step-40.pt", "step-60.pt"]  # last 2 + window
+    e = {**env(tmp_path, {}, max_steps=50, seed=-1), ENV_RESUME_FROM: str(ckdir / "step-20.pt"), ENV_START_STEP: "20"}
+    e.pop(ENV_SEED)
+    rerun, losses = _trained(tmp_path, "rerun", e)
+    assert rerun.start_step == 20 and rerun.step_count == 50  # stopped at the absolute stop step
+    assert losses == orig[20:50]  # full-batch loop: the resumed run continues the original exactly
+    got = rows(tmp_path)
+    assert [r["step"] for r in got] == list(range(21, 51))
+    assert got[5]["lr"] == pytest.approx(0.025)  # StepLR state came along: halved at step 25
+    e2 = {**e, ENV_CONFIG: json.dumps({"lr_scale": 0.5})}
+    rerun2, _ = _trained(tmp_path, "rerun2", e2)
+    assert rerun2.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * 0.025 * 0.5)  # scaled from the fork on
+
+
+def test_controller_stops_a_rerun_at_the_first_nonfinite_loss(tmp_path):
+    model, x, y = problem()
+    opt = torch.optim.SGD(model.parameters(), lr=5.0, momentum=0.9)
+    ctl = Controller.from_env(opt, model, env=env(tmp_path, {}, max_steps=500))
+    loop(ctl, model, x, y * 1e3)
+    ctl.close()
+    got = rows(tmp_path)
+    assert ctl.should_stop and ctl.step_count < 500 and not math.isfinite(got[-1]["train_loss"])
+    assert all(math.isfinite(r["train_loss"]) for r in got[:-1])

@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..errors import UsageError
+from ..verify.cost import summary_line
 from .common import report_unreadable, role_overrides, run_input_options
 
 
@@ -28,8 +29,32 @@ def _print(results, out) -> None:
             head = click.style(f"{v.verdict.value:<12}", fg=colours[v.verdict.value])
             click.echo(f"  {head} {v.rule or '(healthy)'} / {v.proposal_id}  {'  '.join(stats)}", file=out)
             click.echo(f"               {v.reason}", file=out)
-            if "out" in v.details:
-                click.echo(f"               reruns: {v.details['out']}", file=out)
+            for line in detail_lines(v.details):
+                click.echo(f"               {line}", file=out)
+    line = summary_line([r.cost for r in results])
+    if line:
+        click.echo(line, file=out)
+
+
+def detail_lines(details: dict) -> list[str]:
+    """Where the reruns started, the ladder's rungs, what they cost, where they are."""
+    lines = []
+    fork = details.get("fork")
+    if fork:
+        lines.append(f"start: {fork['note']}")
+    for r in details.get("ladder", ()):
+        lr = "?" if r["lr"] is None else f"{r['lr']:.3g}"
+        lines.append(f"rung {r['rung']}: lr={lr} {r['verdict']}{' (confirmed)' if r['confirmed'] else ''}, symptom in "
+                     f"{r['candidate_hits']}/{r['n']} seeds (baseline {r['baseline_hits']}/{r['n']}), "
+                     f"p={r['fisher_p']:.3g} vs Holm level {r['holm_level']:.3g}")
+    c = details.get("cost")
+    if c:
+        ratio = f" = {100 * c['ratio']:.1f}% of the original run's {c['original_steps']:,} steps" if c["ratio"] else ""
+        lines.append(f"cost: {c['reruns']} reruns, baseline {c['baseline_steps']:,} + candidate "
+                     f"{c['candidate_steps']:,} = {c['total_steps']:,} steps{ratio}")
+    if "out" in details:
+        lines.append(f"reruns: {details['out']}")
+    return lines
 
 
 @click.command("verify")
@@ -60,14 +85,23 @@ def _print(results, out) -> None:
               help="Parallel reruns for --executor local (default: all cores).")
 @click.option("--train", "train", default=None, metavar="CMD",
               help="Rerun command template, e.g. \"python train.py --lr {lr} --max-steps {max_steps} "
-                   "--seed {seed} --logdir {logdir}\" (also given LRDOCTOR_* env vars for lrdoctor.Controller).")
+                   "--seed {seed} --logdir {logdir} --resume {resume_from} --start-step {start_step}\" "
+                   "({max_steps} is the absolute step to stop at; also given LRDOCTOR_* env vars for "
+                   "lrdoctor.Controller).")
+@click.option("--checkpoints", "checkpoints", default=None, metavar="PATTERN",
+              help="The original run's checkpoints, a glob with {step} for the step number (e.g. "
+                   "\"runs/x/ckpt-{step}.pt\"); default: found in the run directory (lrdoctor's own, HF "
+                   "checkpoint-{step}/, Lightning *step={step}*.ckpt). Reruns fork from the latest one at or "
+                   "before the finding's onset minus a margin.")
+@click.option("--no-fork", is_flag=True, help="Always rerun from step 0, even when checkpoints exist.")
 @click.option("--rules", "rule_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
               metavar="DIR", help="Also load the rule YAML files in DIR (as for diagnose; reruns use the same rules).")
 @click.option("--set", "sets", multiple=True, metavar="RULE.PARAM=VALUE",
               help="Override a rule's detector parameter (as for diagnose).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON on stdout.")
 def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_json, seeds, budget_steps,
-               rerun_timeout, out_dir, device, executor_kind, ray_address, jobs, train, rule_dirs, sets, as_json) -> int:
+               rerun_timeout, out_dir, device, executor_kind, ray_address, jobs, train, checkpoints, no_fork, rule_dirs,
+               sets, as_json) -> int:
     """Rerun each run under PATH briefly, with and without each proposal on the same seeds, and give
     each proposal a verdict: CONFIRMED, REJECTED, INCONCLUSIVE or ERROR.
 
@@ -96,6 +130,7 @@ def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_
                 rerun_timeout=rerun_timeout, out=out_dir, device=device, executor=executor_kind,
                 ray_address=ray_address, jobs=jobs, train=train, fmt=fmt, strict=strict,
                 role_overrides=role_overrides(roles, roles_config), rules=rules,
+                checkpoints=checkpoints, fork=not no_fork,
             )
     except KeyboardInterrupt as exc:
         click.echo(f"lrdoctor: interrupted: every rerun was stopped; finished reruns under {out_dir} are kept "

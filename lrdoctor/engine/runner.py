@@ -97,6 +97,8 @@ def make_finding(rule: RuleSpec, ev: Evidence, view: RoleView) -> Finding:
         symptom_role=rule.symptom,
         unstable_in_sweep=rule.unstable_in_sweep,
         markers=rule.markers,
+        judged=rule.judged,
+        raises_lr=rule.raises_lr,
     )
 
 

@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("name", "code", "title", "severity", "requires", "detector", "message", "doc")
 OPTIONAL_KEYS = ("optional", "proposals", "proposal_policy", "superseded_by", "symptom", "unstable_in_sweep", "markers",
-                 "live")
+                 "live", "judged", "raises_lr")
+#: How a rule judges its symptom (see RuleSpec.judged).
+JUDGED = ("event", "onset", "trend")
 DOC_KEYS = ("what", "why", "example", "fix")
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _CODE = re.compile(r"^[A-Z]{2,}[0-9]{3,}$")
@@ -63,6 +65,11 @@ class RuleSpec:
     #: a run with this finding trained unstably (an LR sweep's stable range leaves its LR out)
     unstable_in_sweep: bool = False
     markers: str = "points"  # one of MARKER_STYLES
+    #: how the rule judges its symptom, for verify's fork from a checkpoint: "event" (at a step),
+    #: "onset" (lasts once set in) or "trend" (over the whole curve: reruns start at step 0)
+    judged: str = "trend"
+    #: the symptom may be cured by a higher LR (a plateau): verify's LR ladder may climb upwards
+    raises_lr: bool = False
     #: how the run's evidence ranks the proposal kinds (a name in lrdoctor.proposals.policy);
     #: None: in the order ``proposals`` lists them
     proposal_policy: str | None = None
@@ -230,8 +237,14 @@ def _declared(data: Mapping, where: str) -> dict[str, Any]:
     for kind_name in proposals:
         if not _KIND.match(kind_name):
             raise RuleSpecError(f"proposal kind {kind_name!r} must be a name like 'clip_grad_norm'", path=where)
+    judged = data.get("judged", "trend")
+    if judged not in JUDGED:
+        raise RuleSpecError(f"judged {judged!r} must be one of {', '.join(JUDGED)}", path=where)
+    raises_lr = data.get("raises_lr", False)
+    if not isinstance(raises_lr, bool):
+        raise RuleSpecError("'raises_lr' must be true or false", path=where)
     return {"symptom": symptom, "unstable_in_sweep": unstable, "markers": markers, "proposal_policy": policy,
-            "proposals": proposals}
+            "proposals": proposals, "judged": judged, "raises_lr": raises_lr}
 
 
 def parse_rule(data: Any, where: str) -> RuleSpec:

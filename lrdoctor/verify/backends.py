@@ -34,7 +34,18 @@ from .._optional import require
 from ..errors import VerifyError
 from ..origin import RunOrigin
 from ..patch import ConfigPatch
-from .env import ENV_ARM, ENV_BASE_LR, ENV_CONFIG, ENV_DEVICE, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED
+from .env import (
+    ENV_ARM,
+    ENV_BASE_LR,
+    ENV_BUDGET_STEPS,
+    ENV_CONFIG,
+    ENV_DEVICE,
+    ENV_LOGDIR,
+    ENV_MAX_STEPS,
+    ENV_RESUME_FROM,
+    ENV_SEED,
+    ENV_START_STEP,
+)
 from .outdir import DISK_FULL, write_atomic
 from .procs import signal_text
 
@@ -47,7 +58,10 @@ STDERR_TAIL_LINES = 15
 PLACEHOLDERS = {
     "lr": "peak LR (the proposal's 'lr', or the run's LR times 'lr_scale')",
     "lr_scale": "LR multiplier (1 in the baseline arm)",
-    "max_steps": "the rerun budget in optimizer steps",
+    "max_steps": "the absolute step to stop at (start_step + budget_steps)",
+    "budget_steps": "steps to run after the start (the rerun budget)",
+    "start_step": "the step the rerun starts from (the checkpoint's step; 0 without one)",
+    "resume_from": "path of the checkpoint to resume ('' when starting at step 0)",
     "seed": "the paired seed",
     "logdir": "directory the command must write its logs into",
     "warmup_steps": "linear warmup steps (0 = none)",
@@ -79,6 +93,8 @@ class RerunTask:
     backend: WorkloadBackend | CommandBackend
     digest: str = ""
     timeout_s: float | None = None  # killed past this (executors that can: the local pool, Ray)
+    start_step: int = 0  # the fork's step; max_steps is the budget after it
+    resume_from: str | None = None  # the checkpoint to resume (None: start at step 0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch", ConfigPatch.of(self.patch))  # a mapping is validated into one
@@ -87,8 +103,14 @@ class RerunTask:
     def logdir(self) -> str:
         return str(Path(self.rerun_dir) / LOGS_SUBDIR)
 
+    @property
+    def stop_step(self) -> int:
+        return int(self.start_step) + int(self.max_steps)
+
     def full_patch(self) -> dict[str, Any]:
-        return {**self.patch.to_dict(), "max_steps": int(self.max_steps), "seed": int(self.seed)}
+        extra = ({"start_step": int(self.start_step), "resume_from": self.resume_from}
+                 if self.resume_from else {})
+        return {**self.patch.to_dict(), "max_steps": self.stop_step, "seed": int(self.seed), **extra}
 
 
 @dataclass(frozen=True)
@@ -102,10 +124,13 @@ class RerunOutcome:
     reused: bool = False
 
 
-def task_digest(backend: Any, arm_patch: Mapping[str, Any], max_steps: int, seed: int, device: str) -> str:
+def task_digest(backend: Any, arm_patch: Mapping[str, Any], max_steps: int, seed: int, device: str,
+                start_step: int = 0, resume_from: str | None = None) -> str:
     """What makes a rerun the same rerun: a finished one with this digest is not redone."""
+    fork = {"start_step": start_step, "resume_from": resume_from} if resume_from else {}
     blob = json.dumps(
-        {"backend": backend.identity(), "patch": ConfigPatch.of(arm_patch).to_dict(), "max_steps": max_steps, "seed": seed, "device": device},
+        {"backend": backend.identity(), "patch": ConfigPatch.of(arm_patch).to_dict(), "max_steps": max_steps,
+         "seed": seed, "device": device, **fork},
         sort_keys=True, default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -200,12 +225,24 @@ class WorkloadBackend:
         from ..workloads.training import train
 
         cfg = WorkloadConfig.from_dict(self.origin.config)
-        # the budget goes in as max_steps: length-relative scheduler defaults then follow the
-        # budget, identically in both arms of a pair
-        cfg = cfg.apply_patch(ConfigPatch.of(task.patch, max_steps=int(task.max_steps)))
-        cfg = cfg.replace(seed=int(task.seed), num_threads=1 if task.device == "cpu" else cfg.num_threads)
-        train(cfg, task.logdir, self._fmt(), task.device)
+        if task.resume_from:
+            # a fork continues the original run: its schedule keeps the original length, and
+            # training stops at the fork's stop step
+            cfg = cfg.apply_patch(task.patch)
+        else:
+            # the budget goes in as max_steps: length-relative scheduler defaults then follow the
+            # budget, identically in both arms of a pair
+            cfg = cfg.apply_patch(ConfigPatch.of(task.patch, max_steps=int(task.max_steps)))
+        cfg = cfg.replace(seed=int(task.seed), num_threads=1 if task.device == "cpu" else cfg.num_threads,
+                          checkpoint_every=0)
+        # a NaN/inf loss stays NaN/inf: the rerun stops there (its outcome is decided)
+        train(cfg, task.logdir, self._fmt(), task.device, resume=task.resume_from,
+              stop_step=task.stop_step if task.resume_from else None, stop_on_nonfinite=True)
         return 0, ""
+
+    def resumable(self, kind: str) -> str | None:
+        """None when a checkpoint of ``kind`` can be resumed, else why not."""
+        return None if kind == "lrdoctor" else f"a built-in workload resumes only its own checkpoints, not {kind}"
 
 
 def _workloads_code_hash() -> str:
@@ -285,7 +322,10 @@ class CommandBackend:
         return {
             "lr": _num(lr) if lr is not None else "",
             "lr_scale": _num(scale),
-            "max_steps": str(int(task.max_steps)),
+            "max_steps": str(task.stop_step),
+            "budget_steps": str(int(task.max_steps)),
+            "start_step": str(int(task.start_step)),
+            "resume_from": task.resume_from or "",
             "seed": str(int(task.seed)),
             "logdir": task.logdir,
             "warmup_steps": _num(knob("warmup_steps", 0)),
@@ -320,6 +360,17 @@ class CommandBackend:
             if name in used and self.base.get(name) is None:
                 raise VerifyError(f"--train uses {{{name}}} but the run's {name} is unknown (not in hparams)")
 
+    def resumable(self, kind: str) -> str | None:
+        """None when the command can resume a checkpoint of ``kind``, else why not: the template
+        must say where the checkpoint goes ({resume_from} or {start_step}); a template without
+        placeholders runs a Controller script, which resumes lrdoctor's own checkpoints itself."""
+        used = self.placeholders_used()
+        if used & {"resume_from", "start_step"}:
+            return None
+        if not used and kind == "lrdoctor":
+            return None
+        return "the --train template has no {resume_from} (or {start_step}) to resume them with"
+
     def command(self, task: RerunTask) -> list[str]:
         vals = _Strict(self.values(task))
         return [w.format_map(vals) for w in self.words()]
@@ -329,7 +380,10 @@ class CommandBackend:
         env.update({
             ENV_CONFIG: json.dumps(task.full_patch(), sort_keys=True),
             ENV_LOGDIR: task.logdir,
-            ENV_MAX_STEPS: str(int(task.max_steps)),
+            ENV_MAX_STEPS: str(task.stop_step),
+            ENV_BUDGET_STEPS: str(int(task.max_steps)),
+            ENV_START_STEP: str(int(task.start_step)),
+            ENV_RESUME_FROM: task.resume_from or "",
             ENV_SEED: str(int(task.seed)),
             ENV_DEVICE: task.device,
             ENV_ARM: task.arm,

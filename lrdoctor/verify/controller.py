@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..patch import IN_LOOP, OUTSIDE_LOOP, ConfigPatch
-from .env import ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_SEED
+from .env import ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_RESUME_FROM, ENV_SEED
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ class Controller:
     def __init__(self, optimizer, model=None, *, patch: dict[str, Any] | None = None,
                  max_steps: int | None = None, logdir: str | os.PathLike | None = None,
                  scheduler=None, seed: int | None = None, raise_at_budget: bool = False,
-                 log_every: int = 1, active: bool = True, live: Any = None):
+                 log_every: int = 1, active: bool = True, live: Any = None, checkpoint_every: int = 0,
+                 keep: int = 3, checkpoint_dir: str | os.PathLike | None = None, resume_from: str | None = None,
+                 stop_on_nonfinite: bool = False):
         self.model = model
         self.optimizer = optimizer
         self.patch = dict(patch or {})
@@ -81,6 +83,17 @@ class Controller:
         if logdir is not None:
             Path(logdir).mkdir(parents=True, exist_ok=True)
             self._file = open(Path(logdir) / METRICS_FILE, "a", buffering=1)  # noqa: SIM115 - lives with self
+        # checkpoints a later `lrdoctor verify` forks from (see workloads/checkpointing.py)
+        self._keeper = _keeper(checkpoint_every, keep, checkpoint_dir, logdir)
+        self._nonfinite = False
+        self.stop_on_nonfinite = stop_on_nonfinite  # verify's reruns: a NaN/inf loss decides the outcome
+        if resume_from:
+            from ..workloads.checkpointing import resume_script
+
+            self.step_count = resume_script(resume_from, model, optimizer, scheduler, seed)
+            log.info("controller resumed %s at step %d", resume_from, self.step_count)
+        #: the step training (re)starts from: 0, or the checkpoint's step under a forked rerun
+        self.start_step = self.step_count
         if self.patch:
             self._apply(self.patch)
         # the rules while it trains (lrdoctor.live.guard): live="warn" | "stop" | "rollback" | GuardOptions
@@ -95,18 +108,20 @@ class Controller:
     @classmethod
     def from_env(cls, optimizer, model=None, *, scheduler=None, logdir: str | None = None,
                  raise_at_budget: bool = False, env: dict[str, str] | None = None,
-                 log_every: int = 1, live: Any = None) -> Controller:
+                 log_every: int = 1, live: Any = None, checkpoint_every: int = 0, keep: int = 3) -> Controller:
         """Read the harness's environment variables; a pass-through when they are absent.
 
         ``scheduler`` is the script's own LR scheduler: the controller steps it, and replaces it
-        when the harness passes a warmup or a scheduler.
+        when the harness passes a warmup or a scheduler. ``checkpoint_every``/``keep`` save
+        checkpoints in the pass-through (a normal training); under verify the controller resumes
+        the checkpoint the harness chose (``LRDOCTOR_RESUME_FROM``) by itself and saves none.
         """
 
         env = os.environ if env is None else env
         raw = env.get(ENV_CONFIG)
         if raw is None and ENV_LOGDIR not in env:
             return cls(optimizer, model, scheduler=scheduler, logdir=logdir, active=False, log_every=log_every,
-                       live=live)
+                       live=live, checkpoint_every=checkpoint_every, keep=keep)
         try:
             patch = json.loads(raw) if raw else {}
         except ValueError as exc:
@@ -116,11 +131,12 @@ class Controller:
         seed = None if seed in (None, "") else int(seed)
         if seed is not None:
             seed_everything(seed)
-        patch = {k: v for k, v in patch.items() if k not in ("max_steps", "seed")}
+        patch = {k: v for k, v in patch.items() if k not in ("max_steps", "seed", "start_step", "resume_from")}
         return cls(
             optimizer, model, patch=patch, max_steps=int(max_steps) if max_steps else None,
             logdir=env.get(ENV_LOGDIR) or logdir, scheduler=scheduler, seed=seed,
             raise_at_budget=raise_at_budget, log_every=log_every, live=live,
+            resume_from=env.get(ENV_RESUME_FROM) or None, stop_on_nonfinite=True,
         )
 
     def _base_config(self, max_steps: int):
@@ -158,15 +174,22 @@ class Controller:
         else:
             factor = cfg.lr / base.lr
             for g in self.optimizer.param_groups:
-                g["lr"] = float(g.get("initial_lr", g["lr"])) * factor
+                peak = float(g.get("initial_lr", g["lr"]))
+                # resumed mid-run: the current LR moves by the factor (a chainable schedule goes on
+                # from there); from step 0 the LR restarts at the new peak
+                g["lr"] = (float(g["lr"]) if self.step_count else peak) * factor
                 g.pop("initial_lr", None)  # schedulers built below record the new LR as initial
                 if "weight_decay" in patch:
                     g["weight_decay"] = cfg.weight_decay
+                g["_lrdoctor_peak"] = peak * factor
         if "warmup_steps" in patch or "scheduler" in patch or (opt_changed and self.scheduler is not None):
             self.scheduler = build_scheduler(self.optimizer, cfg)
+            _fast_forward(self.scheduler, self.step_count)
         elif self.scheduler is not None and ("lr" in patch or "lr_scale" in patch):
             # the script's own scheduler keeps its shape but from the new peak
-            self.scheduler.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+            self.scheduler.base_lrs = [g.get("_lrdoctor_peak", g["lr"]) for g in self.optimizer.param_groups]
+        for g in self.optimizer.param_groups:
+            g.pop("_lrdoctor_peak", None)
         self.clip_grad_norm = cfg.clip_grad_norm
         self.clip_grad_value = cfg.clip_grad_value
         log.info("controller applied patch %s", json.dumps(patch, sort_keys=True))
@@ -177,7 +200,11 @@ class Controller:
     def should_stop(self) -> bool:
         if self.guard is not None and self.guard.stopped:
             return True
-        return self.active and self.max_steps is not None and self.step_count >= self.max_steps
+        if not self.active:
+            return False
+        # under verify a NaN/inf loss ends the rerun: it stays NaN/inf, its outcome is decided
+        return (self._nonfinite and self.stop_on_nonfinite) or (self.max_steps is not None
+                                                                 and self.step_count >= self.max_steps)
 
     @property
     def lr(self) -> float:
@@ -213,10 +240,18 @@ class Controller:
         if self.scheduler is not None and not _is_plateau(self.scheduler):
             self.scheduler.step()
         loss_value = float(loss.detach())
-        if self.step_count % self.log_every == 0:
+        if self.step_count % self.log_every == 0 or not math.isfinite(loss_value):
             self.log(train_loss=loss_value, grad_norm=gnorm, lr=lr)
+        self._nonfinite = self._nonfinite or not math.isfinite(loss_value)
         if self.guard is not None:
             self.guard.observe(self.step_count, {"train_loss": loss_value, "grad_norm": gnorm, "lr": lr}, self._hooks)
+        if self._keeper is not None:
+            from ..workloads.checkpointing import script_payload
+
+            self._keeper.observe(self.step_count, loss_value)
+            if self._keeper.due(self.step_count) and not self._nonfinite:
+                self._keeper.save(self.step_count, script_payload(self.model, self.optimizer, self.scheduler,
+                                                                  self.seed))
         if self.should_stop and self.raise_at_budget:
             raise StopTraining(self.step_count)
         return gnorm
@@ -257,6 +292,28 @@ class Controller:
 
 def _is_plateau(sched) -> bool:
     return type(sched).__name__ == "ReduceLROnPlateau"
+
+
+def _keeper(every: int, keep: int, directory, logdir):
+    if not every:
+        return None
+    from ..workloads.checkpointing import DIR_NAME, CheckpointKeeper
+
+    if directory is None and logdir is None:
+        raise ValueError("checkpoint_every needs a logdir or a checkpoint_dir to save into")
+    return CheckpointKeeper(Path(directory) if directory is not None else Path(logdir) / DIR_NAME, int(every), int(keep))
+
+
+def _fast_forward(sched, steps: int) -> None:
+    """Step a schedule built at a fork to the fork's step (the same updates as an unforked run)."""
+    import warnings
+
+    if sched is None or _is_plateau(sched) or not steps:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended
+        for _ in range(steps):
+            sched.step()
 
 
 def seed_from_env(default: int | None = None, env: dict[str, str] | None = None) -> int | None:

@@ -82,6 +82,8 @@ def verify_path(
     strict: bool = False,
     role_overrides: Mapping[str, str] | None = None,
     rules=None,
+    checkpoints: str | None = None,
+    fork: bool = True,
 ) -> tuple[list[RunVerification], list[LrdoctorError]]:
     """Diagnose the runs under ``path`` and verify the selected proposals: one entry per run read,
     and one error (naming the file) per run under ``path`` that could not be read -- it does not
@@ -96,7 +98,7 @@ def verify_path(
     from ..readers import discover_with_errors
 
     cfg = VerifyConfig(seeds=seeds, budget_steps=budget_steps, device=resolve_device(device),
-                       rerun_timeout_s=rerun_timeout).check()
+                       rerun_timeout_s=rerun_timeout, fork=fork, checkpoints=checkpoints).check()
     rules = list(rules) if rules is not None else load_rules()
     runs, errors = discover_with_errors(str(path), format=fmt, strict=strict)
     diagnoses = diagnose_runs(runs, rules=rules, role_overrides=role_overrides, jobs=1, proposals=True)
@@ -109,5 +111,8 @@ def verify_path(
             results = verify_items(items, rerun_diagnoser(rules, role_overrides), cfg, out=out, executor=ex,
                                    train=train)
     done = {r.name for r in results}
+    if checkpoints and not any(v.details.get("fork", {}).get("checkpoint") for r in results for v in r.verdicts):
+        log.warning("--checkpoints %s: no rerun forked from a matching checkpoint (see each verdict's start)",
+                    checkpoints)
     return results + [RunVerification(d.run.name, (), resolved_source(d.run))
                       for d in diagnoses if d.run.name not in done], errors

@@ -20,7 +20,7 @@ that shows it in every seed (p = 0.004).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -148,3 +148,34 @@ def combine(rungs: Sequence[Verdict], configs: Sequence[dict[str, Any]], base_lr
 def _lr(x: float | None) -> str:
     return "?" if x is None else f"{x:.3g}"
 
+
+
+def climb(jobs: Sequence[Any], judge: Callable[[Any], Verdict], add_rung: Callable[[Any, dict], Any],
+          settle: Callable[[Sequence[Any]], None], cfg) -> Iterator[tuple[Any, Verdict, list[Verdict]]]:
+    """Judge every job; climb the ladder where it applies (all climbing jobs' rungs run together).
+
+    A job is read for ``rule``, ``proposal``, ``base_lr`` and ``raises_lr`` (its rule may be cured by
+    a higher LR). Yields ``(job, final verdict, the verdict of every rung tried)``; jobs without a
+    ladder yield their own verdict and ``[it]``."""
+    state = []
+    for job in jobs:
+        sign = direction(job.proposal, job.base_lr, may_raise=job.raises_lr) if job.rule else 0
+        state.append((job, sign, [judge(job)], [job.proposal.config.to_dict()]))
+    for _ in range(cfg.ladder_rungs - 1):
+        up = [st for st in state if st[1] and should_climb(st[2][-1], cfg.reproduce_fraction)]
+        if not up:
+            break
+        new = []
+        for job, sign, _verdicts, configs in up:
+            configs.append(next_config(configs[-1], sign, cfg.ladder_factor))
+            new.append(add_rung(job, configs[-1]))
+        settle(new)
+        for (_, _, verdicts, _), rung in zip(up, new, strict=True):
+            verdicts.append(judge(rung))
+    for job, sign, verdicts, configs in state:
+        if not sign:
+            yield job, verdicts[0], verdicts
+            continue
+        steps = [int(v.details.get("steps", {}).get("candidate", 0)) for v in verdicts]
+        yield job, combine(verdicts, configs, job.base_lr, alpha=cfg.alpha, n_rungs=cfg.ladder_rungs,
+                           steps=steps), verdicts

@@ -2,8 +2,9 @@
 
 Layout under ``--out`` (default ``./lrdoctor-verify/``), one directory per rerun::
 
-    OUT/<run>/baseline-b<budget>/seed<k>/            shared by every proposal with that budget
-    OUT/<run>/<rule>--<proposal id>-<config hash>-b<budget>/seed<k>/
+    OUT/<run>/baseline-<fork>/seed<k>/            shared by every proposal with that fork and budget
+    OUT/<run>/<rule>--<proposal id>-<config hash>-<fork>/seed<k>/
+        (<fork> is b<budget> from step 0, f<start step>-b<budget> from a checkpoint)
         logs/                 what the rerun logged (read back with lrdoctor's readers)
         lrdoctor-rerun.done   written when it finished; a repeat with the same digest skips it
         stdout.log stderr.log command.json error.log   (command backend / failures)
@@ -23,7 +24,7 @@ import numpy as np
 
 from ..errors import LrdoctorError, VerifyError
 from ..jsonsafe import json_safe
-from ..model import Diagnosis, Finding, Proposal, RerunCurves, Run, SeedCurve, Verdict
+from ..model import Diagnosis, Finding, Proposal, Run, Verdict
 from ..patch import ConfigPatch
 from ..roles import RoleView
 from ..runfacts import base_lr, clip_threshold, configured, hparams_of, planned_steps
@@ -37,19 +38,18 @@ from .backends import (
     task_digest,
     write_error_log,
 )
+from .checkpoints import Fork, find_checkpoints, plan_fork
+from .cost import RunCost, distinct_steps, verdict_cost
 from .executors import Executor, RerunKilled, RerunTimeout, SerialExecutor
 from .outdir import out_lock
-from .protocol import VerifyConfig, budget_for
-from .stats import smoothed_final
+from .protocol import VerifyConfig
+from .readback import CURVE_POINTS, applied_grad_norm, curves_detail, display_curve, read_back  # noqa: F401 (re-exported)
 from .timeouts import rerun_timeout
 from .verdict import ArmResult, decide
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "lrdoctor-verify"
-#: Points per rerun curve kept in ``Verdict.curves`` (the report draws at most ~400).
-CURVE_POINTS = 500
-
 HOW_TO_RERUN = (
     "cannot rerun {name}: set it up one of three ways: (a) a run directory written by an lrdoctor "
     "workload (it holds lrdoctor-run.json); (b) --train \"python train.py --lr {{lr}} --max-steps {{max_steps}} "
@@ -65,13 +65,14 @@ class RunVerification:
     #: the run's log path, resolved: its name depends on the PATH it was found under, so
     #: 'lrdoctor report' pairs verdicts with runs by this path
     source: str | None = None
+    cost: RunCost | None = None  # what verifying it cost (None: nothing was rerun)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` shape; each verdict's ``details`` (statistics per seed, rerun curves) rides
         along under "details", strict JSON (non-finite numbers as "nan"/"inf"/"-inf" strings)."""
         return {"name": self.name,
                 "verdicts": [{**v.to_dict(), "details": json_safe(v.details_json())} for v in self.verdicts],
-                "source": self.source}
+                "source": self.source, "cost": self.cost.to_dict() if self.cost else None}
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,9 @@ class _Job:
     candidate: tuple[str, ...]
     base_lr: float | None = None
     symptom_role: str | None = None  # the role the finding's rule declares its symptom on
+    fork: Fork | None = None
+    original_steps: int | None = None
+    raises_lr: bool = False  # the finding's rule may be cured by a higher LR (the ladder may climb up)
 
 
 @dataclass
@@ -112,25 +116,6 @@ def run_length(run: Run) -> int | None:
     s = view.get("train_loss")
     steps = s.steps if s is not None and len(s) else run.scalars["step"].to_numpy()
     return int(np.max(steps)) if len(steps) else None
-
-
-def applied_grad_norm(run: Run, clip: float | None) -> Run:
-    """The run with its grad-norm role capped at the clip threshold.
-
-    Logged grad norms are taken before clipping, so a clipped run still logs its bursts; what
-    clipping changes is the gradient that reaches the optimizer. Gradient rules therefore judge
-    ``min(norm, clip)`` - a NaN/inf norm stays NaN/inf (clipping does not repair it).
-    """
-    if clip is None:
-        return run
-    tag = RoleView.of(run).roles.get("grad_norm")
-    if tag is None:
-        return run
-    df = run.scalars.copy()
-    rows = (df["tag"] == tag).to_numpy()
-    v = df.loc[rows, "value"].to_numpy()
-    df.loc[rows, "value"] = np.where(np.isfinite(v), np.minimum(v, clip), v)
-    return replace(run, scalars=df)
 
 
 def backend_for(run: Run, train: str | None, *, fmt: str | None = None, cwd: str | None = None):
@@ -173,13 +158,72 @@ def _check_out(out: Path, runs: Sequence[Run]) -> None:
             raise VerifyError(f"--out {out} is inside the input run {run.source}; reruns never write there")
 
 
+def steps_trained(run: Run) -> int | None:
+    """Optimizer steps the original run actually trained (its last logged train-loss step; a
+    diverged run stops early), the denominator of the cost ratio."""
+    s = RoleView.of(run).get("train_loss")
+    if s is not None and len(s):
+        return int(np.max(s.steps))
+    return run_length(run)
+
+
+def fork_for(run: Run, finding: Finding | None, cfg: VerifyConfig, backend) -> Fork:
+    """Where this finding's reruns start (a checkpoint before the onset, else step 0) and how long."""
+    rule = finding.rule if finding is not None else None
+    onset = onset_of(finding) if finding is not None else None
+    last = last_event_of(finding) if finding is not None else None
+    judged = finding.judged if finding is not None else None
+    found: tuple = ()
+    why = None
+    if cfg.fork and rule is not None and onset is not None and judged in ("event", "onset"):
+        found = find_checkpoints(run.source, cfg.checkpoints)
+        usable = tuple(c for c in found if backend.resumable(c.kind) is None)
+        if found and not usable:
+            why = backend.resumable(found[0].kind)
+        found = usable or found
+    fork = plan_fork(cfg, rule, onset, last, run_length(run), found, why, judged)
+    log.info("%s: %s", run.name, fork.note)
+    return fork
+
+
+def _add_job(p: _Plan, run: Run, finding: Finding | None, prop: Proposal, fork: Fork, backend, cfg: VerifyConfig,
+             run_dir: Path, lr: float | None, original_steps: int | None) -> _Job:
+    rule = finding.rule if finding is not None else None
+    keys: dict[str, list[str]] = {"baseline": [], "candidate": []}
+    budget = fork.budget_steps
+    tag = f"f{fork.start_step}-b{budget}" if fork.checkpoint is not None else f"b{budget}"
+    resume = fork.checkpoint.path if fork.checkpoint is not None else None
+    start = fork.start_step if resume else 0
+    timeout_s = rerun_timeout(run, budget, cfg.rerun_timeout_s)
+    for arm, patch, sub in (
+        ("baseline", ConfigPatch(), f"baseline-{tag}"),
+        ("candidate", prop.config,
+         f"{_safe(rule or 'healthy')}--{_safe(prop.id)}-{_short_hash(prop.config.to_dict())}-{tag}"),
+    ):
+        for seed in cfg.seed_list():
+            key = str(run_dir / sub / f"seed{seed}")
+            if key not in p.tasks:
+                p.tasks[key] = RerunTask(
+                    key=key, arm=arm, seed=seed, max_steps=budget, patch=patch, rerun_dir=key,
+                    device=cfg.device, backend=backend,
+                    digest=task_digest(backend, patch, budget, seed, cfg.device, start, resume),
+                    timeout_s=timeout_s, start_step=start, resume_from=resume,
+                )
+            keys[arm].append(key)
+    job = _Job(run, rule, prop, budget, tuple(keys["baseline"]), tuple(keys["candidate"]), lr,
+               finding.symptom_role if finding is not None else None, fork, original_steps,
+               finding.raises_lr if finding is not None else False)
+    p.jobs.append(job)
+    return job
+
+
 def plan(
     items: Sequence[tuple[Run, Finding | None, Sequence[Proposal]]],
     cfg: VerifyConfig,
     out: Path,
     train: str | None = None,
 ) -> _Plan:
-    """Every rerun needed, deduplicated (a baseline is shared by the proposals of one budget)."""
+    """Every rerun needed, deduplicated (a baseline is shared by the proposals of one fork and budget)."""
     p = _Plan()
     for run, finding, proposals in items:
         backend = backend_for(run, train)
@@ -187,30 +231,9 @@ def plan(
         lr = base_lr(run)
         if isinstance(backend, CommandBackend):
             backend.check(lr_needed=any("lr_scale" in pr.config or "lr" in pr.config for pr in proposals))
-        rule = finding.rule if finding is not None else None
-        budget = budget_for(cfg, onset_of(finding) if finding is not None else None, run_length(run),
-                            last_event_of(finding) if finding is not None else None)
-        run_dir = out / _safe(run.name)
-        timeout_s = rerun_timeout(run, budget, cfg.rerun_timeout_s)
+        fork = fork_for(run, finding, cfg, backend)
         for prop in proposals:
-            keys: dict[str, list[str]] = {"baseline": [], "candidate": []}
-            for arm, patch, sub in (
-                ("baseline", ConfigPatch(), f"baseline-b{budget}"),
-                ("candidate", prop.config,
-                 f"{_safe(rule or 'healthy')}--{_safe(prop.id)}-{_short_hash(prop.config.to_dict())}-b{budget}"),
-            ):
-                for seed in cfg.seed_list():
-                    rerun_dir = run_dir / sub / f"seed{seed}"
-                    key = str(rerun_dir)
-                    if key not in p.tasks:
-                        p.tasks[key] = RerunTask(
-                            key=key, arm=arm, seed=seed, max_steps=budget, patch=patch, rerun_dir=key,
-                            device=cfg.device, backend=backend,
-                            digest=task_digest(backend, patch, budget, seed, cfg.device), timeout_s=timeout_s,
-                        )
-                    keys[arm].append(key)
-            p.jobs.append(_Job(run, rule, prop, budget, tuple(keys["baseline"]), tuple(keys["candidate"]), lr,
-                               finding.symptom_role if finding is not None else None))
+            _add_job(p, run, finding, prop, fork, backend, cfg, out / _safe(run.name), lr, steps_trained(run))
     return p
 
 
@@ -268,61 +291,6 @@ def execute(tasks: Sequence[RerunTask], executor: Executor) -> dict[str, RerunOu
     return outcomes
 
 
-def _read_back(task: RerunTask, outcome: RerunOutcome, diagnose_fn, cfg: VerifyConfig,
-               base_clip: float | None = None) -> ArmResult:
-    from ..readers import discover
-
-    if not outcome.ok:
-        return ArmResult(task.seed, False, error=outcome.stderr_tail or "failed", logdir=task.logdir)
-    try:
-        runs = discover(task.logdir)
-    except LrdoctorError as exc:
-        runs, why = [], str(exc)
-    else:
-        why = "no runs found"
-    if not runs:
-        raise VerifyError(
-            f"the rerun finished but wrote no logs lrdoctor can read in {task.logdir} ({why}); the command must "
-            "write its logs into {logdir} (or LRDOCTOR_LOGDIR, which the Controller uses)"
-        )
-    run = max(runs, key=lambda r: len(r.scalars))
-    clip = task.patch.get("clip_grad_norm", base_clip)
-    (diag,) = diagnose_fn([applied_grad_norm(run, float(clip) if clip else None)])
-    view = RoleView.of(run)
-    if view.has("val_loss") and len(view["val_loss"]):
-        role, window = "val_loss", cfg.smooth_window
-    elif view.has("train_loss") and len(view["train_loss"]):
-        role = "train_loss"
-        window = max(cfg.smooth_window, len(view["train_loss"]) // 20)
-    else:
-        raise VerifyError(f"the rerun's logs in {task.logdir} have neither a train nor a val loss")
-    target = smoothed_final(view[role].values, window)
-    rules = tuple(sorted({f.rule for f in diag.findings}))
-    symptoms = tuple(sorted({f.rule for f in diag.findings if f.symptom_role}))
-    shown = tuple((r, *display_curve(view[r].steps, view[r].values))
-                  for r in dict.fromkeys((role, "train_loss", "grad_norm")) if view.has(r) and len(view[r]))
-    return ArmResult(task.seed, True, rules=rules, symptom_rules=symptoms, target=target, target_role=role, logdir=task.logdir,
-                     curves=shown)
-
-
-def display_curve(steps, values, max_points: int = CURVE_POINTS) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """A series cut to at most ~``max_points`` for the report, keeping each bucket's min, max and
-    first NaN/inf (a plain stride would drop the one-step spike or the NaN the verdict is about)."""
-    from ..downsample import downsample
-
-    s, v = downsample(np.asarray(steps), np.asarray(values, dtype=np.float64), max_points)
-    return tuple(s.tolist()), tuple(v.tolist())
-
-
-def curves_detail(baseline: Sequence[ArmResult], candidate: Sequence[ArmResult], role: str) -> RerunCurves:
-    """The reruns' curves of ``role`` per arm and seed, as the report draws them (seeds whose rerun
-    did not log it are left out)."""
-    def arm(results: Sequence[ArmResult]) -> tuple[SeedCurve, ...]:
-        return tuple(SeedCurve(a.seed, tuple(c[0]), tuple(c[1])) for a in results if (c := a.curve(role)) is not None)
-
-    return RerunCurves(role, arm(baseline), arm(candidate))
-
-
 def verify_items(
     items: Sequence[tuple[Run, Finding | None, Sequence[Proposal]]],
     diagnose_fn: Callable[[list[Run]], list[Diagnosis]],
@@ -333,19 +301,27 @@ def verify_items(
     train: str | None = None,
 ) -> list[RunVerification]:
     """Verify each (run, finding, proposals) item; ``finding=None`` checks proposals on a healthy run."""
+    from .ladder import climb
+
     cfg = cfg.check(warn=False)  # verify_path already checked it and warned once
     out = Path(out)
     _check_out(out, [run for run, _, _ in items])
     p = plan(items, cfg, out, train)
     executor = executor or SerialExecutor()
     arms: dict[str, ArmResult] = {}
-    clips = {k: clip_threshold(job.run) for job in p.jobs for k in (*job.baseline, *job.candidate)}
-    with out_lock(out):  # a second verify on this --out stops here, naming this one
-        outcomes = execute(list(p.tasks.values()), executor)
-        for key, task in p.tasks.items():
-            arms[key] = _read_back(task, outcomes[key], diagnose_fn, cfg, clips.get(key))
-    by_run: dict[str, list[Verdict]] = {}
-    for job in p.jobs:
+    run_of: dict[str, Run] = {}
+
+    def settle(jobs: Sequence[_Job]) -> None:
+        """Run and read back every rerun of ``jobs`` not read yet."""
+        for job in jobs:
+            run_of.update({k: job.run for k in (*job.baseline, *job.candidate)})
+        todo = [p.tasks[k] for k in dict.fromkeys(k for job in jobs for k in (*job.baseline, *job.candidate))
+                if k not in arms]
+        outcomes = execute(todo, executor)
+        for t in todo:
+            arms[t.key] = read_back(t, outcomes[t.key], diagnose_fn, cfg, clip_threshold(run_of[t.key]))
+
+    def judge(job: _Job) -> Verdict:
         def mark(a: ArmResult, rule=job.rule) -> ArmResult:
             # without a finding, any rule that judges a symptom counts (its file declares one)
             return replace(a, symptom=(rule in a.rules) if rule else bool(a.symptom_rules))
@@ -353,16 +329,47 @@ def verify_items(
         base, cand = [mark(arms[k]) for k in job.baseline], [mark(arms[k]) for k in job.candidate]
         v = decide(job.rule, job.proposal, base, cand, cfg, base_lr=job.base_lr)
         role = next((a.target_role for a in (*base, *cand) if a.target_role), "train_loss")
-        extra = {"budget_steps": job.budget, "out": str(Path(job.candidate[0]).parent)}
+        extra = {"budget_steps": job.budget, "out": str(Path(job.candidate[0]).parent),
+                 "steps": {"baseline": sum(a.steps for a in base), "candidate": sum(a.steps for a in cand)}}
         symptom, symptom_curves = job.symptom_role, None
         if symptom and symptom != role and any(a.curve(symptom) for a in (*base, *cand)):
             # the target is often a sparse val loss; the series the rule fired on shows the symptom itself
             symptom_curves = curves_detail(base, cand, symptom)
         # a new Verdict with the run-level details and the curves: a built verdict is never changed
-        by_run.setdefault(job.run.name, []).append(replace(
-            v, details={**v.details, **extra}, curves=curves_detail(base, cand, role), symptom_curves=symptom_curves))
+        return replace(v, details={**v.details, **extra}, curves=curves_detail(base, cand, role),
+                       symptom_curves=symptom_curves)
+
+    def add_rung(job: _Job, config: dict) -> _Job:
+        rung = replace(job.proposal, config=ConfigPatch.of(config))
+        finding = _RungFinding(job.rule, job.symptom_role, job.raises_lr)
+        return _add_job(p, job.run, finding, rung, job.fork, p.tasks[job.baseline[0]].backend, cfg,  # type: ignore[arg-type]
+                        out / _safe(job.run.name), job.base_lr, job.original_steps)
+
+    by_run: dict[str, list[Verdict]] = {}
+    with out_lock(out):  # a second verify on this --out stops here, naming this one
+        settle(list(p.jobs))
+        for job, v, rung_verdicts in climb(list(p.jobs), judge, add_rung, settle, cfg):
+            extra: dict[str, Any] = {"cost": verdict_cost(rung_verdicts, job.original_steps)}
+            if job.fork is not None:
+                extra["fork"] = job.fork.to_dict()
+            by_run.setdefault(job.run.name, []).append(replace(v, details={**v.details, **extra}))
     runs = {run.name: run for run, _, _ in items}
-    return [RunVerification(n, tuple(by_run.get(n, ())), resolved_source(r)) for n, r in runs.items()]
+    steps = {k: a.steps for k, a in arms.items()}
+    costs = {}
+    for n, r in runs.items():
+        keys = [k for k in arms if run_of[k].name == n]
+        if keys:
+            costs[n] = RunCost(len(set(keys)), distinct_steps(keys, steps), steps_trained(r))
+    return [RunVerification(n, tuple(by_run.get(n, ())), resolved_source(r), costs.get(n)) for n, r in runs.items()]
+
+
+@dataclass(frozen=True)
+class _RungFinding:
+    """What :func:`_add_job` reads of a finding, for a ladder rung (same rule, same fork)."""
+
+    rule: str | None
+    symptom_role: str | None
+    raises_lr: bool
 
 
 def resolved_source(run: Run) -> str:

@@ -40,6 +40,7 @@ class ArmResult:
     target_role: str = ""
     error: str = ""
     logdir: str = ""
+    steps: int = 0  # optimizer steps this rerun ran after its start (from its logs)
     # (role, steps, values) per series kept for display (the target metric's, train loss, grad
     # norm), downsampled; the report draws them, the verdict never looks at them
     curves: tuple[tuple[str, tuple[float, ...], tuple[float, ...]], ...] = field(default=(), compare=False,
