@@ -94,23 +94,23 @@ def loss_spike(
 
 def _spikes(
     train_loss: Series,
-    grad_norm: Series | None = None,
+    grad_norm: Series | None,
     *,
-    window: int = 21,
-    noise_window: int = 41,
-    z_threshold: float = 20.0,
-    min_rise_over_range: float = 0.5,
-    max_gap: int = 2,
-    recover_fraction: float = 0.5,
-    recover_within: float = 0.3,
-    max_events: int = 20,
-    ignore_start_fraction: float = 0.05,
-    attribute_to_gradients: bool = True,
-    log_domain_decades: float = 2.0,
-    min_ratio_log_domain: float = 3.0,
-    min_points: int = 12,
+    window: int,
+    noise_window: int,
+    z_threshold: float,
+    min_rise_over_range: float,
+    max_gap: int,
+    recover_fraction: float,
+    recover_within: float,
+    max_events: int,
+    ignore_start_fraction: float,
+    attribute_to_gradients: bool,
+    log_domain_decades: float,
+    min_ratio_log_domain: float,
+    min_points: int,
 ) -> Evidence | None:
-    """The spikes of one loss curve (see :func:`loss_spike`)."""
+    """The spikes of one loss curve (see :func:`loss_spike`, whose signature holds the defaults)."""
     steps, raw = finite_part(train_loss)
     n = len(raw)
     if n < min_points:
