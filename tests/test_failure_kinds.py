@@ -345,3 +345,29 @@ def test_report_sweeps_only_siblings_of_one_experiment_and_says_why(tmp_path):
         run(tmp_path / "exp" / "sweep" / f"lr_{lr}", lr)
     html = render_report(diagnose(tmp_path / "exp"), workers=1)
     assert "Learning-rate sweep" in html and "grouped as one sweep because they are 2 sibling runs under" in html
+
+
+def test_keras_log_dir_fit_several_times_splits_into_its_fits_with_their_val_halves(tmp_path):
+    # Keras's TensorBoard callback, log_dir="Logs", fit 3 times by 3 processes on 3 hosts: Logs/train
+    # and Logs/validation each hold one event file per fit; fit k's val loss must be fit k's
+    from lrdoctor.readers import discover
+    from lrdoctor.roles import RoleView
+    from tests.tb_writers import write_tf2
+
+    logs = tmp_path / "Logs"
+    for k in range(3):
+        t0 = 1.7e9 + 3600 * k  # each fit an hour after the previous one
+        for half, curve in (("train", [(e, (1 + k) / (e + 1)) for e in range(10)]),
+                            ("validation", [(e, (1 + k) * (1 + 0.1 * e)) for e in range(10)])):
+            before = set((logs / half).glob("*")) if (logs / half).exists() else set()
+            write_tf2(logs / half, {"epoch_loss": curve}, wall_time=t0 + (5 if half == "validation" else 0))
+            (new,) = set((logs / half).glob("*")) - before
+            new.rename(new.with_name(f"events.out.tfevents.{int(t0)}.host{k}.{4242 + k}.{half}.v2"))
+    runs = discover(logs)
+    assert [r.name for r in runs] == ["Logs#1", "Logs#2", "Logs#3"]
+    for k, run in enumerate(runs):
+        view = RoleView.of(run)
+        assert view.roles["val_loss"] == "validation/epoch_loss"
+        assert view["train_loss"].values[0] == 1 + k and view["val_loss"].values[0] == 1 + k
+        assert len(view["val_loss"]) == 10
+        assert any(a.kind == "grouping" and f"fit {k + 1} of 3" in a.message for a in run.annotations)

@@ -12,8 +12,11 @@ A directory often holds several ``events.out.tfevents.*`` files, and they mean d
   is a run of its own, ``name#1``, ``name#2``, ... like an appended Keras CSV.
 
 Only the files directly in the run directory are grouped this way; subdirectories (``add_scalars``,
-``add_hparams``, Keras ``train/`` + ``validation/``) are kept with every attempt only when there is
-one, as before.
+``add_hparams``) are kept with every attempt only when there is one, as before. Keras's layout is
+the exception: a run made of ``train/`` + ``validation/`` alone (no file of its own) that was fit
+several times into one ``log_dir`` holds one file per fit in each half. Each half is grouped as
+above, and each validation attempt joins the train attempt that started last before it (by the
+first wall time in its files): attempt k is train file k with the validation file of the same fit.
 """
 
 from __future__ import annotations
@@ -61,22 +64,13 @@ def _starts_again(new: dict, attempt: dict) -> bool:
     return False
 
 
-def group_files(source: RunSource, decode, order) -> list[RunSource]:
-    """The run sources ``source`` stands for: copies dropped, attempts split (see module doc).
-    ``decode(path) -> FileScalars``; ``order(path)`` sorts a run's files by the writer's time."""
-    root = Path(source.root)
-    if root.is_file() or len(source.files) < 2:
-        return [source]
-    files = sorted(source.files, key=order)
-    top = [f for f in files if Path(f).parent == root]
-    if len(top) < 2:
-        return [source]
-    pts = {f: _points(decode(f)) for f in top}
-    copies = {b for b in top for a in top if a != b and _contained(pts[b], pts[a])
-              and (not _contained(pts[a], pts[b]) or order(a) > order(b))}
+def _attempts(files: list[Path], pts: dict) -> tuple[list[list[Path]], set[Path]]:
+    """``files`` (in the writer's order) as attempts, and the copies left out."""
+    copies = {b for b in files for a in files if a != b and _contained(pts[b], pts[a])
+              and (not _contained(pts[a], pts[b]) or files.index(a) > files.index(b))}
     attempts: list[list[Path]] = []
     merged: list[dict] = []
-    for f in (f for f in top if f not in copies):
+    for f in (f for f in files if f not in copies):
         if attempts and not _starts_again(pts[f], merged[-1]):
             attempts[-1].append(f)
             for tag, (s, v) in pts[f].items():
@@ -85,8 +79,29 @@ def group_files(source: RunSource, decode, order) -> list[RunSource]:
         else:
             attempts.append([f])
             merged.append(dict(pts[f]))
-    note = (f"{len(copies)} event file(s) whose every point is in another file of the run (a copy) left "
-            f"out: {', '.join(sorted(Path(c).name for c in copies))}") if copies else None
+    return attempts, copies
+
+
+def _copy_note(copies: set[Path]) -> list[str]:
+    return [f"{len(copies)} event file(s) whose every point is in another file of the run (a copy) left "
+            f"out: {', '.join(sorted(Path(c).name for c in copies))}"] if copies else []
+
+
+def group_files(source: RunSource, decode, order) -> list[RunSource]:
+    """The run sources ``source`` stands for: copies dropped, attempts split (see module doc).
+    ``decode(path) -> FileScalars``; ``order(path)`` sorts a run's files by the writer's time."""
+    root = Path(source.root)
+    if root.is_file() or len(source.files) < 2:
+        return [source]
+    files = sorted(source.files, key=order)
+    top = [f for f in files if Path(f).parent == root]
+    if not top:
+        return _split_halves(source, files, decode)
+    if len(top) < 2:
+        return [source]
+    pts = {f: _points(decode(f)) for f in top}
+    attempts, copies = _attempts(top, pts)
+    note = _copy_note(copies)[0] if copies else None
     sub = [f for f in files if Path(f).parent != root]
     grouping = (*source.grouping, *([note] if note else []))
     if len(attempts) == 1:
@@ -100,3 +115,43 @@ def group_files(source: RunSource, decode, order) -> list[RunSource]:
                                          f"{len(attempts)} (each later attempt logs its tags again from their "
                                          "first step)"))
             for k, a in enumerate(attempts, start=1)]
+
+
+def _split_halves(source: RunSource, files: list[Path], decode) -> list[RunSource]:
+    """Keras's ``train/`` + ``validation/`` fit several times into one log_dir (see module doc)."""
+    from .discovery import SPLIT_DIRS
+
+    root = Path(source.root)
+    halves: dict[Path, list[Path]] = {}
+    for f in files:
+        halves.setdefault(Path(f).parent, []).append(f)
+    if len(halves) < 2 or any(d.parent != root or d.name not in SPLIT_DIRS for d in halves):
+        return [source]
+    decoded = {f: decode(f) for f in files}
+    start = {f: float(decoded[f].wall_time.min()) if len(decoded[f].wall_time) else float("inf") for f in files}
+    split: dict[Path, list[list[Path]]] = {}
+    copies: set[Path] = set()
+    for d, fs in halves.items():
+        split[d], gone = _attempts(fs, {f: _points(decoded[f]) for f in fs})
+        copies |= gone
+    grouping = (*source.grouping, *_copy_note(copies))
+    if all(len(a) == 1 for a in split.values()):
+        return [replace(source, files=tuple(f for f in files if f not in copies), grouping=grouping)]
+    # the half with the most attempts (train/: every fit writes it) anchors; each attempt of the
+    # other halves joins the anchor attempt that started last before it
+    anchor = max(split, key=lambda d: (len(split[d]), d.name == "train"))
+    firsts = np.array([start[a[0]] for a in split[anchor]])
+    runs: list[list[Path]] = [list(a) for a in split[anchor]]
+    for d, attempts in split.items():
+        if d == anchor:
+            continue
+        for a in attempts:
+            k = max(int(np.searchsorted(firsts, start[a[0]], side="right")) - 1, 0)
+            runs[k].extend(a)
+    n = len(runs)
+    return [replace(source, name=f"{source.name}#{k}", files=tuple(r),
+                    grouping=(*grouping, f"event file(s) {', '.join(Path(f).parent.name + '/' + Path(f).name for f in r)}: "
+                                         f"fit {k} of {n} into one Keras log_dir (each later fit logs its tags "
+                                         "again from their first step; a validation file joins the train file "
+                                         "that started last before it)"))
+            for k, r in enumerate(runs, start=1)]
