@@ -120,6 +120,8 @@ class Series:
     steps: np.ndarray  # int64
     values: np.ndarray  # float64
     wall_time: np.ndarray | None = None
+    #: optimizer steps each point averages (an epoch mean: lrdoctor.averaging); 1 = one step's value
+    averages: float = 1.0
 
     def __len__(self) -> int:
         return len(self.steps)

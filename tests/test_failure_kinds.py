@@ -371,3 +371,45 @@ def test_keras_log_dir_fit_several_times_splits_into_its_fits_with_their_val_hal
         assert view["train_loss"].values[0] == 1 + k and view["val_loss"].values[0] == 1 + k
         assert len(view["val_loss"]) == 10
         assert any(a.kind == "grouping" and f"fit {k + 1} of 3" in a.message for a in run.annotations)
+
+
+def test_a_one_step_grad_burst_inside_an_epoch_mean_is_found(tmp_path):
+    # Lightning self.log(..., on_epoch=True): one point per 20-step epoch, the epoch's mean. One
+    # step of epoch 25 bursts to 15x: its epoch mean is only ~1.7x -- under a per-step 10x rule
+    rng = np.random.default_rng(21)
+    spe, epochs = 20, 40
+    per_step = np.exp(0.3 * rng.standard_normal(spe * epochs))
+    loss = 2.0 * np.exp(-np.arange(spe * epochs) / 300) + 0.3
+    healthy = [(e * spe + spe - 1, {"grad_norm_epoch": float(per_step[e * spe:(e + 1) * spe].mean()),
+                                    "train_loss_epoch": float(loss[e * spe:(e + 1) * spe].mean()), "epoch": e})
+               for e in range(epochs)]
+    assert "exploding-gradients" not in _rules(_lightning_csv(tmp_path / "healthy", healthy))
+    per_step[25 * spe + 7] = 15.0
+    burst = [(s, {**m, "grad_norm_epoch": float(per_step[i * spe:(i + 1) * spe].mean())})
+             for i, (s, m) in enumerate(healthy)]
+    found = _rules(_lightning_csv(tmp_path / "burst", burst))
+    ev = found["exploding-gradients"].evidence
+    assert found["exploding-gradients"].steps == (25 * spe + spe - 1,) and ev["steps_per_point"] == spe
+    assert "mean of ~20 steps" in found["exploding-gradients"].message
+
+
+def test_recovery_is_not_judged_from_too_few_losses_before_a_spike(tmp_path):
+    # a spike at step 3 of a SummaryWriter log: the 3 losses before it (2.3, 1.2, 1.0) are the
+    # initial transient, no level; the loss then stays at 2.2, twice what it was. A median of those
+    # 3 (1.2) would call 2.2 "back near its level"; the proposal must say why it cannot
+    from lrdoctor.model import Finding, Severity
+    from lrdoctor.proposals import propose
+    from lrdoctor.proposals.context import build_context
+    from lrdoctor.proposals.spikes import spike_pattern
+    from lrdoctor.readers import discover
+    from lrdoctor.roles import RoleView
+
+    rng = np.random.default_rng(13)
+    loss = np.r_[2.3, 1.2, 1.0, 6.0, 2.2 * np.exp(0.02 * rng.standard_normal(196))]
+    write_torch(tmp_path, {"train/loss": list(enumerate(loss.tolist()))})
+    view = RoleView.of(discover(tmp_path)[0])
+    f = Finding("loss-spike", Severity.WARNING, 3, 3, (3,), "", {"count": 1})
+    assert spike_pattern(f, build_context(f, view), view).recovered is False
+    skip = next(p for p in propose(f, view) if p.kind == "rollback_skip")
+    assert "Only 3 train losses before step 3, too few" in skip.rationale
+    assert "the run recovered from" not in skip.rationale

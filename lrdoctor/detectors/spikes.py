@@ -252,7 +252,7 @@ def _positive_log(series: Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @param_ranges(baseline_window=">=1", ratio_over_baseline=">0", z_threshold=">0", min_bursts=">=1",
               skip_start_points=">=0", max_skipped_run=">=0", end_points=">=1", max_skip_fraction="0..1",
-              min_points=">=0")
+              min_points=">=0", min_ratio_averaged=">=1")
 def gradient_bursts(
     grad_norm: Series,
     train_loss: Series | None = None,
@@ -267,6 +267,7 @@ def gradient_bursts(
     end_points: int = 3,
     max_skip_fraction: float = 0.01,
     min_points: int = 12,
+    min_ratio_averaged: float = 1.25,
 ) -> Evidence | None:
     """Gradient-norm bursts far above its robust baseline, or NaN/inf gradient norms.
 
@@ -286,6 +287,14 @@ def gradient_bursts(
     jumped by a larger factor (over its own trailing median) than the gradient norm did is the
     gradient of a bad batch -- a loss spike, reported by loss-spike -- and is not counted: a bad
     batch moves the loss more than the gradient, an exploding gradient the other way round.
+
+    Epoch means (``grad_norm.averages`` = k steps per point, :mod:`lrdoctor.averaging`): a one-step
+    burst of ``ratio_over_baseline`` shows as 1 + (ratio - 1) / k in its epoch's mean (15x in a
+    20-step epoch: 1.7x), so that is the ratio asked for, never below ``min_ratio_averaged`` (a
+    smaller excess of a mean is within its ordinary drift); the z test is unchanged (the means'
+    own, smaller, noise). A mean also holds the steps after a bad batch, so there a burst in the
+    point after one whose loss jumped (by the burst ratio at least) more than its grad norm did is
+    that batch's aftermath, counted with the loss spike.
     """
     skips = None
     v = np.asarray(grad_norm.values, dtype=np.float64)
@@ -348,11 +357,20 @@ def gradient_bursts(
     finite_resid = resid[np.isfinite(resid)]
     # robust spread of the log-residuals, from the typical points only
     spread = MAD_TO_SIGMA * float(np.median(np.abs(finite_resid - np.median(finite_resid))))
-    thresh = max(float(np.log(ratio_over_baseline)), z_threshold * spread)
+    k = max(float(grad_norm.averages), 1.0)
+    ratio = max(1.0 + (ratio_over_baseline - 1.0) / k, min(min_ratio_averaged, ratio_over_baseline))
+    thresh = max(float(np.log(ratio)), z_threshold * spread)
     burst = np.nonzero(np.nan_to_num(resid, nan=-np.inf) > thresh)[0]
     if len(burst) and train_loss is not None and attribute_to_loss:
         loss_jump = jump_ratios(train_loss, steps[burst], baseline_window)
-        burst = burst[~(loss_jump >= np.exp(resid[burst]))]
+        keep = ~(loss_jump >= np.exp(resid[burst]))
+        if k > 1:
+            # an epoch mean also holds the steps after a bad batch: a burst in the point after one
+            # whose loss jumped (past the burst ratio) more than its grad norm is that aftermath
+            prev = np.maximum(burst - 1, 0)
+            prev_loss = jump_ratios(train_loss, steps[prev], baseline_window)
+            keep &= ~((burst > 0) & (prev_loss >= np.exp(thresh)) & (prev_loss >= np.exp(resid[prev])))
+        burst = burst[keep]
     if len(burst) < min_bursts:
         return skips
     worst = int(burst[np.argmax(resid[burst])])
@@ -369,7 +387,10 @@ def gradient_bursts(
             f"{len(burst)} grad-norm burst(s), the worst {float(g[worst]):.4g} at {{axis}} "
             f"{int(steps[worst])} ({float(np.exp(resid[worst])):.0f}x its baseline "
             f"{float(np.exp(base[worst])):.3g})"
+            + (f"; each point is the mean of ~{k:.0f} steps, so a {ratio_over_baseline:g}x one-step burst "
+               f"shows as {ratio:.2g}x" if k > 1 else "")
         ),
+        "steps_per_point": k,
     }
     if skips is not None:
         values["skipped_steps"] = skips.values["count"]

@@ -10,13 +10,16 @@ import logging
 import math
 import string
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from ..averaging import steps_per_point
 from ..detectors.base import Evidence
 from ..model import Diagnosis, Finding, Series, Severity, SkippedRule
 from ..roles import RoleView
+from ..runfacts import as_int, configured
 from .registry import get_detector
 from .spec import RuleSpec
 
@@ -60,8 +63,20 @@ class _SeriesCache:
     def get(self, role: str) -> Series | None:
         if role not in self._cache:
             s = self.view.deduped(role)
-            self._cache[role] = s if s is not None and len(s) else None
+            self._cache[role] = _with_averaging(self.view, s) if s is not None and len(s) else None
         return self._cache[role]
+
+
+def _with_averaging(view: RoleView, s: Series) -> Series:
+    """The series with how many steps each point averages (an epoch mean: detectors scale their
+    per-step thresholds by it)."""
+    run = view.run
+    index = getattr(view, "index", None)  # the live engine's prefix view has none: no epoch tag
+    epoch = index.series("epoch") if index is not None and "epoch" in index.tags else None
+    hit = configured(run, "steps_per_epoch")
+    k = steps_per_point(s, step_axis=run.step_axis, epoch=epoch,
+                        steps_per_epoch=as_int(hit[1]) if hit is not None else None)
+    return s if k == 1.0 else replace(s, averages=k)
 
 
 def make_finding(rule: RuleSpec, ev: Evidence, view: RoleView) -> Finding:

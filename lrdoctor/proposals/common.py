@@ -64,21 +64,38 @@ def nice_steps(n: float) -> int:
     return int(round_sig(float(n), 2))
 
 
-def loss_at(view: RoleView, role: str, first: int, last: int) -> float | None:
-    """Median of the finite values of a role between two steps (None when there are none)."""
+#: Fewest points a median of a stretch (a loss level, a grad-norm baseline) is taken from: a median
+#: of 5 ignores two outliers, one of 1-2 points is whatever those points were. Each statistic a
+#: proposal uses has its guard and its fallback (proposals/grads.py: MIN_STATS_POINTS for
+#: percentiles; README "Proposals": the table of guards).
+MIN_LEVEL_POINTS = 5
+
+
+def loss_at(view: RoleView, role: str, first: int, last: int, *, min_points: int = 1,
+            widen: str = "") -> float | None:
+    """Median of the finite values of a role between two steps (None when there are none). With
+    ``min_points``, a stretch holding fewer is widened to the ``min_points`` finite values nearest
+    it on the ``widen`` side ("after": from ``first`` on, "before": up to ``last``)."""
     s = view.deduped(role)
     if s is None:
         return None
-    m = (s.steps >= first) & (s.steps <= last) & np.isfinite(s.values)
+    fin = np.isfinite(s.values)
+    m = (s.steps >= first) & (s.steps <= last) & fin
+    if m.sum() < min_points and widen:
+        idx = np.flatnonzero(fin & ((s.steps >= first) if widen == "after" else (s.steps <= last)))
+        idx = idx[:min_points] if widen == "after" else idx[-min_points:]
+        m = np.zeros(len(s.values), dtype=bool)
+        m[idx] = True
     return float(np.median(s.values[m])) if m.any() else None
 
 
 def relative_drop(view: RoleView, first: int, start: int, end: int) -> float | None:
     """How much the train loss fell from the run's start to the stretch [start, end], as a
-    fraction of its starting level (0: never moved, 1: went to zero)."""
+    fraction of its starting level (0: never moved, 1: went to zero). Each level is the median of
+    at least MIN_LEVEL_POINTS losses (the first ones of the run; the last ones up to ``end``)."""
     span = max((end - first) // 20, 1)
-    a = loss_at(view, "train_loss", first, first + span)
-    b = loss_at(view, "train_loss", start, end)
+    a = loss_at(view, "train_loss", first, first + span, min_points=MIN_LEVEL_POINTS, widen="after")
+    b = loss_at(view, "train_loss", start, end, min_points=MIN_LEVEL_POINTS, widen="before")
     if a is None or b is None or a == 0:
         return None
     return (a - b) / abs(a)

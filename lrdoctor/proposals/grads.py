@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..roles import RoleView
+from .common import MIN_LEVEL_POINTS
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,9 @@ def grad_stats(view: RoleView, start: int, end: int, exclude: Iterable[int] = ()
     # Bursts against the local level, not the window's median: a norm that trends (shrinking
     # while the run converges, growing with a warmup) is ordinary, a lone 10-50x jump is not.
     spike = vals > SPIKE_X * centred_median(vals, SPIKE_WINDOW)
-    calm = float(np.percentile(vals[~spike], 90)) if spike.any() and (~spike).sum() >= 5 else None
+    # the burst-free p90 that may cap the threshold is a percentile too: as many norms as the p90
+    calm = (float(np.percentile(vals[~spike], 90))
+            if spike.any() and (~spike).sum() >= MIN_STATS_POINTS else None)
     return GradStats(int(steps.min()), int(steps.max()), int(len(vals)), float(p50), float(p90),
                      float(p95), float(p99), float(vals.max()), ignored, whole,
                      int(spike.sum()) if calm is not None else 0, calm, fallback)
@@ -95,7 +98,8 @@ GRAD_BLOWUP = 10.0
 
 def grad_blowup(view: RoleView, start: int, end: int, exclude: Iterable[int] = ()) -> int | None:
     """First step in [start, end] whose grad norm is non-finite or above GRAD_BLOWUP times the
-    median of the first third of that stretch (isolated ``exclude`` steps ignored)."""
+    median of the first third of that stretch (isolated ``exclude`` steps ignored); None when
+    that third holds fewer than MIN_LEVEL_POINTS finite norms."""
     s = view.deduped("grad_norm")
     if s is None:
         return None
@@ -109,7 +113,9 @@ def grad_blowup(view: RoleView, start: int, end: int, exclude: Iterable[int] = (
         return None
     early = vals[: len(vals) // 3]
     early = early[np.isfinite(early)]
-    if len(early) < 2:
+    if len(early) < MIN_LEVEL_POINTS:
+        # a median of 2-4 early norms is no level (a warmup's first tiny norms would make every
+        # later one a "blow-up"): the stable stretch is then not cut short
         return None
     bad = ~np.isfinite(vals) | (vals > GRAD_BLOWUP * float(np.median(early)))
     bad[: len(vals) // 3] &= ~np.isfinite(vals[: len(vals) // 3])

@@ -22,7 +22,7 @@ from . import regularise, schedules
 from .common import Draft, relative_drop
 from .context import Needs
 from .kinds import KINDS, Option, Situation
-from .spikes import recovered
+from .spikes import recovered, recovery_note
 
 Rank = Callable[[Situation], list[Option]]
 
@@ -91,8 +91,9 @@ def _spike_clip(s: Situation) -> list[Option]:
 
 def _spike_rollback(s: Situation) -> list[Option]:
     clip, skip = _spike_scores(s)
-    note = s.pattern.why_rollback(s.ctx) if skip > clip else ""
-    return [(lambda: _with_note(regularise.rollback_skip(s.finding, s.ctx, s.burst_noun), note), skip)]
+    note = (s.pattern.why_rollback(s.ctx) if skip > clip else "") + recovery_note(s.view, s.ctx)
+    return [(lambda: _with_note(regularise.rollback_skip(s.finding, s.ctx, s.burst_noun, s.pattern.recovered), note),
+             skip)]
 
 
 def _spike_count(s: Situation) -> int:
@@ -183,7 +184,8 @@ def _bursts_rollback(s: Situation) -> list[Option]:
     f, ctx = s.finding, s.ctx
     bursts = sorted(set(f.steps))
     if 0 < len(bursts) <= 3 and bool(np.all(np.diff(bursts) >= 10)) and recovered(s.view, ctx, f):
-        return [(lambda: regularise.rollback_skip(f, ctx, s.burst_noun), 0.55)]
+        note = recovery_note(s.view, ctx)
+        return [(lambda: _with_note(regularise.rollback_skip(f, ctx, s.burst_noun), note), 0.55)]
     return []
 
 

@@ -163,7 +163,7 @@ def _overfit(finding: Finding, ctx: RunContext) -> str:
     return f"val loss rose from {ctx.unit} {ctx.onset} while the train loss kept falling"
 
 
-def rollback_skip(finding: Finding, ctx: RunContext, noun: str = "spike") -> Draft | None:
+def rollback_skip(finding: Finding, ctx: RunContext, noun: str = "spike", recovered: bool = True) -> Draft | None:
     """Roll back ~100 steps before each isolated spike (``noun``: what the marked steps are) and
     skip the batches from there to as far past it (PaLM), fewer for short runs."""
     if ctx.unit != "step":
@@ -188,9 +188,11 @@ def rollback_skip(finding: Finding, ctx: RunContext, noun: str = "spike") -> Dra
         kind="rollback_skip",
         summary=f"roll back to step {ranges[0][0]} and skip batches {where} ({n} batches) around the "
                 f"{noun}{'s' if many else ''} at step{'s' if many else ''} {at}",
-        rationale=f"{len(spikes)} isolated {noun}{'s' if many else ''} (step{'s' if many else ''} {at}) the run "
-                  f"recovered from, the mark of bad batches; PaLM restarts ~100 steps before a spike and skips "
-                  f"200–500 batches: here {back} steps back and {back} past ({ctx.total_steps}-step run). "
-                  f"Needs a checkpoint at or before step {ranges[0][0]}.",
+        rationale=(f"{len(spikes)} isolated {noun}{'s' if many else ''} (step{'s' if many else ''} {at})"
+                   + (" the run recovered from, the mark of bad batches" if recovered else
+                      ", though the loss did not come back to its level before")
+                   + f"; PaLM restarts ~100 steps before a spike and skips 200–500 batches: here {back} steps "
+                   f"back and {back} past ({ctx.total_steps}-step run). "
+                   f"Needs a checkpoint at or before step {ranges[0][0]}."),
         config={"skip_batches": ranges},
     )

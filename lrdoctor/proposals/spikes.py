@@ -15,7 +15,7 @@ import numpy as np
 
 from ..model import Finding
 from ..roles import RoleView
-from .common import fmt
+from .common import MIN_LEVEL_POINTS, fmt
 from .context import RunContext
 
 #: Rollback distance before a spike (PaLM: ~100 steps), shrunk for short runs.
@@ -26,6 +26,8 @@ BURST_OVER_P99 = 2.0
 LEAD_POINTS = 3
 #: Share of the points outside the spikes' windows that may be bursts before they "recur".
 RECUR_SHARE = 0.01
+#: Losses before a finding whose median is its level (recovery is judged against it).
+LEVEL_POINTS = 10
 
 
 def rollback_distance(ctx: RunContext) -> int:
@@ -43,20 +45,39 @@ def incidents(steps: list[int], gap: int) -> list[list[int]]:
     return out
 
 
+def _before(view: RoleView, ctx: RunContext) -> np.ndarray:
+    """The last LEVEL_POINTS finite train losses before the finding: its level."""
+    s = view.deduped("train_loss")
+    if s is None:
+        return np.zeros(0)
+    return s.values[(s.steps < ctx.onset) & np.isfinite(s.values)][-LEVEL_POINTS:]
+
+
 def recovered(view: RoleView, ctx: RunContext, f: Finding) -> bool:
-    """Whether the train loss ends finite and back near its level before the finding (within 2x),
-    or at least an order of magnitude below the worst loss during it."""
+    """Whether the train loss ends finite and back near its level before the finding (within 2x;
+    the level is the median of the last LEVEL_POINTS losses before it, judged only from
+    MIN_LEVEL_POINTS of them), or at least an order of magnitude below the worst loss during it."""
     s = view.deduped("train_loss")
     if s is None or not len(s) or not np.isfinite(s.values[-1]):
         return False
     ok = np.isfinite(s.values)
-    before = s.values[(s.steps < ctx.onset) & ok]
+    before = _before(view, ctx)
     end = f.end_step if f.end_step is not None else ctx.onset
     during = s.values[(s.steps >= ctx.onset) & (s.steps <= end + 1) & ok]
     last = s.values[-1]
-    near = len(before) > 0 and last <= 2 * np.median(before[-10:])
+    near = len(before) >= MIN_LEVEL_POINTS and last <= 2 * np.median(before)
     down = len(during) > 0 and last <= 0.1 * during.max()
     return bool(near or down)
+
+
+def recovery_note(view: RoleView, ctx: RunContext) -> str:
+    """What a proposal says when the level before the finding was too short to trust ("" when not)."""
+    n = len(_before(view, ctx))
+    if n >= MIN_LEVEL_POINTS or view.deduped("train_loss") is None:
+        return ""
+    return (f" Only {n} train loss{'' if n == 1 else 'es'} before {ctx.unit} {ctx.onset}, too few to know the "
+            f"level it ran at ({MIN_LEVEL_POINTS} needed): whether the run recovered is judged only by its "
+            f"loss ending 10× below the worst one during the finding.")
 
 
 @dataclass(frozen=True)
@@ -127,6 +148,6 @@ def spike_pattern(f: Finding, ctx: RunContext, view: RoleView) -> SpikePattern:
     bursts = int((vals[outside] > high).sum())
     recurring = bursts if n_out and bursts >= 3 and bursts > RECUR_SHARE * n_out else None
     after = outside & (steps > spikes[0])
-    med = float(np.median(vals[after])) if after.sum() >= 5 else None
+    med = float(np.median(vals[after])) if after.sum() >= MIN_LEVEL_POINTS else None
     persistent = med if med is not None and med > BURST_OVER_P99 * g.p50 else None
     return SpikePattern(len(groups), rec, preceded, recurring, persistent, True, g.p99)
