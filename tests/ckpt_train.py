@@ -4,7 +4,8 @@ It knows nothing of lrdoctor: it saves ``{"model", "optimizer", "step"}`` with `
 ``<ckpt-dir>/ckpt_<step>.pt`` every ``--ckpt-every`` steps and resumes from ``--resume PATH
 --start-step N``; it runs until the absolute step ``--max-steps`` and writes ``metrics.csv``
 (step, train_loss, grad_norm, lr) into ``--logdir`` (on through NaN, as a plain script does). The LR warms up linearly from 0 to ``--lr``
-over ``--warmup`` steps (0: constant). The batch of step t is drawn from a generator seeded with
+over ``--warmup`` steps (0: constant); ``--hidden`` is the MLP's width (wider: sharper, diverges
+sooner at a given LR). The batch of step t is drawn from a generator seeded with
 (seed, t), so a resumed run with the original seed replays the original exactly, and another
 seed changes what comes after the fork. Verified in tests with::
 
@@ -34,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--start-step", type=int, default=0)
     ap.add_argument("--ckpt-every", type=int, default=0)
     ap.add_argument("--ckpt-dir", default=None)
+    ap.add_argument("--hidden", type=int, default=32)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -41,7 +43,8 @@ def main(argv=None) -> int:
     x = torch.randn(1024, 8, generator=g)
     y = torch.tanh(x @ torch.randn(8, 1, generator=g)) + 0.1 * torch.randn(1024, 1, generator=g)
     torch.manual_seed(args.seed)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    model = torch.nn.Sequential(torch.nn.Linear(8, args.hidden), torch.nn.Tanh(),
+                                torch.nn.Linear(args.hidden, 1))
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
     start = 0
     if args.resume:

@@ -8,7 +8,14 @@ import pytest
 from lrdoctor.errors import UsageError, VerifyError
 from lrdoctor.model import Proposal, Verdict, VerdictKind
 from lrdoctor.verify import VerifyConfig
-from lrdoctor.verify.checkpoints import Checkpoint, find_checkpoints, pattern_checkpoints, plan_fork
+from lrdoctor.verify.checkpoints import (
+    Checkpoint,
+    find_checkpoints,
+    pattern_checkpoints,
+    plan_fork,
+    skipped_span,
+    stops_inside_skip,
+)
 from lrdoctor.verify.ladder import combine, direction, next_config, weighted_holm, weights
 
 
@@ -134,6 +141,28 @@ def test_fork_plan_budget_and_the_reasons_to_start_at_zero():
         z = plan_fork(cfg, rule, onset, None, 2000, found, judged=judged)
         assert z.start_step == 0 and z.checkpoint is None and why in z.note and "step 0" in z.note
     assert "cannot resume" in plan_fork(cfg, "divergence", 1250, None, 2000, cks, "cannot resume", "onset").note
+
+
+def test_fork_runs_past_the_batches_a_rollback_skips_and_starts_before_them():
+    cfg = VerifyConfig()
+    cks = [Checkpoint(s, f"c{s}", "lrdoctor") for s in (1000, 1100, 1200, 1300)]
+    plain = plan_fork(cfg, "loss-spike", 1250, 1250, 2000, cks, judged="event")
+    assert (plain.start_step, plain.stop_step) == (1100, 1250 + 75)
+    # a rollback skipping 1150-1350 would cover that whole rerun: the reruns go the same margin past 1350
+    f = plan_fork(cfg, "loss-spike", 1250, 1250, 2000, cks, judged="event", skipped=(1150, 1350))
+    assert (f.start_step, f.stop_step) == (1100, 1350 + 75) and "past the skipped batches 1150-1350" in f.note
+    assert stops_inside_skip({"skip_batches": [[1150, 1350]]}, 1100, plain.stop_step) == (1150, 1350)
+    assert stops_inside_skip({"skip_batches": [[1150, 1350]]}, 1100, f.stop_step) is None
+    assert stops_inside_skip({"lr": 0.1}, 1100, 1200) is None
+    # a window over by the last event leaves the margin after it as it was
+    assert plan_fork(cfg, "loss-spike", 1250, 1250, 2000, cks, judged="event", skipped=(1150, 1240)) == plain
+    # a skip that starts before the usual fork moves the fork before it (else it would be a no-op)
+    early = plan_fork(cfg, "loss-spike", 1250, 1250, 2000, cks, judged="event", skipped=(1050, 1300))
+    assert early.start_step == 1000
+    none = plan_fork(cfg, "loss-spike", 1250, 1250, 2000, cks, judged="event", skipped=(900, 1300))
+    assert none.start_step == 0 and "the first skipped batch, 900" in none.note
+    assert skipped_span([{"skip_batches": [[5, 9], [40, 60]]}, {"lr": 1.0}, {"skip_batches": [[2, 3]]}]) == (2, 60)
+    assert skipped_span([{"lr": 1.0}]) is None
 
 
 def _rung(verdict: str, base_hits: int, cand_hits: int, p: float) -> Verdict:

@@ -15,7 +15,8 @@ user's command loads it); its own format is loaded with ``torch.load(weights_onl
 
 The fork (:func:`plan_fork`): rules that judge an event (divergence, loss spikes, gradient
 bursts) rerun from the latest checkpoint at or before ``onset - fork_margin_steps`` to past the
-finding's last event plus a recovery margin; rules that judge a trend over the run (plateau,
+finding's last event plus a recovery margin (and past the batches a rollback proposal skips, so
+its candidate trains after them); rules that judge a trend over the run (plateau,
 overfitting, vanishing gradients) keep the from-scratch budget, because their detectors compare a
 curve with its own beginning (see :data:`FORKABLE`).
 """
@@ -27,6 +28,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import UsageError
 
@@ -126,11 +128,30 @@ def choose(checkpoints: Sequence[Checkpoint], before: int) -> Checkpoint | None:
     return max(ok, key=lambda c: c.step) if ok else None
 
 
+def skipped_span(configs: Sequence[Any]) -> tuple[int, int] | None:
+    """First and last step of the batches any of these config patches skips (None: none skips)."""
+    ranges = [(int(a), int(b)) for c in configs for a, b in (c.get("skip_batches") or ())]
+    return (min(a for a, _ in ranges), max(b for _, b in ranges)) if ranges else None
+
+
+def stops_inside_skip(config: Any, start: int, stop: int) -> tuple[int, int] | None:
+    """The skipped stretch of ``config`` a rerun of steps ``start+1..stop`` ends inside (None: it
+    trains after every stretch it enters). Such a candidate never trains past the batches it
+    skips, so its rerun cannot tell whether skipping them helps."""
+    for a, b in config.get("skip_batches") or ():
+        if a <= stop <= b and b > start:
+            return int(a), int(b)
+    return None
+
+
 def plan_fork(cfg, rule: str | None, onset: int | None, last_event: int | None, original_steps: int | None,
-              checkpoints: Sequence[Checkpoint], resumable: str | None = None, judged: str | None = None) -> Fork:
+              checkpoints: Sequence[Checkpoint], resumable: str | None = None, judged: str | None = None,
+              skipped: tuple[int, int] | None = None) -> Fork:
     """The start and budget of one finding's reruns. ``judged`` is how its rule judges the symptom
     (see :data:`FORKABLE`); ``resumable`` is None when the rerun command can resume a checkpoint,
-    else why it cannot (said in the note)."""
+    else why it cannot (said in the note). ``skipped`` is the first and last step of the batches
+    the proposals skip (``skip_batches``, a rollback): the fork is at or before the first (a
+    skip before the fork would be a no-op in the rerun) and the reruns run past the last."""
     from .protocol import budget_for, fork_budget
 
     scratch = budget_for(cfg, onset, original_steps, last_event)
@@ -149,11 +170,18 @@ def plan_fork(cfg, rule: str | None, onset: int | None, last_event: int | None, 
     if resumable is not None:
         return from_zero(f"{len(checkpoints)} checkpoints found but {resumable}")
     before = int(onset) - cfg.fork_margin_steps
+    why_before = f"{cfg.fork_margin_steps} before the onset {onset}"
+    if skipped is not None and skipped[0] < before:
+        before, why_before = skipped[0], f"the first skipped batch, {skipped[0]}"
     chosen = choose(checkpoints, before)
     if chosen is None or chosen.step <= 0:
-        return from_zero(f"no checkpoint at or before step {before} ({cfg.fork_margin_steps} before the onset "
-                         f"{onset}; the earliest is at step {checkpoints[0].step})")
-    budget = fork_budget(cfg, chosen.step, int(onset), None if judged == "onset" else last_event)
+        return from_zero(f"no checkpoint at or before step {before} ({why_before}; the earliest is at step "
+                         f"{checkpoints[0].step})")
+    last = None if judged == "onset" else last_event
+    budget = fork_budget(cfg, chosen.step, int(onset), last, skipped[1] if skipped is not None else None)
+    past = ""
+    if skipped is not None and budget > fork_budget(cfg, chosen.step, int(onset), last):
+        past = f", past the skipped batches {skipped[0]}-{skipped[1]} so that the candidate trains after them"
     return Fork(chosen.step, budget, chosen,
                 f"forked from the {chosen.kind} checkpoint at step {chosen.step} ({chosen.path}): steps "
-                f"{chosen.step + 1}-{chosen.step + budget}")
+                f"{chosen.step + 1}-{chosen.step + budget}{past}")

@@ -1,7 +1,8 @@
 """The LR ladder: when a proposal that lowers the LR (or, for a plateau, raises it) leaves the
 symptom in some seeds, try the next rung - the LR moved by another factor of ``ladder_factor``
-(3) - up to ``ladder_rungs`` (3) rungs in all, every rung against the same baseline arm, and report
-the largest LR that is CONFIRMED.
+(3), or by its square (9) after a rung that changed nothing (:func:`step_factor`) - up to
+``ladder_rungs`` (3) rungs in all, every rung against the same baseline arm, and report the
+largest LR that is CONFIRMED.
 
 Family-wise error: a **weighted Holm** procedure over the pre-declared family of
 ``ladder_rungs`` rungs, on each rung's one-sided Fisher p-value (is the symptom rarer than in the
@@ -72,6 +73,18 @@ def should_climb(v: Verdict, reproduce_fraction: float) -> bool:
     base, cand = v.details.get("baseline_symptom", []), v.details.get("candidate_symptom", [])
     n = len(base)
     return bool(n) and sum(base) > reproduce_fraction * n and sum(cand) > 0
+
+
+def step_factor(v: Verdict, factor: float) -> float:
+    """How far the next rung moves the LR: ``factor``, or ``factor**2`` when this rung left the
+    symptom in at least as many seeds as the baseline. A cut that changed nothing is far from the
+    stable LR (a constant LR that blows up at step 2 says nothing about where stability starts),
+    and the rungs cannot grow in number instead: with 5 seeds a later rung's Holm level over 3
+    rungs, 0.05 x 0.1 = 0.005, is just above the smallest one-sided Fisher p (1/252 = 0.004); over
+    4 rungs it would be 0.0033 and no later rung could ever be confirmed. A rung that helped in
+    some seeds is near the edge: the plain step keeps the answer fine."""
+    base, cand = v.details.get("baseline_symptom", []), v.details.get("candidate_symptom", [])
+    return factor ** 2 if sum(cand) >= sum(base) else factor
 
 
 def weights(n_rungs: int) -> list[float]:
@@ -166,8 +179,8 @@ def climb(jobs: Sequence[Any], judge: Callable[[Any], Verdict], add_rung: Callab
         if not up:
             break
         new = []
-        for job, sign, _verdicts, configs in up:
-            configs.append(next_config(configs[-1], sign, cfg.ladder_factor))
+        for job, sign, verdicts, configs in up:
+            configs.append(next_config(configs[-1], sign, step_factor(verdicts[-1], cfg.ladder_factor)))
             new.append(add_rung(job, configs[-1]))
         settle(new)
         for (_, _, verdicts, _), rung in zip(up, new, strict=True):

@@ -15,7 +15,8 @@ Defaults (each overridable from the CLI or :class:`VerifyConfig`):
   run's logs stop early) - but never below ``onset + min_recovery_steps`` nor ``min_budget_steps``.
   ``--budget-steps`` overrides it. A rerun forked from a checkpoint (checkpoints.py) starts at
   the latest checkpoint at or before ``onset - fork_margin_steps`` and runs to past the last event
-  plus ``max(min_recovery_steps, recovery_fraction * (last event - fork))`` (:func:`fork_budget`).
+  plus ``max(min_recovery_steps, recovery_fraction * (last event - fork))``, and that margin past
+  the last batch a proposal skips when it skips some (:func:`fork_budget`).
 * **Re-diagnosis**: each rerun is diagnosed with the same rules, each rule on its own (no
   superseding). Logged grad norms are pre-clipping, so gradient rules judge the norm that reaches
   the optimizer, ``min(logged norm, the arm's clip threshold)`` (NaN/inf kept). The target metric
@@ -105,15 +106,17 @@ def budget_for(cfg: VerifyConfig, onset: int | None, original_steps: int | None,
     return max(cfg.min_budget_steps, budget)
 
 
-def fork_budget(cfg: VerifyConfig, start: int, onset: int, last_event: int | None) -> int:
+def fork_budget(cfg: VerifyConfig, start: int, onset: int, last_event: int | None, skip_end: int | None = None) -> int:
     """Steps per rerun that starts at checkpoint step ``start``: to past the finding's last event
     plus a recovery margin of ``max(min_recovery_steps, recovery_fraction * (end - start))`` - the
-    same margin as from step 0, measured from the fork instead of from the start."""
+    same margin as from step 0, measured from the fork instead of from the start. ``skip_end`` is
+    the last step of the batches a proposal skips (``skip_batches``): the reruns run that margin
+    past it too, or a candidate that rolls back and skips would never train again inside its rerun."""
     if cfg.budget_steps is not None:
         return int(cfg.budget_steps)
     end = max(int(onset), int(last_event if last_event is not None else onset))
     margin = max(cfg.min_recovery_steps, int(round(cfg.recovery_fraction * (end - start))))
-    return end + margin - int(start)
+    return max(end, int(skip_end if skip_end is not None else end)) + margin - int(start)
 
 
 def resolve_device(device: str) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import LrdoctorError, VerifyError
 from ..jsonsafe import json_safe
-from ..model import Diagnosis, Finding, Proposal, Run, Verdict
+from ..model import Diagnosis, Finding, Proposal, Run, Verdict, VerdictKind
 from ..patch import ConfigPatch
 from ..roles import RoleView
 from ..runfacts import base_lr, clip_threshold, configured, hparams_of, planned_steps
@@ -38,7 +38,7 @@ from .backends import (
     task_digest,
     write_error_log,
 )
-from .checkpoints import Fork, find_checkpoints, plan_fork
+from .checkpoints import Fork, find_checkpoints, plan_fork, skipped_span, stops_inside_skip
 from .cost import RunCost, distinct_steps, verdict_cost
 from .executors import Executor, RerunKilled, RerunTimeout, SerialExecutor
 from .outdir import out_lock
@@ -167,8 +167,10 @@ def steps_trained(run: Run) -> int | None:
     return run_length(run)
 
 
-def fork_for(run: Run, finding: Finding | None, cfg: VerifyConfig, backend) -> Fork:
-    """Where this finding's reruns start (a checkpoint before the onset, else step 0) and how long."""
+def fork_for(run: Run, finding: Finding | None, cfg: VerifyConfig, backend,
+             proposals: Sequence[Proposal] = ()) -> Fork:
+    """Where this finding's reruns start (a checkpoint before the onset and before any batch the
+    proposals skip, else step 0) and how long."""
     rule = finding.rule if finding is not None else None
     onset = onset_of(finding) if finding is not None else None
     last = last_event_of(finding) if finding is not None else None
@@ -181,7 +183,8 @@ def fork_for(run: Run, finding: Finding | None, cfg: VerifyConfig, backend) -> F
         if found and not usable:
             why = backend.resumable(found[0].kind)
         found = usable or found
-    fork = plan_fork(cfg, rule, onset, last, run_length(run), found, why, judged)
+    fork = plan_fork(cfg, rule, onset, last, run_length(run), found, why, judged,
+                     skipped_span([p.config for p in proposals]))
     log.info("%s: %s", run.name, fork.note)
     return fork
 
@@ -231,7 +234,7 @@ def plan(
         lr = base_lr(run)
         if isinstance(backend, CommandBackend):
             backend.check(lr_needed=any("lr_scale" in pr.config or "lr" in pr.config for pr in proposals))
-        fork = fork_for(run, finding, cfg, backend)
+        fork = fork_for(run, finding, cfg, backend, proposals)
         for prop in proposals:
             _add_job(p, run, finding, prop, fork, backend, cfg, out / _safe(run.name), lr, steps_trained(run))
     return p
@@ -328,6 +331,13 @@ def verify_items(
 
         base, cand = [mark(arms[k]) for k in job.baseline], [mark(arms[k]) for k in job.candidate]
         v = decide(job.rule, job.proposal, base, cand, cfg, base_lr=job.base_lr)
+        start = job.fork.start_step if job.fork is not None and job.fork.checkpoint is not None else 0
+        inside = stops_inside_skip(job.proposal.config, start, start + job.budget)
+        if inside is not None and v.verdict is not VerdictKind.ERROR:
+            v = replace(v, verdict=VerdictKind.INCONCLUSIVE, p_value=None, reason=(
+                f"the reruns stop at step {start + job.budget}, inside the batches the candidate skips "
+                f"({inside[0]}-{inside[1]}): it never trains past them, so its reruns cannot tell whether skipping "
+                f"helps; raise --budget-steps past step {inside[1]} (was: {v.reason})"))
         role = next((a.target_role for a in (*base, *cand) if a.target_role), "train_loss")
         extra = {"budget_steps": job.budget, "out": str(Path(job.candidate[0]).parent),
                  "steps": {"baseline": sum(a.steps for a in base), "candidate": sum(a.steps for a in cand)}}
