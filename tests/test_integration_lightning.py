@@ -106,3 +106,39 @@ def test_a_healthy_run_is_never_stopped(tmp_path):
     import os
 
     assert not os.path.exists(trainer.log_dir + "/lrdoctor-findings.jsonl")
+
+
+class _PreClipNorms(L.Callback):
+    """The total grad norm before clipping, measured independently (torch's own function)."""
+
+    def __init__(self):
+        self.norms = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        self.norms.append(float(torch.nn.utils.get_total_norm(grads)))
+
+
+class _NoClipping(Tiny):
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        pass  # clipping switched off by the module: no norm comes from Lightning's clipping
+
+
+@pytest.mark.parametrize("clip, module", [(None, Tiny), (0.05, Tiny), (0.05, _NoClipping)],
+                         ids=["no clipping", "clipping by norm", "custom configure_gradient_clipping"])
+def test_the_grad_norm_fed_is_the_one_before_clipping(tmp_path, clip, module):
+    torch.manual_seed(0)
+    cb, ref = LRDoctorCallback("warn", check_every=CHECK), _PreClipNorms()
+    trainer = L.Trainer(max_steps=20, callbacks=[ref, cb], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, accelerator="cpu", devices=1,
+                        gradient_clip_val=clip, default_root_dir=tmp_path)
+    plugin_class_method = type(trainer.precision_plugin).clip_grad_by_norm
+    trainer.fit(module(1.0), _data())
+    fed = cb.guard.engine._buffers["grad_norm"]
+    assert fed.n == 20  # one per step, whether it came from clipping or was measured
+    assert fed.arrays()[1] == pytest.approx(ref.norms, rel=1e-5)
+    if clip is not None:
+        assert max(ref.norms) > clip  # the clipping did cut: the norm fed is the one before it
+    # the plugin has its own method back after the fit
+    assert "clip_grad_by_norm" not in vars(trainer.precision_plugin)
+    assert type(trainer.precision_plugin).clip_grad_by_norm is plugin_class_method

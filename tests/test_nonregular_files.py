@@ -164,3 +164,23 @@ def test_event_file_growing_while_read(tmp_path):
         assert {a.kind for a in notes} <= {"truncated", "restart"}
     assert np.all([len(df) for df, _, _ in reads])
 
+
+
+def test_unreadable_live_findings_file_is_a_note_naming_it(tree):
+    """The records a live callback wrote beside a run are read back as notes; when that file
+    cannot be read the run is still diagnosed, with one note naming the file (not an OSError)."""
+    prefix = _without_root_privileges()
+    records = tree / "good" / "lrdoctor-findings.jsonl"
+    records.write_text('{"event": "stop", "at_step": 5, "summary": "stopped at step 5"}\n')
+    records.chmod(0)
+    try:
+        proc = _cli("diagnose", str(tree / "good"), "--json", prefix=prefix)
+    finally:
+        records.chmod(0o644)
+    assert "Traceback" not in proc.stderr and proc.returncode in (0, 1), proc.stderr
+    import json
+
+    (run,) = json.loads(proc.stdout)["runs"]
+    (note,) = [a for a in run["annotations"] if a["kind"] == "bad_live_record"]
+    assert note["path"] == str(records) and "\n" not in note["message"]
+    assert note["message"].startswith("cannot read lrdoctor-findings.jsonl: ") and "Permission denied" in note["message"]

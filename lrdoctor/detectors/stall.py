@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..model import Series
-from .base import Evidence, finite_part, noise_sigma, odd_window, param_ranges, spearman_trend
+from .base import (
+    Evidence,
+    finite_part,
+    median_of,
+    noise_sigma,
+    odd_window,
+    param_ranges,
+    spearman_trend,
+    window_medians,
+)
 
 #: Candidate onsets are tried at this many evenly spaced points (a loop over candidates, not steps).
 _CANDIDATES = 40
@@ -18,7 +27,7 @@ def _edge(x: np.ndarray, fraction: float) -> int:
 def _drop(x: np.ndarray, fraction: float) -> float:
     """How far the curve fell from its start to its end (medians of its two edges)."""
     k = _edge(x, fraction)
-    return float(np.median(x[:k]) - np.median(x[-k:]))
+    return median_of(x[:k]) - median_of(x[-k:])
 
 
 def _transient(x: np.ndarray, max_points: int, fraction: float, noise_tol: float, rel_tol: float):
@@ -34,10 +43,24 @@ def _transient(x: np.ndarray, max_points: int, fraction: float, noise_tol: float
     if m == 0:
         return 0, rel
     after = x[m:]
-    level = float(np.median(after[: _edge(after, fraction)]))
+    level = median_of(after[: _edge(after, fraction)])
     tol = max(noise_tol, rel_tol * abs(level) if positive else 0.0)
     near = np.nonzero(np.abs(x[: m + 1] - level) <= tol)[0]
     return (int(near[0]) if len(near) else m), rel
+
+
+def _stall_onset(x: np.ndarray, min_len: int, edge_fraction: float, max_drop: float,
+                 max_trend: float) -> int | None:
+    """The first of _CANDIDATES evenly spaced onsets (leaving at least ``min_len`` points) from
+    which the rest of the curve falls by less than ``max_drop`` (:func:`_drop`) and has no rank
+    trend below ``max_trend``; None if there is none. Every candidate's edge medians are taken
+    in one vectorised pass: a live check runs this every few steps."""
+    n = len(x)
+    cands = np.unique(np.linspace(0, n - min_len, _CANDIDATES).astype(int))
+    rest_len = n - cands
+    k = np.minimum(np.maximum(3, (rest_len * edge_fraction).astype(int)), rest_len)
+    drops = window_medians(x, cands, k) - window_medians(x, n - k, k)
+    return next((int(i) for i in cands[drops < max_drop] if spearman_trend(x[i:]) > max_trend), None)
 
 
 def _chance_classes(level: float, max_classes: int, tolerance: float) -> int | None:
@@ -128,9 +151,9 @@ def plateau(
         sigma = float(np.finfo(np.float64).tiny)
     k, moved_rel = _transient(x, max_transient_points, edge_fraction, flat_drop_sigmas * sigma, flat_relative_change)
     rest = x[k:]
-    total_drop = _drop(rest, edge_fraction)
-    start_value = float(np.median(rest[: _edge(rest, edge_fraction)]))
-    end_value = float(np.median(rest[-_edge(rest, edge_fraction) :]))
+    start_value = median_of(rest[: _edge(rest, edge_fraction)])
+    end_value = median_of(rest[-_edge(rest, edge_fraction) :])
+    total_drop = start_value - end_value
     values = {
         "noise_sigma": sigma,
         "start_value": start_value,
@@ -166,12 +189,7 @@ def plateau(
     if not flag_stalls:
         return None
     min_len = max(min_points, int(np.ceil(min_stall_fraction * n)))
-    onset = None
-    for i in np.unique(np.linspace(0, n - min_len, _CANDIDATES).astype(int)):
-        seg = x[i:]
-        if _drop(seg, edge_fraction) < stall_drop_sigmas * sigma and spearman_trend(seg) > max_stall_trend:
-            onset = int(i)
-            break
+    onset = _stall_onset(x, min_len, edge_fraction, stall_drop_sigmas * sigma, max_stall_trend)
     if onset is None:
         return None
     stall_fraction = (n - onset) / n
@@ -185,7 +203,7 @@ def plateau(
         kind="stalls",
         stall_fraction=stall_fraction,
         lr_ratio=ratio,
-        stall_value=float(np.median(x[onset:])),
+        stall_value=median_of(x[onset:]),
     )
     values["detail"] = (
         f"train loss stopped improving at {{axis}} {int(steps[onset])} (~{values['stall_value']:.4g}) for "
@@ -230,8 +248,8 @@ def vanishing_gradients(
     drop_late = _drop(lv[len(lv) // 2 :], edge_fraction)
     if sigma > 0 and drop_late >= stall_drop_sigmas * sigma:
         return None
-    late = float(np.median(g[len(g) // 2 :]))
-    early = float(np.median(g[: _edge(g, edge_fraction)]))
+    late = median_of(g[len(g) // 2 :])
+    early = median_of(g[: _edge(g, edge_fraction)])
     ratio = late / early if early > 0 else float("inf")
     never_moved = _drop(lv, edge_fraction) < flat_drop_sigmas * max(sigma, np.finfo(np.float64).tiny)
     if late < collapse_norm and ratio < max_ratio_to_start:

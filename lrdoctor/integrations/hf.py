@@ -68,6 +68,7 @@ class LRDoctorCallback(TrainerCallback):
         self.options = GuardOptions(action=action, severity=severity, check_every=check_every, **options)
         self.logdir = logdir
         self.guard: Guard | None = None
+        self._hooks: _Hooks | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         logdir = Path(self.logdir or args.output_dir)
@@ -88,9 +89,16 @@ class LRDoctorCallback(TrainerCallback):
         if "train_loss" not in metrics:  # an evaluation: recorded, checked with the next training log
             self.guard.engine.add(state.global_step, metrics)
             return
-        hooks = _Hooks(args, control, kwargs.get("model"), kwargs.get("optimizer"), kwargs.get("lr_scheduler"),
-                       Path(args.output_dir))
-        self.guard.observe(state.global_step, metrics, hooks)
+        self.guard.observe(state.global_step, metrics, self._trainer_hooks(args, control, kwargs))
+
+    def _trainer_hooks(self, args: Any, control: Any, kwargs: dict[str, Any]) -> _Hooks:
+        """The hooks on this Trainer's objects, built again only when one of them changes (on_log
+        runs at every step: what it does there is the callback's cost per step)."""
+        h, model, opt, sched = self._hooks, kwargs.get("model"), kwargs.get("optimizer"), kwargs.get("lr_scheduler")
+        if (h is None or h.args is not args or h.control is not control or h.model is not model
+                or h.optimizer is not opt or h.scheduler is not sched):
+            h = self._hooks = _Hooks(args, control, model, opt, sched, Path(args.output_dir))
+        return h
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.guard is not None and not self.guard.stopped:

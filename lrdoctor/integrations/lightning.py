@@ -6,9 +6,11 @@
     trainer = L.Trainer(callbacks=[LRDoctorCallback(action="rollback", check_every=10)])
 
 It feeds what the training computes anyway: the training step's loss, the total gradient norm
-before clipping (measured in ``on_before_optimizer_step``, which Lightning calls before it clips),
-the LR the update used, and ``val_loss`` from the validation loop, then acts as
-:mod:`lrdoctor.live.guard` describes. ``stop`` saves ``checkpoints/lrdoctor-stop-step=N.ckpt``
+before clipping, the LR the update used, and ``val_loss`` from the validation loop, then acts as
+:mod:`lrdoctor.live.guard` describes. Lightning does not hand out the grad norm: when it clips by
+norm (``gradient_clip_val``) the callback keeps the norm that clipping computes and discards;
+otherwise it measures it in ``on_before_optimizer_step`` (before any clipping), over the
+optimizer's parameters. ``stop`` saves ``checkpoints/lrdoctor-stop-step=N.ckpt``
 with ``Trainer.save_checkpoint`` and sets ``trainer.should_stop``; ``rollback`` restores the
 module, optimizer and scheduler state in place. Findings and interventions are appended to
 ``lrdoctor-findings.jsonl`` in ``trainer.log_dir``.
@@ -21,6 +23,11 @@ from typing import Any
 
 from .._optional import MissingDependencyError, require
 from ..live.guard import Guard, GuardOptions, drop_gradients, grad_norm, scale_optimizer_lr
+
+try:  # the base implementation whose body _keep_clip_norm repeats
+    from lightning.pytorch.plugins.precision import Precision as _Precision
+except ImportError:  # the standalone pytorch_lightning package
+    _Precision = None
 
 try:
     Callback = require("lightning.pytorch.callbacks", "lrdoctor.integrations.lightning").Callback
@@ -66,6 +73,12 @@ class _Hooks:
         return str(path)
 
 
+def _params(optimizer: Any) -> list[Any]:
+    """The optimizer's parameters (what clipping takes): a module's parameters() walks every
+    submodule, a cost of its own at every step of a small model."""
+    return [p for g in optimizer.param_groups for p in g["params"]]
+
+
 class LRDoctorCallback(Callback):
     """Check lrdoctor's rules every ``check_every`` steps; on a confirmed finding at or above
     ``severity`` take ``action`` (``warn``, ``stop`` or ``rollback``; see
@@ -79,21 +92,55 @@ class LRDoctorCallback(Callback):
         self.guard: Guard | None = None
         self._hooks: _Hooks | None = None
         self._step: dict[str, float] = {}
+        self._plugin: Any = None  # the precision plugin whose clip_grad_by_norm reports to us
+        self._from_clip = False  # this step's grad norm is to come from Lightning's clipping
+        self._optimizer: Any = None  # this step's optimizer
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         logdir = Path(self.logdir or trainer.log_dir or trainer.default_root_dir)
         self.guard = Guard(self.options, logdir=logdir, name=logdir.name)
         self._hooks = _Hooks(trainer, pl_module, logdir)
+        if self.measure_grad_norm:
+            self._keep_clip_norm(trainer)
+
+    def _keep_clip_norm(self, trainer: Any) -> None:
+        """Have the precision plugin's clipping by norm hand us the total norm it computes (and
+        Lightning discards): measuring it again costs a few % of a small model's step. Only over
+        the base implementation, whose body this repeats; other plugins are measured instead."""
+        plugin = getattr(trainer, "precision_plugin", None)
+        if _Precision is None or plugin is None or type(plugin).clip_grad_by_norm is not _Precision.clip_grad_by_norm:
+            return
+        import torch
+
+        def clip_grad_by_norm(optimizer: Any, clip_val: float) -> None:
+            norm = torch.nn.utils.clip_grad_norm_(plugin.main_params(optimizer), clip_val)
+            if self._from_clip:
+                self._step["grad_norm"] = float(norm)
+                self._from_clip = False
+
+        plugin.clip_grad_by_norm = clip_grad_by_norm
+        self._plugin = plugin
+
+    def _clips_by_norm(self, trainer: Any) -> bool:
+        clip = trainer.gradient_clip_val
+        # GradClipAlgorithmType is a str enum: "value" or "norm" (None: norm)
+        return (self._plugin is not None and clip is not None and clip > 0
+                and (trainer.gradient_clip_algorithm or "norm") != "value")
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
         if self.guard is None:
             return
         self._step = {"lr": float(optimizer.param_groups[0]["lr"])}
+        self._from_clip = False
         if self.guard.skipping:
             drop_gradients(pl_module.parameters())
             self.guard.skipped_one()
         elif self.measure_grad_norm:
-            self._step["grad_norm"] = grad_norm(pl_module.parameters())
+            self._optimizer = optimizer
+            if self._clips_by_norm(trainer):
+                self._from_clip = True  # Lightning clips right after this hook
+            else:
+                self._step["grad_norm"] = grad_norm(_params(optimizer))
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.guard is None or self.guard.stopped:
@@ -101,6 +148,11 @@ class LRDoctorCallback(Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is None:
             return
+        if self._from_clip:  # no clipping by norm came through the plugin (a custom
+            # configure_gradient_clipping?): measure now, and before clipping from the next step
+            self._from_clip = False
+            self._plugin_unused()
+            self._step["grad_norm"] = grad_norm(_params(self._optimizer))
         metrics = {"train_loss": float(loss), **self._step}
         self._step = {}
         self.guard.observe(trainer.global_step, metrics, self._hooks)
@@ -112,6 +164,15 @@ class LRDoctorCallback(Callback):
         if val is not None:
             self.guard.engine.add(trainer.global_step, {"val_loss": float(val)})
 
+    def _plugin_unused(self) -> None:
+        if self._plugin is not None:
+            del self._plugin.clip_grad_by_norm  # the class's own method again
+            self._plugin = None
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self._plugin_unused()
+
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self._plugin_unused()
         if self.guard is not None and not self.guard.stopped:
             self.guard.finish()

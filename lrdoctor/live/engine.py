@@ -58,38 +58,68 @@ class LiveEvent:
 
 
 class _Buffer:
-    """One tag's points in arrays that double when full (no per-check concatenation)."""
+    """One tag's points in arrays that double when full (no per-check concatenation).
 
-    __slots__ = ("n", "steps", "values")
+    Points fed one at a time wait in two Python lists until the arrays are read: a training
+    feeds every step and checks every few, and a list append costs a fraction of writing one
+    element into a numpy array (the feeding is most of what a training pays between checks).
+    """
+
+    __slots__ = ("_n", "_pending_steps", "_pending_values", "_steps", "_values")
 
     def __init__(self, capacity: int = 256) -> None:
-        self.n = 0
-        self.steps = np.empty(capacity, dtype=np.int64)
-        self.values = np.empty(capacity, dtype=np.float64)
+        self._n = 0
+        self._steps = np.empty(capacity, dtype=np.int64)
+        self._values = np.empty(capacity, dtype=np.float64)
+        self._pending_steps: list[int] = []
+        self._pending_values: list[float] = []
+
+    @property
+    def n(self) -> int:
+        return self._n + len(self._pending_steps)
 
     def _grow(self, need: int) -> None:
-        cap = max(need, 2 * len(self.steps))
-        self.steps = np.resize(self.steps, cap)
-        self.values = np.resize(self.values, cap)
+        cap = max(need, 2 * len(self._steps))
+        self._steps = np.resize(self._steps, cap)
+        self._values = np.resize(self._values, cap)
 
     def append(self, step: int, value: float) -> None:
-        if self.n == len(self.steps):
-            self._grow(self.n + 1)
-        self.steps[self.n] = step
-        self.values[self.n] = value
-        self.n += 1
+        self._pending_steps.append(step)
+        self._pending_values.append(value)
 
     def extend(self, steps: np.ndarray, values: np.ndarray) -> None:
+        self._flush()
+        self._store(steps, values)
+
+    def _store(self, steps: Any, values: Any) -> None:
         k = len(steps)
-        if self.n + k > len(self.steps):
-            self._grow(self.n + k)
-        self.steps[self.n:self.n + k] = steps
-        self.values[self.n:self.n + k] = values
-        self.n += k
+        if self._n + k > len(self._steps):
+            self._grow(self._n + k)
+        self._steps[self._n:self._n + k] = steps
+        self._values[self._n:self._n + k] = values
+        self._n += k
+
+    def _flush(self) -> None:
+        if self._pending_steps:
+            self._store(self._pending_steps, self._pending_values)
+            self._pending_steps.clear()
+            self._pending_values.clear()
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every point's step and value, in the order fed (views of the buffers: do not keep)."""
+        self._flush()
+        return self._steps[:self._n], self._values[:self._n]
+
+    def keep(self, mask: np.ndarray) -> None:
+        """Keep only the points where ``mask`` (over :meth:`arrays`) is True."""
+        steps, values = self.arrays()
+        idx = np.flatnonzero(mask)
+        self._steps[:len(idx)], self._values[:len(idx)] = steps[idx], values[idx]
+        self._n = len(idx)
 
     def series(self, tag: str) -> Series:
-        steps, values = self.steps[:self.n], self.values[:self.n]
-        if self.n > 1 and not bool(np.all(steps[1:] >= steps[:-1])):
+        steps, values = self.arrays()
+        if self._n > 1 and not bool(np.all(steps[1:] >= steps[:-1])):
             order = np.argsort(steps, kind="stable")  # a resumed run logs steps again
             steps, values = steps[order], values[order]
         return Series(tag=tag, steps=steps.copy(), values=values.copy())
@@ -214,10 +244,7 @@ class LiveEngine:
         """Forget the points after ``last_step`` and every finding (a rollback restored the model of
         that step: what came after is not this training's history any more)."""
         for buf in self._buffers.values():
-            keep = np.flatnonzero(buf.steps[:buf.n] <= last_step)
-            k = len(keep)
-            buf.steps[:k], buf.values[:k] = buf.steps[keep], buf.values[keep]
-            buf.n = k
+            buf.keep(buf.arrays()[0] <= last_step)
         self._state.clear()
         self._last.clear()
         self.last_step = min(self.last_step, int(last_step))
@@ -341,9 +368,10 @@ class LiveEngine:
         """Everything fed so far as a Run (tidy table), e.g. for proposals or a report."""
         tags, steps, values = [], [], []
         for tag, buf in self._buffers.items():
-            tags.append(np.full(buf.n, tag, dtype=object))
-            steps.append(buf.steps[:buf.n])
-            values.append(buf.values[:buf.n])
+            s, v = buf.arrays()
+            tags.append(np.full(len(s), tag, dtype=object))
+            steps.append(s)
+            values.append(v)
         if not tags:
             return self._run
         from dataclasses import replace

@@ -130,11 +130,16 @@ def read_source(source: RunSource, options: ReadOptions) -> Run:
 
 def live_notes(path: Path) -> tuple[Annotation, ...]:
     """The records the live callbacks wrote beside the run (a stop, a rollback, a finding), as
-    annotations, so ``diagnose`` shows where and why the training was intervened on."""
-    if not path.is_file():
-        return ()
+    annotations, so ``diagnose`` shows where and why the training was intervened on. A file that
+    cannot be read is one note naming it: the run's log is still diagnosed."""
+    try:
+        if not path.is_file():
+            return ()
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return (Annotation("bad_live_record", f"cannot read {FINDINGS_FILE}: {one_line(exc)}", path=str(path)),)
     notes = []
-    for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+    for i, line in enumerate(text.splitlines(), start=1):
         try:
             rec = json.loads(line)
         except ValueError:
