@@ -17,6 +17,9 @@ import numpy as np
 
 PAD = 64  # zero bytes the buffer needs past its last message (varint and value gathers read ahead)
 _MAX_FIELDS = 100_000
+#: messages walked at once: enough to make numpy's per-call cost small, few enough that the
+#: arrays of a pass stay in cache
+CHUNK = 16_384
 
 
 def varints(buf: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +58,14 @@ class Fields:
 
 def walk(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> Fields:
     """Every length-delimited top-level field of the messages ``buf[start[i]:end[i]]``, in order."""
+    if len(start) > CHUNK:  # chunks keep the temporaries in cache (and off fresh, faulting pages)
+        parts = [(lo, _walk(buf, start[lo:lo + CHUNK], end[lo:lo + CHUNK])) for lo in range(0, len(start), CHUNK)]
+        return Fields(*(np.concatenate([f.msg + lo for lo, f in parts]),
+                        *(np.concatenate([getattr(f, k) for _, f in parts]) for k in ("field", "start", "length", "bad"))))
+    return _walk(buf, start, end)
+
+
+def _walk(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> Fields:
     n = len(start)
     cur = start.astype(np.int64).copy()
     end = end.astype(np.int64)
@@ -65,25 +76,38 @@ def walk(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> Fields:
         if not len(live):
             break
         c = cur[live]
-        tag, tn = varints(buf, c)
-        wire = tag & 7
-        val, vn = varints(buf, c + np.maximum(tn, 1))
-        length_delim = wire == 2
-        nxt = np.where(length_delim, c + tn + vn + val, c + tn + vn)
-        broken = (tn == 0) | (vn == 0) | ~((wire == 0) | length_delim) | (nxt > end[live]) | (tag >> 3 == 0)
-        bad[live[broken]] = True
-        ok = ~broken
-        keep = ok & length_delim
+        b0, b1 = buf[c], buf[c + 1]
+        # the usual field: a one-byte tag of wire type 2 and a one-byte length (items, records)
+        short = ((b0 & 0x87) == 0x02) & (b0 >= 0x08) & (b1 < 0x80)
+        if short.all():
+            tag, length = b0.astype(np.int64), b1.astype(np.int64)
+            nxt = c + 2 + length
+            ok = nxt <= end[live]
+            bad[live[~ok]] = True
+            keep = ok
+            fstart = c + 2
+        else:
+            tag, tn = varints(buf, c)
+            wire = tag & 7
+            val, vn = varints(buf, c + np.maximum(tn, 1))
+            length_delim = wire == 2
+            nxt = np.where(length_delim, c + tn + vn + val, c + tn + vn)
+            broken = (tn == 0) | (vn == 0) | ~((wire == 0) | length_delim) | (nxt > end[live]) | (tag >> 3 == 0)
+            bad[live[broken]] = True
+            ok = ~broken
+            keep = ok & length_delim
+            fstart, length = c + tn + vn, val
         out_msg.append(live[keep])
         out_field.append(tag[keep] >> 3)
-        out_start.append((c + tn + vn)[keep])
-        out_len.append(val[keep])
+        out_start.append(fstart[keep])
+        out_len.append(length[keep])
         cur[live[ok]] = nxt[ok]
         live = live[ok & (nxt < end[live])]
     msg, field, fstart, flen = (_cat(x) for x in (out_msg, out_field, out_start, out_len))
-    order = np.lexsort((fstart, msg))  # message by message, fields in byte order
-    drop = bad[msg[order]]
-    order = order[~drop]
+    # message by message, fields in byte order: each pass's output is in message order, so a
+    # stable sort by message alone merges the passes (few sorted runs: cheap)
+    order = np.argsort(msg, kind="stable")
+    order = order[~bad[msg[order]]]
     return Fields(msg[order], field[order], fstart[order], flen[order], bad)
 
 

@@ -23,18 +23,20 @@ from ._wandb_proto import Item
 _VALUE_TAG = (0x82, 0x01)  # field 16, wire type 2
 _MAX_KEY_FIELDS = 32
 _MAX_FAST_VALUE = 40  # longer value texts (media, tables) take the slow path
-_CHUNK = 1 << 18
+_CHUNK = 1 << 16
+_SPLIT_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
 class Items:
-    """Items split into key codes and value texts."""
+    """Items split into key codes, and where each value text lies (read by :func:`numbers`)."""
 
-    codes: np.ndarray  # int64 index into names, per item
+    codes: np.ndarray  # int64 index into names, per item (-1: an item without a key)
     names: list[str]  # key name per code (nested keys joined with '/')
-    values: np.ndarray  # float64 per item (NaN where not a number: see numeric)
-    numeric: np.ndarray  # bool per item: value_json is a JSON number (or NaN/Infinity)
-    texts: dict[int, bytes]  # value_json of non-numeric items, by item index (first few per key)
+    vstart: np.ndarray  # int64 start of the value text in the buffer, per item on the fast path
+    vlen: np.ndarray  # int64 its length
+    fast: np.ndarray  # bool per item: laid out as expected (else decoded by protobuf)
+    slow_values: dict[int, bytes]  # value_json of the items decoded by protobuf, by item index
 
 
 def _sliding(buf: np.ndarray, width: int) -> np.ndarray:
@@ -48,35 +50,41 @@ def name_of(item: Item) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-def split(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, *, with_values: bool = True) -> Items:
-    """Key codes (and, ``with_values``, numbers) of the items ``buf[starts[i]:starts[i] + lens[i]]``
-    (``buf`` padded with zeros, see ``_pbwalk.PAD``); see the module docstring."""
+#: masks keeping the first w bytes of a little-endian 8-byte word
+_LOW = np.array([(1 << (8 * w)) - 1 for w in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+
+
+def split(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray) -> Items:
+    """Key codes of the items ``buf[starts[i]:starts[i] + lens[i]]`` (``buf`` padded with zeros,
+    see ``_pbwalk.PAD``) and where their values lie; see the module docstring. Items are split
+    in chunks: the arrays of each numpy pass then stay in cache."""
+    names: list[str] = []
+    parts = [_split(buf, starts[lo:lo + _SPLIT_CHUNK], lens[lo:lo + _SPLIT_CHUNK], names, lo)
+             for lo in range(0, len(starts), _SPLIT_CHUNK)] or [_split(buf, starts, lens, names, 0)]
+    return Items(np.concatenate([p.codes for p in parts]), names,
+                 *(np.concatenate([getattr(p, k) for p in parts]) for k in ("vstart", "vlen", "fast")),
+                 {k: v for p in parts for k, v in p.slow_values.items()})
+
+
+def _split(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, names: list[str], base: int) -> Items:
     n = len(starts)
     starts = starts.astype(np.int64)
     lens = lens.astype(np.int64)
     ends = starts + lens
     if n and len(buf) < ends.max() + _MAX_FAST_VALUE + 8:
         buf = np.concatenate([buf, np.zeros(_MAX_FAST_VALUE + 8, dtype=np.uint8)])
-    cur = starts.copy()
-    ok = lens > 0
-    walking = ok.copy()
-    for _ in range(_MAX_KEY_FIELDS):
-        tag = buf[cur]
-        key = walking & ((tag == 0x0A) | (tag == 0x12))
-        if not key.any():
-            break
-        length = buf[cur + 1].astype(np.int64)
-        bad = key & ((length >= 0x80) | (cur + 2 + length > ends))
-        ok &= ~bad
-        step = key & ~bad
-        cur[step] += 2 + length[step]
-        walking = step
+    # the usual layout first, for all items at once: one key field, then value_json, then nothing
+    tag = buf[starts]
+    cur = np.minimum(starts + 2 + buf[starts + 1], ends)
+    ok = ((tag == 0x0A) | (tag == 0x12)) & (buf[starts + 1] < 0x80)
+    ok &= (buf[cur] == _VALUE_TAG[0]) & (buf[cur + 1] == _VALUE_TAG[1])
     vlen = buf[cur + 2].astype(np.int64)
-    ok &= (buf[cur] == _VALUE_TAG[0]) & (buf[cur + 1] == _VALUE_TAG[1]) & (vlen < 0x80)
-    ok &= (cur + 3 + vlen == ends) & (cur > starts) & (vlen <= _MAX_FAST_VALUE)
+    ok &= (cur + 3 + vlen == ends) & (vlen <= _MAX_FAST_VALUE)
+    other = np.flatnonzero(~ok & (lens > 0))
+    if len(other):  # several key fields (nested keys): walked in lock-step
+        cur[other], vlen[other], ok[other] = _walk_keys(buf, starts[other], ends[other])
     codes = np.full(n, -1, dtype=np.int64)
-    names: list[str] = []
-    by_name: dict[str, int] = {}
+    by_name = {name: i for i, name in enumerate(names)}
 
     def code_of(name: str) -> int:
         if name not in by_name:
@@ -86,68 +94,113 @@ def split(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, *, with_values:
 
     keylen = cur - starts
     fast = np.flatnonzero(ok)
-    for width in np.unique(keylen[fast]):
-        sel = fast[keylen[fast] == width]
-        keys = _sliding(buf, int(width))[starts[sel]]
-        h = _hash_rows(keys)
-        local, uniq = pd.factorize(h)
+    # A key is its bytes, held exactly by its length and ceil(length / 8) little-endian words
+    # (the last one ending at the key's end); items are grouped by word count, words hashed
+    # to one integer per item, and the grouping checked against the words themselves.
+    nwords = np.maximum((keylen[fast] + 7) // 8, 1)
+    for count in np.unique(nwords).tolist():
+        sel = fast[nwords == count]
+        st, kl = starts[sel], keylen[sel]
+        words = np.empty((len(sel), count + 1), dtype=np.uint64)
+        words[:, count] = kl
+        g8 = _sliding(buf, 8)
+        for j in range(count):
+            at = np.where(kl >= 8, np.minimum(st + 8 * j, st + kl - 8), st)
+            words[:, j] = g8[at].view("<u8").ravel()
+        if count == 1:
+            words[:, 0] &= _LOW[np.minimum(kl, 8)]
+        local, uniq = pd.factorize(_hash_rows(words))
         first = np.zeros(len(uniq), dtype=np.int64)
         first[local[::-1]] = np.arange(len(sel))[::-1]
-        if not (keys == keys[first[local]]).all():  # a hash collision: sort exactly instead
-            _, first, local = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        if not (words == words[first[local]]).all():  # a hash collision: group exactly instead
+            _, first, local = np.unique(words, axis=0, return_index=True, return_inverse=True)
             local = local.ravel()
         mapping = np.array([code_of(name_of(Item.FromString(_bytes(buf, starts, lens, sel[i]))))
                             for i in first], dtype=np.int64)
         codes[sel] = mapping[local]
+    slow_values: dict[int, bytes] = {}
+    for i in np.flatnonzero(~ok).tolist():  # any other layout: protobuf decodes it
+        item = Item.FromString(_bytes(buf, starts, lens, i))
+        if item.key or item.nested_key:
+            codes[i] = code_of(name_of(item))
+            slow_values[base + i] = item.value_json
+    return Items(codes, names, cur + 3, vlen, ok, slow_values)
+
+
+def _walk_keys(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray):
+    """(value field offset, value length, fast layout) of items with any number of key fields."""
+    cur = starts.copy()
+    ok = np.ones(len(starts), dtype=bool)
+    walking = np.arange(len(starts))
+    for _ in range(_MAX_KEY_FIELDS):
+        c = cur[walking]
+        tag = buf[c]
+        key = (tag == 0x0A) | (tag == 0x12)
+        walking, c = walking[key], c[key]
+        if not len(walking):
+            break
+        length = buf[c + 1].astype(np.int64)
+        nxt = c + 2 + length
+        bad = (length >= 0x80) | (nxt > ends[walking])
+        ok[walking[bad]] = False
+        walking = walking[~bad]
+        cur[walking] = nxt[~bad]
+    vlen = buf[cur + 2].astype(np.int64)
+    ok &= (buf[cur] == _VALUE_TAG[0]) & (buf[cur + 1] == _VALUE_TAG[1]) & (vlen < 0x80)
+    ok &= (cur + 3 + vlen == ends) & (cur > starts) & (vlen <= _MAX_FAST_VALUE)
+    return cur, vlen, ok
+
+
+def numbers(buf: np.ndarray, items: Items, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[int, bytes]]:
+    """The values of the items ``sel`` (indices) as floats, for every item: (value, True where a
+    number, value_json of the non-numbers among ``sel``). Value texts are cut out of the buffer
+    side by side and converted by one numpy cast per chunk (JSON numbers are what numpy parses:
+    ``NaN``/``Infinity`` too); a chunk holding any non-number is converted one by one."""
+    n = len(items.codes)
     values = np.full(n, np.nan)
     numeric = np.zeros(n, dtype=bool)
     texts: dict[int, bytes] = {}
-    vstart = cur + 3
-    for lo in range(0, len(fast) if with_values else 0, _CHUNK):
-        sel = fast[lo:lo + _CHUNK]
-        width = int(vlen[sel].max())
-        rows = _sliding(buf, width)[vstart[sel]]  # a copy: fancy indexing
-        rows[np.arange(width) >= vlen[sel][:, None]] = 0
+    if len(buf) < (items.vstart.max(initial=0) + _MAX_FAST_VALUE + 1):
+        buf = np.concatenate([buf, np.zeros(_MAX_FAST_VALUE + 1, dtype=np.uint8)])
+    fast = sel[items.fast[sel]]
+    for lo in range(0, len(fast), _CHUNK):
+        part = fast[lo:lo + _CHUNK]
+        vlen = items.vlen[part]
+        width = int(vlen.max())
+        rows = _sliding(buf, width)[items.vstart[part]]  # a copy: fancy indexing
+        rows[np.arange(width) >= vlen[:, None]] = 0
         text = rows.view(f"S{width}").ravel()
         try:
-            values[sel] = text.astype(np.float64)
-            numeric[sel] = True
+            values[part] = text.astype(np.float64)
+            numeric[part] = True
         except ValueError:  # some value is no number: convert one by one
             got, isnum = _floats(list(text))
-            values[sel], numeric[sel] = got, isnum
-            for i in sel[~isnum]:
-                texts[int(i)] = bytes(text[np.searchsorted(sel, i)])
-    # Values that are valid numbers to numpy but not JSON ("nan" is written "NaN" by wandb) stay.
-    for i in np.flatnonzero(~ok):
-        item = Item.FromString(_bytes(buf, starts, lens, i))
-        if not item.key and not item.nested_key:
+            values[part], numeric[part] = got, isnum
+            for k in np.flatnonzero(~isnum).tolist():
+                texts[int(part[k])] = bytes(text[k])
+    for i in sel[~items.fast[sel]].tolist():
+        raw = items.slow_values.get(i)
+        if raw is None:
             continue
-        codes[i] = code_of(name_of(item))
-        if not with_values:
-            continue
-        got, isnum = _floats([item.value_json])
+        got, isnum = _floats([raw])
         values[i], numeric[i] = got[0], isnum[0]
         if not isnum[0]:
-            texts[int(i)] = item.value_json
-    return Items(codes, names, values, numeric, texts)
+            texts[i] = raw
+    # Values that are valid numbers to numpy but not JSON ("nan" is written "NaN" by wandb) stay.
+    return values, numeric, texts
 
 
 def _bytes(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, i) -> bytes:
     return buf[starts[i]:starts[i] + lens[i]].tobytes()
 
 
-def _hash_rows(keys: np.ndarray) -> np.ndarray:
-    """One uint64 per row of a (n, width) uint8 array: the row in 8-byte words, mixed (FNV-style).
-    Collisions are possible and checked by the caller."""
-    n, width = keys.shape
-    words = -(-width // 8)
-    padded = np.zeros((n, words * 8), dtype=np.uint8)
-    padded[:, :width] = keys
-    cols = padded.view(np.uint64)
-    h = np.full(n, np.uint64(14695981039346656037))
+def _hash_rows(words: np.ndarray) -> np.ndarray:
+    """One uint64 per row of a (n, k) uint64 array, mixed (FNV-style). Collisions are possible
+    and checked by the caller."""
+    h = np.full(len(words), np.uint64(14695981039346656037))
     with np.errstate(over="ignore"):
-        for j in range(words):
-            h ^= cols[:, j]
+        for j in range(words.shape[1]):
+            h ^= words[:, j]
             h *= np.uint64(1099511628211)
             h ^= h >> np.uint64(29)
     return h

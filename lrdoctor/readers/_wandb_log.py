@@ -11,10 +11,17 @@ Damage is handled as LevelDB's reader does: a fragment whose CRC, type or length
 the rest of its block unreadable, so reading resumes at the next block, and a record whose
 fragments were lost is dropped; each case becomes an annotation naming the byte offset.
 A file that ends inside a fragment was cut off while written: everything before it is kept.
+
+Speed: a 1M-point file holds ~300k records, and following them one at a time in Python cost
+~0.6 s (a third of the whole read). Every block starts with a fragment, so the blocks are
+followed all at once, in lock-step with numpy (one pass per fragment position, ~70 per block);
+CRCs are zlib calls mapped over the fragments, and only fragments of records split across blocks
+and damage go through a Python loop.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -30,7 +37,6 @@ BLOCK = 32768
 HEADER = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
-_FRAG = struct.Struct("<IHB")
 #: zlib.crc32 seeds: the CRC of each type byte, so a fragment's CRC needs one call over its data.
 _SEED = {t: zlib.crc32(bytes([t])) for t in range(5)}
 
@@ -55,88 +61,147 @@ def scan(path: Path, problems: Problems, pad: int = 64) -> Scan:
     """Find every intact record of ``path``; damage goes to ``problems`` (see the module docstring)."""
     spath = str(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            buf = bytearray(size + pad)  # zero padding: header gathers may read past a short tail
+            size = fh.readinto(memoryview(buf)[:size])
     except OSError as exc:
         raise LogFormatError(f"cannot read: {exc.strerror or exc}", path=spath) from exc
-    if not data.startswith(MAGIC[:6]):
+    head = bytes(buf[:min(size, HEADER)])
+    if not head.startswith(MAGIC[:6]):
         raise LogFormatError("not a W&B run file (no ':W&B' header)", path=spath, location="byte 0")
-    if len(data) < HEADER:
+    if size < HEADER:
         raise LogFormatError("W&B run file cut off inside its header", path=spath, location="byte 0")
-    if data[6] != MAGIC[6]:
-        raise LogFormatError(f"W&B run file format version {data[6]} is not known (expected 0)",
+    if head[6] != MAGIC[6]:
+        raise LogFormatError(f"W&B run file format version {head[6]} is not known (expected 0)",
                              path=spath, location="byte 6")
-    size = len(data)
-    view = memoryview(data)
-    offsets: list[int] = []
-    starts: list[int] = []  # -1: assembled from fragments, payload in `joined`
-    lengths: list[int] = []
+    arr = np.frombuffer(buf, dtype=np.uint8)
+    off, kind, length, stops = _follow_blocks(arr, size)
+    bad = np.flatnonzero(_crcs(buf, off, kind, length) != _u32(arr, off))
+    if len(bad):  # a CRC mismatch: the rest of its block is not read (nor its stop reported)
+        block = off // BLOCK
+        first_bad = np.full(-(-size // BLOCK), np.iinfo(np.int64).max)
+        np.minimum.at(first_bad, block[bad], off[bad])
+        stops = [s for s in stops if s[0] < first_bad[s[0] // BLOCK]]
+        stops += [(at, "CRC mismatch", min((at // BLOCK + 1) * BLOCK, size))
+                  for at in off[bad][off[bad] == first_bad[block[bad]]].tolist()]
+        keep = off < first_bad[block]
+        off, kind, length = off[keep], kind[keep], length[keep]
+    cut = next((at for at, why, _ in stops if why is None), -1)
+    damage = sorted(s for s in stops if s[1] is not None)
+    offsets, starts, lengths, joined, pending = _assemble(off, kind, length, damage, buf, problems)
+    if pending >= 0 or cut >= 0:  # cut off mid-record: the record being written is lost
+        problems.truncated(pending if pending >= 0 else cut, size)
+    tail = starts < 0
+    if tail.any():  # records split across blocks go after the file's bytes, in order
+        starts[tail] = len(buf) + np.concatenate([[0], np.cumsum(lengths[tail])[:-1]])
+        del arr  # no view of the bytearray may be left for it to grow (in place: realloc, no copy)
+        buf += b"".join([*joined, bytes(pad)])
+        arr = np.frombuffer(buf, dtype=np.uint8)
+    return Scan(arr, offsets, starts, lengths)
+
+
+def _u32(arr: np.ndarray, at: np.ndarray) -> np.ndarray:
+    return arr[at[:, None] + np.arange(4)].astype(np.int64) @ (256 ** np.arange(4, dtype=np.int64))
+
+
+def _crcs(buf: bytearray, off: np.ndarray, kind: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """zlib CRC-32 of each fragment's type byte and data: one C call per fragment, no Python loop."""
+    view = memoryview(buf)
+    data = map(view.__getitem__, map(slice, (off + HEADER).tolist(), (off + HEADER + length).tolist()))
+    seeds = map(_SEED.__getitem__, kind.tolist())
+    return np.fromiter(map(zlib.crc32, data, seeds), dtype=np.int64, count=len(off))
+
+
+def _follow_blocks(arr: np.ndarray, size: int):
+    """Fragments (offset, type, length) whose header is sound, in file order, and where blocks
+    stop early: ``(offset, why, next offset read)``, ``why`` None where the file ends inside a
+    fragment. Every block is followed at once: one numpy pass per fragment position."""
+    cur = np.arange(-(-size // BLOCK), dtype=np.int64) * BLOCK
+    cur[0] = HEADER
+    block_end = np.minimum(cur - cur % BLOCK + BLOCK, size)
+    live = np.flatnonzero(cur < block_end)
+    offs, kinds, lens = [], [], []
+    stops: list[tuple[int, str | None, int]] = []
+    while len(live):
+        c = cur[live]
+        left = BLOCK - c % BLOCK
+        go = left >= HEADER  # a block's last < 7 bytes are padding
+        length = arr[c + 4].astype(np.int64) | (arr[c + 5].astype(np.int64) << 8)
+        kind = arr[c + 6].astype(np.int64)
+        end = c + HEADER + length
+        zero = (kind == 0) & (length == 0) & (_u32(arr, c) == 0)  # zero-filled (preallocated) space
+        badtype = (kind < 1) | (kind > 4)
+        toolong = end - c > left
+        cutoff = go & ((c + HEADER > size) | (~zero & ~badtype & ~toolong & (end > size)))
+        broken = go & ~cutoff & ~zero & (badtype | toolong)
+        ok = go & ~cutoff & ~zero & ~broken
+        for i in np.flatnonzero(broken).tolist():
+            at = int(c[i])
+            stops.append((at, "bad fragment type" if badtype[i] else "fragment longer than its block",
+                          min(at + int(left[i]), size)))
+        stops += [(int(at), None, size) for at in c[cutoff].tolist()]
+        offs.append(c[ok])
+        kinds.append(kind[ok])
+        lens.append(length[ok])
+        live = live[ok]
+        cur[live] = end[ok]
+        live = live[cur[live] < block_end[live]]
+    off = np.concatenate(offs) if offs else np.zeros(0, np.int64)
+    order = np.argsort(off)
+    if not offs:
+        return off, off, off, stops
+    return off[order], np.concatenate(kinds)[order], np.concatenate(lens)[order], stops
+
+
+def _assemble(off: np.ndarray, kind: np.ndarray, length: np.ndarray, damage: list, buf: bytearray,
+              problems: Problems):
+    """Records from fragments in file order: (offsets, payload starts (-1: joined), lengths,
+    joined payloads, offset of a split record the file ends inside or -1). Damage
+    (``(offset, why, next)``, sorted) is reported where a sequential reader would."""
+    if not damage and (kind == FULL).all():  # the common case: every record whole, no damage
+        return off, off + HEADER, length, [], -1
+    ev_off = np.concatenate([off, np.array([d[0] for d in damage], dtype=np.int64)])
+    ev_kind = np.concatenate([kind, np.zeros(len(damage), dtype=np.int64)])  # 0: damage
+    ev_len = np.concatenate([length, np.zeros(len(damage), dtype=np.int64)])
+    order = np.argsort(ev_off)
+    ev_off, ev_kind, ev_len = ev_off[order], ev_kind[order], ev_len[order]
+    why = {d[0]: d for d in damage}
+    keep = ev_kind == FULL  # whole records; a split one is kept at its first fragment
+    starts = np.where(keep, ev_off + HEADER, -1)
+    lengths = ev_len.copy()
     joined: list[bytes] = []
-    off = HEADER
-    parts: list[bytes] = []
-    start = -1  # offset of the record being assembled from fragments
-    cut = -1  # offset where the file ends inside a fragment
-    unpack = _FRAG.unpack_from
-    crc32 = zlib.crc32
-    while off < size:
-        left = BLOCK - off % BLOCK
-        if left < HEADER:  # trailer padding of a block
-            off += left
-            continue
-        if off + HEADER > size:
-            cut = off
-            break
-        crc, length, kind = unpack(data, off)
-        end = off + HEADER + length
-        if kind == FULL and end - off <= left and end <= size and crc32(view[off + HEADER:end], _SEED[1]) == crc:
-            if start >= 0:  # the common case first: one whole record
-                problems.corrupt(start, "a record split across blocks has no last fragment", "record dropped")
-                start, parts = -1, []
-            offsets.append(off)
-            starts.append(off + HEADER)
-            lengths.append(length)
-            off = end
-            continue
-        if kind == 0 and length == 0 and crc == 0:  # zero-filled (preallocated) space
-            off += left
-            continue
-        if end > size and 1 <= kind <= 4 and end - off <= left:
-            cut = off
-            break
-        chunk = data[off + HEADER:end]
-        if not 1 <= kind <= 4 or end - off > left or crc32(chunk, _SEED[kind]) != crc:
-            why = ("bad fragment type" if not 1 <= kind <= 4 else
-                   "fragment longer than its block" if end - off > left else "CRC mismatch")
-            nxt = off + left
-            problems.corrupt(off, f"corrupt W&B record ({why})",
-                             f"rest of its block skipped, reading resumes at byte {min(nxt, size)}")
+    start, first, prev, parts = -1, -1, -1, []
+    for e in np.flatnonzero(ev_kind != FULL).tolist():  # split records and damage: rare
+        if start >= 0 and e != prev + 1:  # a whole record came between its fragments
+            problems.corrupt(start, "a record split across blocks has no last fragment", "record dropped")
+            start, parts = -1, []
+        k, at = int(ev_kind[e]), int(ev_off[e])
+        prev = e
+        if k == 0:
+            problems.corrupt(at, f"corrupt W&B record ({why[at][1]})",
+                             f"rest of its block skipped, reading resumes at byte {why[at][2]}")
             if start >= 0:
                 problems.corrupt(start, "a record split across blocks lost a fragment", "record dropped")
                 start, parts = -1, []
-            off = nxt
             continue
-        if kind == FIRST:
+        chunk = bytes(buf[at + HEADER:at + HEADER + int(ev_len[e])])
+        if k == FIRST:
             if start >= 0:
                 problems.corrupt(start, "a record split across blocks has no last fragment", "record dropped")
-            start, parts = off, [chunk]
+            start, first, parts = at, e, [chunk]
         elif start < 0:
-            problems.corrupt(off, "a record fragment without its first part", "fragment skipped")
-        elif kind == MIDDLE:
+            problems.corrupt(at, "a record fragment without its first part", "fragment skipped")
+        elif k == MIDDLE:
             parts.append(chunk)
         else:
-            parts.append(chunk)
-            offsets.append(start)
-            starts.append(-1)
-            payload = b"".join(parts)
-            lengths.append(len(payload))
+            payload = b"".join([*parts, chunk])
+            keep[first] = True
+            lengths[first] = len(payload)
             joined.append(payload)
             start, parts = -1, []
-        off = end
-    if start >= 0 or cut >= 0:  # cut off mid-record: the record being written is lost
-        problems.truncated(start if start >= 0 else cut, size)
-    start_arr = np.asarray(starts, dtype=np.int64)
-    length_arr = np.asarray(lengths, dtype=np.int64)
-    tail = start_arr < 0
-    if tail.any():  # fragmented records go after the file's bytes, in order
-        start_arr[tail] = size + pad + np.concatenate([[0], np.cumsum(length_arr[tail])[:-1]])
-    buffer = np.frombuffer(b"".join([data, b"\0" * pad, *joined, b"\0" * pad]), dtype=np.uint8)
-    return Scan(buffer, np.asarray(offsets, dtype=np.int64), start_arr, length_arr)
+    if start >= 0 and prev != len(ev_kind) - 1:
+        problems.corrupt(start, "a record split across blocks has no last fragment", "record dropped")
+        start = -1
+    sel = np.flatnonzero(keep)
+    return ev_off[sel], starts[sel], lengths[sel], joined, start

@@ -8,9 +8,9 @@ keys are joined with ``/`` (``{"val": {"acc": 1}}`` -> ``val/acc``). ``_step`` i
 that are not numbers (media, tables, strings, booleans) are no points; an annotation per key
 says how many. Config records become hparams (nested dicts flattened with ``/``), the summary is
 kept as the last value of each key. Reading this by hand instead of through wandb's classes is
-for two reasons: wandb is a heavy optional package, and its per-record objects cap reading near
-0.1-0.2 M points/s (``benchmarks/ingest_speed.py``) where walking all records at once with numpy
-(:mod:`._pbwalk`, :mod:`._wandb_items`) reads millions of points a second.
+for two reasons: wandb is a heavy optional package, and decoding with its per-record objects
+plus ``json.loads`` per value costs 1.5-2x the CPU of walking all records at once with numpy
+(:mod:`._pbwalk`, :mod:`._wandb_items`; figures in README, ``benchmarks/ingest_speed.py``).
 """
 
 from __future__ import annotations
@@ -79,17 +79,20 @@ def _history(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, 
     offsets = sc.offset[recs]
     names = items.names
     code = {n: i for i, n in enumerate(names)}
+    # every value but wandb's own clock is read (the runtime is 1 in 13 items of a plain run)
+    wanted = np.flatnonzero((items.codes >= 0) & (items.codes != code.get(RUNTIME_KEY, -1)))
+    values, numeric, texts = _wandb_items.numbers(buf, items, wanted)
     n_rec = len(recs)
     step = np.zeros(n_rec, dtype=np.int64)
     wall = np.full(n_rec, np.nan)
     has_step = np.zeros(n_rec, dtype=bool)
     if STEP_KEY in code:
-        sel = (items.codes == code[STEP_KEY]) & items.numeric
-        step[rec_of[sel]] = items.values[sel].astype(np.int64)
+        sel = (items.codes == code[STEP_KEY]) & numeric
+        step[rec_of[sel]] = values[sel].astype(np.int64)
         has_step[rec_of[sel]] = True
     if TIME_KEY in code:
-        sel = (items.codes == code[TIME_KEY]) & items.numeric
-        wall[rec_of[sel]] = items.values[sel]
+        sel = (items.codes == code[TIME_KEY]) & numeric
+        wall[rec_of[sel]] = values[sel]
     # writers that leave _step out: the record's own HistoryStep (field 2: {num = 1}; empty = 0)
     st = (inner.field == 2) & ~has_step[inner.msg]
     if st.any():
@@ -99,15 +102,15 @@ def _history(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, 
     notes: list[Annotation] = []
     own = [code[k] for k in (STEP_KEY, TIME_KEY, RUNTIME_KEY) if k in code]
     metric = ~np.isin(items.codes, own) & (items.codes >= 0)
-    for c in np.unique(items.codes[metric & ~items.numeric]):
-        bad = np.flatnonzero((items.codes == c) & ~items.numeric)
-        example = items.texts.get(int(bad[0]), b"")
+    for c in np.unique(items.codes[metric & ~numeric]):
+        bad = np.flatnonzero((items.codes == c) & ~numeric)
+        example = texts.get(int(bad[0]), b"")
         notes.append(Annotation(
             "non_numeric", f"key {names[c]!r}: {len(bad)} value(s) are not numbers (e.g. "
             f"{short_repr(example.decode('utf-8', 'replace'))}); no points read",
             path=spath, location=f"byte {int(offsets[rec_of[bad[0]]])}"))
-    keep = metric & items.numeric
-    codes, recs_k, values = items.codes[keep], rec_of[keep], items.values[keep]
+    keep = metric & numeric
+    codes, recs_k, values = items.codes[keep], rec_of[keep], values[keep]
     steps = step[recs_k]
     locs = offsets[recs_k]
     has_items = np.zeros(n_rec, dtype=bool)
@@ -132,7 +135,7 @@ def _summary(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, 
         sel = inner.field == field
         if not sel.any():
             continue
-        got = _wandb_items.split(buf, inner.start[sel], inner.length[sel], with_values=False)
+        got = _wandb_items.split(buf, inner.start[sel], inner.length[sel])
         pos = inner.start[sel]  # byte order is the order written
         rev = got.codes[::-1]
         uniq, first = np.unique(rev, return_index=True)
