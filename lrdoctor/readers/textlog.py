@@ -28,7 +28,7 @@ from ..errors import LogFormatError
 from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
 from .tabular import backwards_annotations, cap, duplicate_annotations, one_line, tidy_frame
-from .textlog_shapes import Parsed, clean, parse_line
+from .textlog_shapes import BAR_SHAPES, RICH_WRAPPED, Parsed, clean, parse_line, rich_pairs
 
 #: How much of a file sniffing looks at, and how many metric lines it must find there.
 SNIFF_BYTES = 256 * 1024
@@ -61,7 +61,7 @@ class TextLogReader:
         found = 0
         for line in lines:
             got = parse_line(clean(line))
-            if got is not None and got.pairs:
+            if got is not None and (got.pairs or got.shape == BAR_SHAPES[1]):  # rich: metrics may wrap
                 found += 1
                 if found >= SNIFF_MIN_LINES:
                     return True
@@ -79,6 +79,7 @@ class TextLogReader:
         parsed: list[tuple[int, Parsed]] = []
         skipped = 0
         damaged: list[int] = []
+        wrapped = -2  # the line a rich bar (or its wrapped metrics) was last seen on
         lines = text.split("\n")
         cut = lines.pop() if lines and lines[-1].strip() else None  # no newline yet: being written
         for lineno, line in enumerate(lines, start=1):
@@ -86,6 +87,18 @@ class TextLogReader:
                 damaged.append(lineno)
                 continue
             got = parse_line(clean(line))
+            if got is None and wrapped == lineno - 1 and RICH_WRAPPED.match(clean(line)):
+                parsed[-1] = (parsed[-1][0], rich_pairs(parsed[-1][1], clean(line)))  # a rich bar's
+                wrapped = lineno  # metrics, wrapped onto the next lines by a narrow console
+                continue
+            wrapped = lineno if got is not None and got.shape == BAR_SHAPES[1] else -2
+            if "\r" in line:  # tqdm updates overwrite each other: every finished bar on the line counts
+                parsed += [(lineno, p) for p in map(parse_line, map(clean, line.split("\r")[:-1]))
+                           if p is not None and p.shape == BAR_SHAPES[0] and _finished(p)]
+                if got is not None and got.shape == BAR_SHAPES[1]:
+                    # a rich bar redrawn in a terminal shows an epoch's end before its validation
+                    # ran (the previous epoch's val values): only printed, final rich bars are read
+                    got = None
             if got is None:
                 skipped += int(bool(line.strip()))
             else:
@@ -103,8 +116,25 @@ class TextLogReader:
         return _to_run(source, spath, parsed, skipped, notes)
 
 
+def _finished(p: Parsed) -> bool:
+    return p.counters.get("batch") == p.counters.get("batches")
+
+
+def _last_finished_bars(parsed: list[tuple[int, Parsed]]) -> list[tuple[int, Parsed]]:
+    """Progress bars show the latest value of each metric at every update, so a metric logged
+    once an epoch sits on every update of the next epoch's bar: only each epoch's last finished
+    bar (``a/a``, after that epoch's validation) is read, the others are not points."""
+    last: dict[tuple[str, int | None], int] = {}
+    for i, (_, p) in enumerate(parsed):
+        if p.shape in BAR_SHAPES and _finished(p) and p.pairs:
+            last[(p.shape, p.counters.get("epoch"))] = i
+    keep = set(last.values())
+    return [lp for i, lp in enumerate(parsed) if lp[1].shape not in BAR_SHAPES or i in keep]
+
+
 def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], skipped: int,
             notes: list[Annotation]) -> Run:
+    parsed = _last_finished_bars(parsed)
     shapes = Counter(p.shape for _, p in parsed)
     # counterless shapes count only when their names recur
     sets = Counter(frozenset(k for k, _ in p.pairs) for _, p in parsed if not p.counters and p.pairs)

@@ -37,6 +37,13 @@ _LEAD = re.compile(r"^\s*(step|iter|iteration|it|global_step|epoch)\s*[:=]?\s*(\
                    re.IGNORECASE)
 _NAMED_PAIR = re.compile(rf"([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*)?)\s*[:=]?\s+{_VALUE}")
 _BAR = re.compile(r"^\s*(?:Epoch\s+(\d+)\s*:)?\s*\d+%\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]")
+#: Lightning's RichProgressBar: ``Epoch 3/9 ━━━━━╸━━ 32/32 0:00:01 • 0:00:00 45.2it/s v_num: 0 loss: 0.512``
+_RICH = re.compile(r"^\s*Epoch\s+(\d+)/\S+\s+[\u2500-\u257f]+\s+(\d+)/(\d+)\s+(.*)$")
+_RICH_PAIR = re.compile(rf"(?:^|\s)([A-Za-z_][\w./-]*):\s*{_VALUE}")
+#: A line holding only ``name: value`` pairs: the metrics of a rich bar wrapped onto the next line.
+RICH_WRAPPED = re.compile(rf"^\s*(?:[A-Za-z_][\w./-]*:\s*{NUM}\s*)+$")
+#: Shapes of progress bars: only each epoch's finished bar is read (see textlog.py).
+BAR_SHAPES = ("progress bar 'a/b [..., name=value]'", "rich progress bar 'Epoch e/E ━━ a/b ... name: value'")
 _EQ_PAIR = re.compile(rf"(?:^|[\s,|;(\[])([A-Za-z_][\w./-]*)\s*=\s*{_VALUE}")
 
 
@@ -125,7 +132,22 @@ def _bar_line(line: str) -> Parsed | None:
     counters.update({"batch": int(m.group(2)), "batches": int(m.group(3))})
     if m.group(1) is not None:
         counters["epoch"] = int(m.group(1))
-    return Parsed("progress bar 'a/b [..., name=value]'", counters, metrics) if metrics else None
+    return Parsed(BAR_SHAPES[0], counters, metrics) if metrics else None
+
+
+def _rich_line(line: str) -> Parsed | None:
+    m = _RICH.match(line)
+    if not m:
+        return None
+    # kept without pairs too: a narrow console wraps the metrics onto the next line
+    return rich_pairs(Parsed(BAR_SHAPES[1], {"epoch": int(m.group(1)), "batch": int(m.group(2)),
+                                             "batches": int(m.group(3))}, []), m.group(4))
+
+
+def rich_pairs(bar: Parsed, text: str) -> Parsed:
+    """``bar`` with the ``name: value`` pairs of ``text`` added (``v_num``, the logger's version, is
+    no metric)."""
+    return Parsed(bar.shape, bar.counters, bar.pairs + [(k, v) for k, v in _RICH_PAIR.findall(text) if k != "v_num"])
 
 
 def _lead_line(line: str) -> Parsed | None:
@@ -159,7 +181,7 @@ def _colon_line(line: str) -> Parsed | None:
 
 
 SHAPES: tuple[Callable[[str], Parsed | None], ...] = (
-    _dict_line, _torch_line, _keras_line, _bar_line, _lead_line, _eq_line, _colon_line)
+    _dict_line, _torch_line, _keras_line, _bar_line, _rich_line, _lead_line, _eq_line, _colon_line)
 
 
 def parse_line(line: str) -> Parsed | None:
