@@ -36,6 +36,29 @@ def test_replaying_every_sample_log_gives_the_offline_findings(sample_runs):
             assert rep.final[rule].start_step == f.start_step
 
 
+def test_replay_reads_the_facts_offline_rules_read_from_the_runs_origin():
+    """An epoch-axis log whose lrdoctor-run.json says 20 steps per epoch: offline, a 1.8x epoch
+    mean of the grad norm is a burst (a 17x one-step burst averaged over 20 steps); the live
+    engine must judge it with the same fact, not as a per-step 1.8x."""
+    from lrdoctor.model import Run, make_scalars
+    from lrdoctor.origin import RunOrigin
+
+    rng = np.random.default_rng(0)
+    epochs = np.arange(60)
+    loss = 2.0 * np.exp(-epochs / 30) + 0.3 + 0.003 * rng.standard_normal(60)
+    grad = 1.0 + 0.01 * rng.standard_normal(60)
+    grad[40] = 1.8
+    scalars = make_scalars(np.array(["loss"] * 60 + ["grad_norm"] * 60, dtype=object),
+                           np.concatenate([epochs, epochs]), None, np.concatenate([loss, grad]))
+    origin = RunOrigin.parse({"workload": "gru_lm", "config": {"epoch_steps": 20}})
+    run = Run("r", "r", "keras_csv", scalars, step_axis="epoch", origin=origin)
+    offline = {f.rule: f for f in diagnose([run], jobs=1)[0].findings}
+    assert set(offline) == {"exploding-gradients"}
+    rep = replay(run, CHECK_EVERY)
+    assert set(rep.final) == set(offline)
+    assert rep.final["exploding-gradients"].start_step == offline["exploding-gradients"].start_step
+
+
 def test_a_spike_is_not_reported_as_divergence_before_it_recovers(sample_runs):
     run = next(r for r in sample_runs if r.name.startswith("loss-spike"))
     rep = replay(run, CHECK_EVERY)

@@ -38,6 +38,7 @@ def watch_cmd(path, fmt, strict, roles, roles_config, as_json, exit_on, interval
     """
     from ..live.engine import EventKind, LiveEngine, at_least
     from ..live.follow import TreeFollower
+    from ..readers import read_origin
 
     rules = selected_rules(rule_dirs, sets, select, ignore)
     overrides = role_overrides(roles, roles_config)
@@ -62,7 +63,8 @@ def watch_cmd(path, fmt, strict, roles, roles_config, as_json, exit_on, interval
                 if eng is None:
                     eng = engines[follower.name] = LiveEngine(
                         name=follower.name, source=str(follower.source.root), rules=rules,
-                        role_overrides=overrides, step_axis=follower.step_axis, hparams=follower.hparams)
+                        role_overrides=overrides, step_axis=follower.step_axis, hparams=follower.hparams,
+                        origin=read_origin(follower.source)[0])  # a bad one: diagnose's note says so
                 for tag, part in points.groupby("tag", sort=False):
                     eng.extend(str(tag), part["step"].to_numpy(), part["value"].to_numpy())
                 if emit(eng.check()):

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Finding, Run, Series, Severity, make_scalars
+from ..origin import RunOrigin
 from ..roles import RoleView, dedupe_steps, resolve_roles
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,9 @@ class LiveEngine:
     role_overrides: Mapping[str, str] | None = None
     step_axis: str = "step"
     hparams: dict[str, Any] = field(default_factory=dict)
+    #: the run's lrdoctor-run.json (a built-in workload's config): offline, rules read facts such
+    #: as steps_per_epoch from it, so the live engine must have it too to give the same answers
+    origin: RunOrigin | None = None
     proposals: bool = True
     last_step: int = field(default=-1, init=False)
 
@@ -193,7 +197,7 @@ class LiveEngine:
         self._state: dict[str, _State] = {}
         self._last: dict[str, tuple[int, Finding | None]] = {}  # per rule: points, answer at its last run
         self._run = Run(name=self.name, source=self.source, format="live", hparams=self.hparams,
-                        step_axis=self.step_axis)
+                        step_axis=self.step_axis, origin=self.origin)
         self._warm_up()
 
     def _warm_up(self) -> None:

@@ -38,7 +38,7 @@ def replay(run: Run, check_every: int, *, rules: Sequence[Any] | None = None,
            role_overrides: Mapping[str, str] | None = None) -> Replay:
     engine = LiveEngine(name=run.name, source=run.source, rules=rules, overrides=overrides,
                         role_overrides=role_overrides, step_axis=run.step_axis, hparams=dict(run.hparams),
-                        proposals=False)
+                        origin=run.origin, proposals=False)
     sc = run.scalars
     tags = sc["tag"].astype(str).to_numpy()
     steps = sc["step"].to_numpy(dtype=np.int64)

@@ -110,13 +110,11 @@ def read_source(source: RunSource, options: ReadOptions) -> Run:
     changes: dict = {}
     if run.name != source.name:
         changes["name"] = source.name
-    origin_path = origin_dir(source) / ORIGIN_FILE
-    if origin_path.is_file():
-        try:
-            changes["origin"] = RunOrigin.parse(json.loads(origin_path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            changes["annotations"] = run.annotations + (
-                Annotation("bad_origin", f"cannot read {ORIGIN_FILE}: {one_line(exc)}", path=str(origin_path)),)
+    origin, bad = read_origin(source)
+    if origin is not None:
+        changes["origin"] = origin
+    if bad is not None:
+        changes["annotations"] = run.annotations + (bad,)
     notes = live_notes(origin_dir(source) / FINDINGS_FILE)
     if notes:  # first: where the training was stopped or rolled back matters more than reader notes
         changes["annotations"] = notes + changes.get("annotations", run.annotations)
@@ -126,6 +124,18 @@ def read_source(source: RunSource, options: ReadOptions) -> Run:
             Annotation("lfs_pointer", "a Git LFS pointer, not the log file itself ('git lfs pull' fetches it); "
                        "skipped", path=p) for p in lfs)
     return replace(run, **changes) if changes else run
+
+
+def read_origin(source: RunSource) -> tuple[RunOrigin | None, Annotation | None]:
+    """The run's ``lrdoctor-run.json`` (how a built-in workload was configured), if there is one,
+    or the note saying why it could not be read."""
+    path = origin_dir(source) / ORIGIN_FILE
+    try:
+        if not path.is_file():
+            return None, None
+        return RunOrigin.parse(json.loads(path.read_text(encoding="utf-8"))), None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, Annotation("bad_origin", f"cannot read {ORIGIN_FILE}: {one_line(exc)}", path=str(path))
 
 
 def live_notes(path: Path) -> tuple[Annotation, ...]:
