@@ -128,6 +128,25 @@ class Series:
 
 
 @dataclass(frozen=True)
+class SeriesFamily:
+    """A multi-tag role: one series per member (e.g. per-layer grad norms), in model order.
+
+    ``names`` are the members' own names (the parameter name a tag was logged under);
+    ``order`` says how the model order was taken: "logged" (the writer kept the order the
+    script logged them in) or "natural" (the writer sorted its keys: names sorted with their
+    numbers compared as numbers, so ``layers.10`` follows ``layers.9``).
+    """
+
+    role: str
+    names: tuple[str, ...]
+    members: tuple[Series, ...]
+    order: str = "logged"
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True)
 class Proposal:
     id: str
     kind: str

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +19,14 @@ import numpy as np
 import pandas as pd
 
 from .errors import RoleSpecError
-from .model import Run, Series
+from .model import Run, Series, SeriesFamily
 
 log = logging.getLogger(__name__)
 
 ROLES = ("train_loss", "val_loss", "grad_norm", "lr", "val_metric")
+#: Roles played by a family of tags (one per layer) rather than one tag: a detector receives them
+#: as a :class:`~lrdoctor.model.SeriesFamily`. Found by :data:`FAMILY_PATTERNS` only.
+FAMILY_ROLES = ("layer_grad_norm",)
 
 #: Exact aliases, most specific first. Matching is case-insensitive.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -67,6 +70,72 @@ PATTERNS: dict[str, tuple[str, ...]] = {
     "lr": (r"(^|[/_\- ])(lr|learning[_ ]?rate)([/_\-]|$)", r"^lr[\-_/]"),
     "val_metric": (r"(val|valid|eval|test).*(acc|f1|auc|map|bleu|rouge|precision|recall)",),
 }
+
+
+#: Multi-tag roles: patterns (re.fullmatch, case-insensitive) whose ``name`` group is the member's
+#: name. Per-layer gradient norms: Lightning's ``grad_norm(module, norm_type)`` utility
+#: (``grad_2.0_norm/<param>``, ``grad_inf_norm/<param>``, with its own ``grad_2.0_norm_total``
+#: beside them), and the hand-rolled ``grad_norm/<param>``, ``grads/<param>/norm``,
+#: ``gradient_norm/<param>`` (a ``train/`` prefix allowed). One family is taken per run: the
+#: largest group of tags sharing a prefix, a 2-norm before other norms.
+FAMILY_PATTERNS: dict[str, tuple[str, ...]] = {
+    "layer_grad_norm": (
+        r"(?P<prefix>grad_(?:[0-9.]+|inf)_norm/)(?P<name>.+)",
+        r"(?P<prefix>(?:train/)?(?:grad_?norms?|gradient_?norms?)/)(?P<name>.+)",
+        r"(?P<prefix>(?:train/)?grads?/)(?P<name>.+?)(?:/|_|\.)norm",
+    ),
+}
+#: Member names that are a summary of the family, not a member (``grad_norm/total`` is the total
+#: norm, resolved as the ``grad_norm`` role).
+_SUMMARY_NAMES = frozenset({"total", "all", "global", "overall", "sum", "mean", "max", "clipped"})
+
+
+def family_tags(role: str, tags: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(tags, member names) of the family playing ``role``, in logged order; empty when none."""
+    groups: dict[tuple[int, str], list[tuple[str, str]]] = {}
+    for tag in tags:
+        for i, pat in enumerate(FAMILY_PATTERNS[role]):
+            m = re.fullmatch(pat, tag.strip(), flags=re.IGNORECASE)
+            if m and m["name"].lower() not in _SUMMARY_NAMES:
+                groups.setdefault((i, m["prefix"].lower()), []).append((tag, m["name"]))
+                break
+    if not groups:
+        return (), ()
+    # the largest group; on a tie the first pattern, a 2-norm (Lightning may log several norms)
+    key = min(groups, key=lambda k: (-len(groups[k]), k[0], "2" not in k[1]))
+    members = groups[key]
+    return tuple(t for t, _ in members), tuple(n for _, n in members)
+
+
+def _natural_key(name: str) -> list:
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
+def model_order(names: tuple[str, ...]) -> tuple[list[int], str]:
+    """Positions of ``names`` in model order, and how it was found ("logged" or "natural").
+
+    A script logs parameters in ``named_parameters()`` order (registration order, which is the
+    forward order of a Sequential or a stack of blocks), and most writers keep it; a writer that
+    sorts its keys (Lightning's CSVLogger sorts its columns) loses it. When the logged order is
+    exactly the sorted one it may be either, so the names are sorted naturally (numbers as
+    numbers): right for numbered stacks (``layers.0`` ... ``layers.11``) whatever the writer did,
+    alphabetical for named modules when the writer sorted them (then the early/late split can be
+    wrong: a TensorBoard log of the same run keeps the true order).
+    """
+    idx = list(range(len(names)))
+    if list(names) != sorted(names):
+        return idx, "logged"
+    return sorted(idx, key=lambda i: _natural_key(names[i])), "natural"
+
+
+def build_family(role: str, tags: Iterable[str], series: Callable[[str], Series]) -> SeriesFamily | None:
+    """The family playing ``role`` among ``tags`` (``series(tag)`` gives a member's points), in
+    model order (:func:`model_order`); None when the run logs none."""
+    members, names = family_tags(role, tags)
+    if not members:
+        return None
+    order, how = model_order(names)
+    return SeriesFamily(role, tuple(names[i] for i in order), tuple(series(members[i]) for i in order), how)
 
 
 def parse_role_overrides(items: Iterable[str], *, source: str | None = None) -> dict[str, str]:
@@ -156,6 +225,10 @@ def resolve_roles_explained(tags: Iterable[str], overrides: Mapping[str, str] | 
             continue
         out[role] = (tag, "--role override")
         used.add(tag)
+    # a layer's grad norm never plays the run's grad_norm (nor any one-tag role), even where no
+    # total is logged and the grad_norm pattern would match it
+    for family in FAMILY_ROLES:
+        used.update(family_tags(family, tags)[0])
     for role in ROLES:
         if role in out:
             continue
@@ -228,10 +301,24 @@ class RoleView:
         return TagIndex(self.run.scalars)
 
     def has(self, role: str) -> bool:
-        return role in self.roles
+        return role in self
 
     def __contains__(self, role: str) -> bool:
+        if role in FAMILY_ROLES:
+            return self.family(role) is not None
         return role in self.roles
+
+    @functools.cached_property
+    def _families(self) -> dict[str, SeriesFamily | None]:
+        return {}
+
+    def family(self, role: str) -> SeriesFamily | None:
+        """The multi-tag role's members (:func:`build_family`; one point per step each), computed
+        once per view; None when the run logs none."""
+        cache = self._families
+        if role not in cache:
+            cache[role] = build_family(role, self.run.tags, lambda t: dedupe_steps(self.index.series(t)))
+        return cache[role]
 
     def __getitem__(self, role: str) -> Series:
         return self.index.series(self.roles[role])

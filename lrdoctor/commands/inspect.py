@@ -46,6 +46,7 @@ def summarize(run: Run, overrides: dict[str, str]) -> dict[str, Any]:
         "tags": tags,
         "roles": roles,
         "role_reasons": {r: why for r, (_, why) in explained.items()},
+        "families": _families(run.tags),
         "unused_role_overrides": {r: t for r, t in overrides.items() if r not in usable},
         "hparams": len(run.hparams),
         "summary": {k: _short(v) for k, v in run.summary.items()},
@@ -53,6 +54,20 @@ def summarize(run: Run, overrides: dict[str, str]) -> dict[str, Any]:
         "annotations": [{"kind": a.kind, "message": a.message, "path": a.path, "location": a.location}
                         for a in run.annotations],
     }
+
+
+def _families(tags: list[str]) -> dict[str, dict[str, Any]]:
+    """Multi-tag roles (per-layer grad norms): their tags in the model order the rules use, and
+    how that order was found."""
+    from ..roles import FAMILY_ROLES, family_tags, model_order
+
+    out = {}
+    for role in FAMILY_ROLES:
+        members, names = family_tags(role, tags)
+        if members:
+            order, how = model_order(names)
+            out[role] = {"tags": [members[i] for i in order], "order": how}
+    return out
 
 
 def _short(v: Any) -> Any:
@@ -93,6 +108,10 @@ def render(s: dict[str, Any]) -> str:
     for r, why in s.get("role_reasons", {}).items():
         # why each tag was chosen: an alias, a name pattern, or the loss family preferred
         lines.append(f"    {r:<11}{s['roles'][r]}: {why}")
+    for r, fam in s.get("families", {}).items():
+        first, last = fam["tags"][0], fam["tags"][-1]
+        lines.append(f"    {r}: {len(fam['tags'])} tags, {first} .. {last} "
+                     f"(model order: {'as logged' if fam['order'] == 'logged' else 'natural sort of the names'})")
     for r, t in s["unused_role_overrides"].items():
         lines.append(f"  (--role {r}={t} not applied: this run has no tag {t!r})")
     if s["annotations"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model import Series
+from ..model import Series, SeriesFamily
 from .base import (
     MAD_TO_SIGMA,
     Evidence,
@@ -19,6 +19,7 @@ from .base import (
     rolling_median,
     trailing_median,
 )
+from .layers import first_bursting_layers
 from .nonfinite import nonfinite_counts, persistent_nonfinite, value_word
 
 
@@ -256,6 +257,7 @@ def _positive_log(series: Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def gradient_bursts(
     grad_norm: Series,
     train_loss: Series | None = None,
+    layer_grad_norm: SeriesFamily | None = None,
     *,
     baseline_window: int = 51,
     ratio_over_baseline: float = 10.0,
@@ -295,6 +297,11 @@ def gradient_bursts(
     own, smaller, noise). A mean also holds the steps after a bad batch, so there a burst in the
     point after one whose loss jumped (by the burst ratio at least) more than its grad norm did is
     that batch's aftermath, counted with the loss spike.
+
+    With per-layer norms (``layer_grad_norm``) the finding names the layer(s) that burst first:
+    each layer's norm judged like the total, at or before the total's first burst and within one
+    baseline window of it (:func:`lrdoctor.detectors.layers.first_bursting_layers`). Layers only
+    name the source; whether the run has bursts is decided on the total norm.
     """
     skips = None
     v = np.asarray(grad_norm.values, dtype=np.float64)
@@ -394,6 +401,15 @@ def gradient_bursts(
     }
     if skips is not None:
         values["skipped_steps"] = skips.values["count"]
+    first = None if layer_grad_norm is None else first_bursting_layers(
+        layer_grad_norm, int(steps[burst[0]]), baseline_window=baseline_window,
+        ratio_over_baseline=ratio, z_threshold=z_threshold)  # the ratio the total was judged by
+    if first is not None:
+        values.update(first)
+        named = ", ".join(f"{n} ({r:.0f}x its baseline {first['layer_baselines'][n]:.3g})"
+                          for n, r in first["layer_ratios"].items())
+        values["detail"] += (f"; the first burst began in {named} at {{axis}} {first['layer_onset_step']}"
+                             f" ({first['layers_bursting']} of {first['layers']} layers burst there)")
     if train_loss is not None and len(train_loss):
         ls, lv = finite_part(train_loss)
         if len(ls):

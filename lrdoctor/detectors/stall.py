@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model import Series
+from ..model import Series, SeriesFamily
 from .base import (
     Evidence,
     finite_part,
@@ -15,6 +15,7 @@ from .base import (
     spearman_trend,
     window_medians,
 )
+from .layers import vanishing_layers
 
 #: Candidate onsets are tried at this many evenly spaced points (a loop over candidates, not steps).
 _CANDIDATES = 40
@@ -214,10 +215,12 @@ def plateau(
 
 
 @param_ranges(max_norm=">0", collapse_norm=">0", max_ratio_to_start=">0", edge_fraction="(0..1]",
-              flat_drop_sigmas=">=0", stall_drop_sigmas=">=0", min_points=">=0")
+              flat_drop_sigmas=">=0", stall_drop_sigmas=">=0", min_points=">=0", max_layer_ratio=">0",
+              early_layer_fraction="(0..1]", min_layers=">=1")
 def vanishing_gradients(
     grad_norm: Series,
     train_loss: Series,
+    layer_grad_norm: SeriesFamily | None = None,
     *,
     max_norm: float = 0.05,
     collapse_norm: float = 1e-3,
@@ -226,11 +229,22 @@ def vanishing_gradients(
     flat_drop_sigmas: float = 2.0,
     stall_drop_sigmas: float = 3.0,
     min_points: int = 8,
+    max_layer_ratio: float = 1e-3,
+    early_layer_fraction: float = 0.25,
+    min_layers: int = 3,
 ) -> Evidence | None:
-    """Gradient norm tiny (absolute, and relative to its start or from the start) while the loss
-    stalls.
+    """Gradients vanish: per layer when per-layer norms are logged, else the total norm is tiny
+    (absolute, and relative to its start or from the start) while the loss stalls.
 
-    The loss must stall: over the second half it falls by less than ``stall_drop_sigmas`` noise
+    *Per layer* (``layer_grad_norm`` with at least ``min_layers`` layers that get a gradient):
+    the early layers' gradients sit orders of magnitude below the late layers' over the stable
+    part of the run (after its first ``edge_fraction``): the median over steps of (largest norm
+    of the first ``early_layer_fraction`` of the layers, in model order) / (largest of the last
+    as many) is below ``max_layer_ratio``. The loss need not stall (the last layers may still
+    learn, and the total norm, theirs, looks normal); the evidence says whether it did. The
+    total-norm tests below are then not used: they judge a run with no per-layer norms.
+
+    *Total norm*: the loss must stall: over the second half it falls by less than ``stall_drop_sigmas`` noise
     units. Then, with ``late`` the median gradient norm of the second half, either
     - *collapse*: ``late`` < ``collapse_norm`` and < ``max_ratio_to_start`` x the early norm
       (median of the first ``edge_fraction``), or
@@ -246,7 +260,13 @@ def vanishing_gradients(
     w = odd_window(len(lv), 21, fraction=0.2, minimum=5)
     sigma = noise_sigma(lv, w)
     drop_late = _drop(lv[len(lv) // 2 :], edge_fraction)
-    if sigma > 0 and drop_late >= stall_drop_sigmas * sigma:
+    stalled = not (sigma > 0 and drop_late >= stall_drop_sigmas * sigma)
+    layers = None if layer_grad_norm is None else vanishing_layers(
+        layer_grad_norm, max_layer_ratio=max_layer_ratio, early_layer_fraction=early_layer_fraction,
+        edge_fraction=edge_fraction, min_layers=min_layers, min_points=min_points)
+    if layers is not None:
+        return _layer_evidence(layers, g, stalled, drop_late / sigma if sigma > 0 else 0.0)
+    if not stalled:
         return None
     late = median_of(g[len(g) // 2 :])
     early = median_of(g[: _edge(g, edge_fraction)])
@@ -279,4 +299,31 @@ def vanishing_gradients(
                 else f"grad norm is {late:.3g} (below {limit:g}) and the loss never moved from its start"
             ),
         },
+    )
+
+
+def _layer_evidence(layers: dict, total: np.ndarray, stalled: bool, drop_sigmas: float) -> Evidence | None:
+    """The per-layer vanishing finding (see :func:`vanishing_gradients`), or None when the early
+    layers are not that far below the late ones."""
+    if not layers.pop("vanishing"):
+        return None
+    norms = layers["layer_norms"]
+    low = layers["vanishing_layers"]
+    shown = ", ".join(f"{n} {norms[n]:.2g}" for n in low[:4]) + (f" and {len(low) - 4} more" if len(low) > 4 else "")
+    late = ", ".join(f"{n} {norms[n]:.2g}" for n in layers["late_layers"])
+    story = ("while the loss stalled" if stalled else
+             "while the loss still falls: only the last layers learn")
+    total_median = median_of(total)
+    detail = (
+        f"early layers' gradients are {layers['layer_ratio']:.1e}x the last layers' (median over {{axis}}s "
+        f"{layers['first_step']}-{layers['last_step']}): {shown} vs {late}; the total grad norm "
+        f"(median {total_median:.3g}) is the last layers', {story}"
+    )
+    onset = layers["onset_step"]
+    return Evidence(
+        start_step=onset,
+        end_step=layers["last_step"],
+        steps=(onset,),
+        values={**layers, "kind": "layers", "loss_stalled": stalled, "loss_drop_sigmas": drop_sigmas,
+                "total_norm": total_median, "detail": detail},
     )

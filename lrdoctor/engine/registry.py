@@ -8,7 +8,7 @@ A third-party package registers a detector in its pyproject.toml::
 and a rule file names it with ``detector: {kind: lr_oscillation, params: {...}}``. A detector is
 a plain function: role series as positional-or-keyword arguments named after their roles
 (``train_loss``, ``val_loss``, ``grad_norm``, ``lr``, ``val_metric``; optional ones default to
-None), tuning parameters keyword-only with defaults; it returns an
+None; the multi-tag ``layer_grad_norm`` arrives as a :class:`lrdoctor.model.SeriesFamily`), tuning parameters keyword-only with defaults; it returns an
 :class:`lrdoctor.detectors.base.Evidence` or None.
 """
 
@@ -24,7 +24,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import RuleSpecError
-from ..roles import ROLES
+from ..roles import FAMILY_ROLES, ROLES
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,9 @@ def detector_info(kind: str) -> DetectorInfo:
     params: dict[str, Any] = {}
     for p in inspect.signature(fn).parameters.values():
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            if p.name not in ROLES:
+            if p.name not in ROLES + FAMILY_ROLES:
                 raise RuleSpecError(
-                    f"detector kind {kind!r}: argument {p.name!r} is not a role ({', '.join(ROLES)}); "
+                    f"detector kind {kind!r}: argument {p.name!r} is not a role ({', '.join(ROLES + FAMILY_ROLES)}); "
                     "tuning parameters must be keyword-only"
                 )
             roles.append(p.name)

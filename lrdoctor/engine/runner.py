@@ -17,8 +17,8 @@ import numpy as np
 
 from ..averaging import steps_per_point
 from ..detectors.base import Evidence
-from ..model import Diagnosis, Finding, Series, Severity, SkippedRule
-from ..roles import RoleView
+from ..model import Diagnosis, Finding, Series, SeriesFamily, Severity, SkippedRule
+from ..roles import FAMILY_ROLES, RoleView
 from ..runfacts import as_int, configured
 from .registry import get_detector
 from .spec import RuleSpec
@@ -58,10 +58,15 @@ class _SeriesCache:
 
     def __init__(self, view: RoleView):
         self.view = view
-        self._cache: dict[str, Series | None] = {}
+        self._cache: dict[str, Series | SeriesFamily | None] = {}
 
-    def get(self, role: str) -> Series | None:
+    def get(self, role: str) -> Series | SeriesFamily | None:
         if role not in self._cache:
+            if role in FAMILY_ROLES:
+                # a multi-tag role (per-layer grad norms): every member, one point per step each
+                fam = self.view.family(role)
+                self._cache[role] = fam if fam is not None and any(len(m) for m in fam.members) else None
+                return self._cache[role]
             s = self.view.deduped(role)
             self._cache[role] = _with_averaging(self.view, s) if s is not None and len(s) else None
         return self._cache[role]
@@ -123,7 +128,7 @@ def run_rule(rule: RuleSpec, view: RoleView, cache: _SeriesCache | None = None) 
     missing = [r for r in rule.requires if r not in view]
     if missing:
         return SkippedRule(rule.name, f"missing role: {', '.join(missing)}")
-    args: dict[str, Series | None] = {}
+    args: dict[str, Series | SeriesFamily | None] = {}
     for role in rule.requires:
         s = cache.get(role)
         if s is None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import RuleSpecError
 from ..model import Severity
-from ..roles import ROLES
+from ..roles import FAMILY_ROLES, ROLES
 from .livespec import LivePolicy, parse_live
 from .registry import detector_info
 
@@ -163,9 +163,10 @@ def _header(data: Mapping, where: str) -> tuple[str, str, Severity, tuple[str, .
         raise RuleSpecError(f"severity {data['severity']!r} must be error, warning or info", path=where) from None
     requires = _str_list(data, "requires", where)
     optional = _str_list(data, "optional", where)
+    known = ROLES + FAMILY_ROLES
     for role in requires + optional:
-        if role not in ROLES:
-            raise RuleSpecError(f"unknown role {role!r}{_suggest(role, ROLES)} (roles: {', '.join(ROLES)})", path=where)
+        if role not in known:
+            raise RuleSpecError(f"unknown role {role!r}{_suggest(role, known)} (roles: {', '.join(known)})", path=where)
     return name, code, severity, requires, optional
 
 

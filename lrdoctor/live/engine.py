@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from ..model import Finding, Run, Series, Severity, make_scalars
+from ..model import Finding, Run, Series, SeriesFamily, Severity, make_scalars
 from ..origin import RunOrigin
-from ..roles import RoleView, dedupe_steps, resolve_roles
+from ..roles import FAMILY_ROLES, RoleView, build_family, dedupe_steps, family_tags, resolve_roles
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,8 @@ class _PrefixView:
         self._buffers = buffers
 
     def __contains__(self, role: str) -> bool:
+        if role in FAMILY_ROLES:
+            return bool(family_tags(role, self._buffers)[0])
         return role in self.roles
 
     def __getitem__(self, role: str) -> Series:
@@ -144,6 +146,10 @@ class _PrefixView:
     def deduped(self, role: str) -> Series | None:
         """One point per step, as :meth:`lrdoctor.roles.RoleView.deduped` (the runner's cache keeps it)."""
         return dedupe_steps(self[role]) if role in self.roles else None
+
+    def family(self, role: str) -> SeriesFamily | None:
+        """A multi-tag role's members, as :meth:`lrdoctor.roles.RoleView.family`."""
+        return build_family(role, list(self._buffers), lambda t: dedupe_steps(self._buffers[t].series(t)))
 
 
 @dataclass

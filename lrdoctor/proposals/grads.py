@@ -129,3 +129,36 @@ def centred_median(x: np.ndarray, window: int) -> np.ndarray:
         return x.astype(np.float64)
     padded = np.concatenate([np.full(h, x[0]), x, np.full(h, x[-1])])
     return np.median(np.lib.stride_tricks.sliding_window_view(padded, 2 * h + 1), axis=1)
+
+
+def layer_clip_note(view: RoleView, evidence: dict, unit: str) -> str:
+    """What a global clip means for the layer(s) an exploding-gradients finding named as bursting
+    first (empty when it named none): the total norm includes that layer's, so the global clip
+    caps its burst too; torch's ``clip_grad_norm_`` also takes one module's parameters, at a
+    threshold from that layer's own norms before the burst (p90, from MIN_STATS_POINTS norms at
+    least), but no trainer config key clips one layer, so it is described, never patched."""
+    from ..detectors.layers import layer_norms
+
+    names = list(evidence.get("first_layers") or ())
+    fam = view.family("layer_grad_norm") if names else None
+    ln = layer_norms(fam) if fam is not None else None
+    if ln is None:
+        return ""
+    onset = int(evidence["layer_onset_step"])
+    ratios = evidence.get("layer_ratios") or {}
+    said = ", ".join(f"{n} ({ratios[n]:.0f}× its baseline)" if n in ratios else n for n in names)
+    note = (f" The first burst began in {said} at {unit} {onset}: its norm is part of the total, so "
+            f"clipping the total caps it too.")
+    j = ln.names.index(names[0]) if names[0] in ln.names else None
+    if j is None:
+        return note
+    before = ln.values[ln.steps < onset, j]
+    before = before[np.isfinite(before)]
+    if len(before) < MIN_STATS_POINTS:
+        return note + (f" A clip of that layer alone needs its own stable norms: only {len(before)} were logged "
+                       f"before the burst (fewer than {MIN_STATS_POINTS}), so no per-layer threshold is given.")
+    p90 = float(np.percentile(before, 90))
+    return note + (f" To clip that layer alone, call torch.nn.utils.clip_grad_norm_("
+                   f"model.get_submodule({names[0]!r}).parameters(), max_norm={p90:.2g}) before the optimizer "
+                   f"step (p90 of its {len(before)} norms before the burst); no trainer config key clips one "
+                   f"layer, so this is not part of the config patch.")

@@ -21,6 +21,7 @@ from . import lr as lr_kinds
 from . import regularise, schedules
 from .common import Draft, relative_drop
 from .context import Needs
+from .grads import layer_clip_note
 from .kinds import KINDS, Option, Situation
 from .spikes import recovered, recovery_note
 
@@ -193,12 +194,23 @@ def _bursts_rollback(s: Situation) -> list[Option]:
 
 def _vanishing_raise(s: Situation) -> list[Option]:
     """The only LR lever, and a weak one: vanishing gradients come from the model; an adaptive
-    optimizer already rescales small gradients, so it ranks lower there."""
+    optimizer already rescales small gradients, so it ranks lower there. Judged per layer, it is
+    offered only while the loss stalls: a global LR scales every layer's step alike, so it cannot
+    close an early/late gap of orders of magnitude, and while the loss still falls (the last
+    layers learn) it would only push those harder."""
     f, ctx = s.finding, s.ctx
     note = (" Vanishing gradients usually come from the model (saturating activations, depth without "
             "residuals or normalisation, initialisation), which no LR change fixes; a larger LR only "
             "compensates" + (", and little for an adaptive optimizer, which already rescales small "
                              "gradients." if ctx.adaptive else "."))
+    if f.evidence.get("kind") == "layers":
+        if not f.evidence.get("loss_stalled"):
+            return []
+        ev = (f"the early layers' gradients were {f.evidence['layer_ratio']:.1e}× the last layers' from "
+              f"{ctx.unit} {ctx.onset} while the loss stalled")
+        note += (" A global LR scales every layer's step alike: the early layers stay that far behind; "
+                 "the larger LR only speeds the layers that still learn.")
+        return [(lambda: lr_kinds.raise_lr(f, ctx, 3.0, ev, note), 0.3 if ctx.adaptive else 0.5)]
     g = ctx.grad_stable
     med = ctx.grad_median_in_finding
     # A "before" needs grad norms logged strictly before the onset; at the run's first step the
@@ -244,7 +256,8 @@ POLICIES: dict[str, Policy] = {
         Needs(excludes_finding_steps=True, grad_blowup_ends_stable=True)),
     "grad-bursts": Policy(
         "grad-norm bursts: clip first, then a lower LR",
-        {"clip_grad_norm": _fixed(lambda s: regularise.clip_grad_norm(s.finding, s.ctx), 0.9),
+        {"clip_grad_norm": _fixed(lambda s: _with_note(regularise.clip_grad_norm(s.finding, s.ctx),
+                                                       layer_clip_note(s.view, s.finding.evidence, s.ctx.unit)), 0.9),
          "lower_peak_lr": _fixed(lambda s: lr_kinds.lower_peak_lr(s.finding, s.ctx, 0.5), 0.7),
          "rescale_lr_for_batch": _fixed(lambda s: lr_kinds.rescale_lr_for_batch(s.finding, s.ctx, 0.5), 0.2),
          "rollback_skip": _bursts_rollback, "add_warmup": _early_warmup(0.6)},
