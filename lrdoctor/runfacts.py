@@ -148,8 +148,25 @@ def configured_lr(run: Run) -> float | None:
     return lr if lr is not None and lr > 0 else None
 
 
+def peak_lr_unseen(run: Run) -> bool:
+    """Whether :func:`base_lr` comes from the logs (no configured LR) and the logged LR was still
+    rising when they end (its last point the highest and above the median of the last tenth): the
+    run stopped during a warmup, so the logged peak is below the one its schedule would reach."""
+    if configured_lr(run) is not None:
+        return False
+    s = RoleView.of(run).get("lr")
+    if s is None:
+        return False
+    v = s.values[np.isfinite(s.values)]
+    if v.size < 3:
+        return False
+    tail = v[-max(3, v.size // 10):]
+    return bool(v[-1] >= v.max() and v[-1] > np.median(tail))
+
+
 def base_lr(run: Run) -> float | None:
-    """The run's LR: the configured one, else the logged LR's peak (a warmup starts low)."""
+    """The run's LR: the configured one, else the logged LR's peak (a warmup starts low; a run
+    stopped during its warmup logged less than its peak, see :func:`peak_lr_unseen`)."""
     lr = configured_lr(run)
     if lr is not None:
         return lr

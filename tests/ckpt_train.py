@@ -3,7 +3,8 @@
 It knows nothing of lrdoctor: it saves ``{"model", "optimizer", "step"}`` with ``torch.save`` to
 ``<ckpt-dir>/ckpt_<step>.pt`` every ``--ckpt-every`` steps and resumes from ``--resume PATH
 --start-step N``; it runs until the absolute step ``--max-steps`` and writes ``metrics.csv``
-(step, train_loss, grad_norm, lr) into ``--logdir`` (on through NaN, as a plain script does). The LR warms up linearly from 0 to ``--lr``
+(step, train_loss, grad_norm, lr) into ``--logdir`` (on through NaN, as a plain script does, or
+stopping at the first NaN/inf loss with ``--stop-on-nan``). The LR warms up linearly from 0 to ``--lr``
 over ``--warmup`` steps (0: constant); ``--hidden`` is the MLP's width (wider: sharper, diverges
 sooner at a given LR). The batch of step t is drawn from a generator seeded with
 (seed, t), so a resumed run with the original seed replays the original exactly, and another
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt-every", type=int, default=0)
     ap.add_argument("--ckpt-dir", default=None)
     ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--stop-on-nan", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -72,6 +74,8 @@ def main(argv=None) -> int:
             norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf))
             opt.step()
             w.writerow([step, float(loss.detach()), norm, lr])
+            if args.stop_on_nan and not math.isfinite(float(loss.detach())):
+                break
             if args.ckpt_every and step % args.ckpt_every == 0:
                 ckpt_dir.mkdir(parents=True, exist_ok=True)
                 torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step},

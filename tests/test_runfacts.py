@@ -58,3 +58,22 @@ def test_logged_lr_peak_when_nothing_is_configured_and_workload_config_otherwise
     assert planned_steps(_run({}, origin={"workload": "mlp", "config": {"max_steps": 300}})) == 300
     # a scheduler's LR is not the run's LR
     assert base_lr(_run({"scheduler": {"max_lr": 9.0}}, logged_lr=None)) is None
+
+
+def test_peak_lr_unseen_only_when_the_lr_comes_from_logs_that_end_while_it_rises():
+    from lrdoctor.runfacts import peak_lr_unseen
+
+    def logged(lr: np.ndarray) -> Run:
+        steps = np.arange(len(lr))
+        scal = make_scalars(["loss"] * len(lr) + ["lr"] * len(lr), np.concatenate([steps, steps]), None,
+                            np.concatenate([np.linspace(2, 1, len(lr)), lr]))
+        return Run(name="r", source="mem", format="csv", scalars=scal)
+
+    n = 200
+    assert peak_lr_unseen(_run({}))  # a warmup cut off at its last point
+    assert not peak_lr_unseen(_run(NESTED))  # the configured peak is known
+    assert not peak_lr_unseen(logged(np.full(n, 2.0)))  # constant
+    warm_then_flat = np.minimum(np.linspace(0, 2, n), 1.0)
+    assert not peak_lr_unseen(logged(warm_then_flat))
+    cosine = 0.5 * (1 + np.cos(np.linspace(0, np.pi, n)))
+    assert not peak_lr_unseen(logged(np.concatenate([np.linspace(0, 1, 20), cosine])))

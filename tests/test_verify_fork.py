@@ -174,6 +174,43 @@ def test_no_fork_and_missing_checkpoints_plan_reruns_from_step_zero(diverged, tm
         assert "start_step" not in t.full_patch() and "resume_from" not in t.full_patch()
 
 
+def test_run_stopped_in_warmup_says_its_logged_lr_is_short_of_the_peak_and_base_lr_sets_it(tmp_path, caplog, capsys):
+    """A script that stops at the first NaN, during its warmup to lr=0.85: the highest LR it logged
+    (~0.58) is not the --lr that replays it. lrdoctor says so; --base-lr gives the peak."""
+    import logging
+
+    from lrdoctor.readers import discover
+    from lrdoctor.verify.protocol import VerifyConfig
+    from lrdoctor.verify.runner import plan
+
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, SCRIPT, "--logdir", str(run), "--seed", "0", "--lr", "0.85", "--max-steps", "2000",
+                    "--warmup", "2000", "--stop-on-nan"], check=True, timeout=120)
+    rows = (run / "metrics.csv").read_text().splitlines()[1:]
+    last_lr = float(rows[-1].split(",")[3])
+    assert len(rows) < 2000 and rows[-1].split(",")[1] == "nan" and last_lr < 0.8
+    finding = _finding(run, "divergence")
+    (r,) = discover(str(run))
+
+    def baseline_lr(**cfg) -> tuple[str, float | None]:
+        p = plan([(r, finding, finding.proposals[:1])], VerifyConfig(seeds=3, **cfg), tmp_path / "v",
+                 template("--warmup", "2000"))
+        t = p.tasks[p.jobs[0].baseline[0]]
+        return t.backend.values(t)["lr"], p.jobs[0].base_lr
+
+    with caplog.at_level(logging.WARNING, logger="lrdoctor"):
+        lr, job_lr = baseline_lr()
+    assert float(lr) == pytest.approx(last_lr) and job_lr == pytest.approx(last_lr)
+    (warning,) = [m for m in caplog.messages if "--base-lr" in m]
+    assert f"{{lr}} is {last_lr:.3g}" in warning and "still rising" in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lrdoctor"):
+        lr, job_lr = baseline_lr(base_lr=0.85)
+    assert float(lr) == 0.85 and job_lr == 0.85 and not caplog.messages
+    rc = main(["verify", str(run), "--train", template(), "--base-lr", "0", "--out", str(tmp_path / "v0")])
+    assert rc == 2 and capsys.readouterr().err.strip().endswith("--base-lr must be positive, got 0.0")
+
+
 def test_ladder_climbs_while_a_rung_leaves_the_symptom_and_stops_after_one_that_clears_it():
     from dataclasses import dataclass
 

@@ -94,14 +94,17 @@ def detail_lines(details: dict) -> list[str]:
                    "checkpoint-{step}/, Lightning *step={step}*.ckpt). Reruns fork from the latest one at or "
                    "before the finding's onset minus a margin.")
 @click.option("--no-fork", is_flag=True, help="Always rerun from step 0, even when checkpoints exist.")
+@click.option("--base-lr", type=float, default=None, metavar="LR",
+              help="With --train: the original run's peak LR, the baseline reruns' {lr} (default: the configured "
+                   "LR, else the highest LR logged - short of the peak for a run that stopped during its warmup).")
 @click.option("--rules", "rule_dirs", multiple=True, type=click.Path(exists=True, file_okay=False),
               metavar="DIR", help="Also load the rule YAML files in DIR (as for diagnose; reruns use the same rules).")
 @click.option("--set", "sets", multiple=True, metavar="RULE.PARAM=VALUE",
               help="Override a rule's detector parameter (as for diagnose).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON on stdout.")
 def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_json, seeds, budget_steps,
-               rerun_timeout, out_dir, device, executor_kind, ray_address, jobs, train, checkpoints, no_fork, rule_dirs,
-               sets, as_json) -> int:
+               rerun_timeout, out_dir, device, executor_kind, ray_address, jobs, train, checkpoints, no_fork, base_lr,
+               rule_dirs, sets, as_json) -> int:
     """Rerun each run under PATH briefly, with and without each proposal on the same seeds, and give
     each proposal a verdict: CONFIRMED, REJECTED, INCONCLUSIVE or ERROR.
 
@@ -130,7 +133,7 @@ def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_
                 rerun_timeout=rerun_timeout, out=out_dir, device=device, executor=executor_kind,
                 ray_address=ray_address, jobs=jobs, train=train, fmt=fmt, strict=strict,
                 role_overrides=role_overrides(roles, roles_config), rules=rules,
-                checkpoints=checkpoints, fork=not no_fork,
+                checkpoints=checkpoints, fork=not no_fork, base_lr=base_lr,
             )
     except KeyboardInterrupt as exc:
         click.echo(f"lrdoctor: interrupted: every rerun was stopped; finished reruns under {out_dir} are kept "

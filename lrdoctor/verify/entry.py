@@ -84,6 +84,7 @@ def verify_path(
     rules=None,
     checkpoints: str | None = None,
     fork: bool = True,
+    base_lr: float | None = None,
 ) -> tuple[list[RunVerification], list[LrdoctorError]]:
     """Diagnose the runs under ``path`` and verify the selected proposals: one entry per run read,
     and one error (naming the file) per run under ``path`` that could not be read -- it does not
@@ -98,7 +99,7 @@ def verify_path(
     from ..readers import discover_with_errors
 
     cfg = VerifyConfig(seeds=seeds, budget_steps=budget_steps, device=resolve_device(device),
-                       rerun_timeout_s=rerun_timeout, fork=fork, checkpoints=checkpoints).check()
+                       rerun_timeout_s=rerun_timeout, fork=fork, checkpoints=checkpoints, base_lr=base_lr).check()
     rules = list(rules) if rules is not None else load_rules()
     runs, errors = discover_with_errors(str(path), format=fmt, strict=strict)
     diagnoses = diagnose_runs(runs, rules=rules, role_overrides=role_overrides, jobs=1, proposals=True)

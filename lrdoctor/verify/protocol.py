@@ -58,6 +58,9 @@ class VerifyConfig:
     # the onset the fork must be (detectors need a stretch of normal curve before the event)
     fork: bool = True
     checkpoints: str | None = None
+    # --base-lr: the original run's peak LR, the baseline reruns' {lr} with --train (None: the
+    # configured LR, else the logged LR's peak, which is short of the peak for a run stopped in warmup)
+    base_lr: float | None = None
     fork_margin_steps: int = 100
     # the LR ladder (ladder.py): at most this many rungs in all, each LR x or / this factor
     ladder_rungs: int = 3
@@ -74,6 +77,8 @@ class VerifyConfig:
                 "%d paired seeds: a one-sided paired test cannot go below p = %.3f, so it cannot reach "
                 "p < 0.05; use 5 seeds for a conclusive verdict", self.seeds, 2.0 ** -self.seeds,
             )
+        if self.base_lr is not None and not self.base_lr > 0:
+            raise VerifyError(f"--base-lr must be positive, got {self.base_lr}")
         if self.budget_steps is not None and self.budget_steps < 1:
             raise VerifyError(f"--budget-steps must be positive, got {self.budget_steps}")
         if self.fork_margin_steps < 0:

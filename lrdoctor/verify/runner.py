@@ -27,7 +27,7 @@ from ..jsonsafe import json_safe
 from ..model import Diagnosis, Finding, Proposal, Run, Verdict, VerdictKind
 from ..patch import ConfigPatch
 from ..roles import RoleView
-from ..runfacts import base_lr, clip_threshold, configured, hparams_of, planned_steps
+from ..runfacts import base_lr, clip_threshold, configured, hparams_of, peak_lr_unseen, planned_steps
 from .backends import (
     CommandBackend,
     RerunOutcome,
@@ -118,9 +118,11 @@ def run_length(run: Run) -> int | None:
     return int(np.max(steps)) if len(steps) else None
 
 
-def backend_for(run: Run, train: str | None, *, fmt: str | None = None, cwd: str | None = None):
+def backend_for(run: Run, train: str | None, *, fmt: str | None = None, cwd: str | None = None,
+                lr: float | None = None):
+    """How to rerun ``run``; ``lr`` (``--base-lr``) is the baseline's ``{lr}`` instead of the run's own."""
     if train:
-        base: dict[str, Any] = {"lr": base_lr(run)}
+        base: dict[str, Any] = {"lr": lr if lr is not None else base_lr(run)}
         params = hparams_of(run)
         for key in ("weight_decay", "batch_size", "warmup_steps"):
             hit = configured(run, key, params)
@@ -229,9 +231,14 @@ def plan(
     """Every rerun needed, deduplicated (a baseline is shared by the proposals of one fork and budget)."""
     p = _Plan()
     for run, finding, proposals in items:
-        backend = backend_for(run, train)
+        lr = cfg.base_lr if cfg.base_lr is not None and train else base_lr(run)
+        backend = backend_for(run, train, lr=lr)
         backend.require()  # a missing torch is one line now, not a traceback per rerun
-        lr = base_lr(run)
+        if isinstance(backend, CommandBackend) and cfg.base_lr is None and peak_lr_unseen(run):
+            log.warning("%s: the baseline reruns' {lr} is %.3g, the last LR the run logged, and its LR was still "
+                        "rising there (stopped during warmup?): if your command's LR is a peak its schedule "
+                        "reaches later, the baseline does not replay the original run; pass --base-lr PEAK",
+                        run.name, lr)
         if isinstance(backend, CommandBackend):
             backend.check(lr_needed=any("lr_scale" in pr.config or "lr" in pr.config for pr in proposals))
         fork = fork_for(run, finding, cfg, backend, proposals)
