@@ -84,20 +84,25 @@ def _with_averaging(view: RoleView, s: Series) -> Series:
     return s if k == 1.0 else replace(s, averages=k)
 
 
+def _axis_filled(value: Any, axis: str) -> Any:
+    return value.replace("{axis}", axis) if isinstance(value, str) else value
+
+
 def make_finding(rule: RuleSpec, ev: Evidence, view: RoleView) -> Finding:
-    values = {k: _plain(v) for k, v in ev.values.items()}
+    axis = view.run.step_axis
+    # a detector's prose (e.g. evidence "detail") may name the step axis as {axis}: steps, or
+    # epochs; fill it in the evidence itself, which JSON and the HTML page show as it is
+    values = {k: _axis_filled(_plain(v), axis) for k, v in ev.values.items()}
     fill = {
         **values,
         "start_step": ev.start_step,
         "end_step": ev.end_step,
         "n_steps": len(ev.steps),
-        "axis": view.run.step_axis,
+        "axis": axis,
         **{f"{role}_tag": tag for role, tag in view.roles.items()},
     }
     try:
         message = format_message(rule.message, fill)
-        # a detector's prose ("detail") may name the step axis as {axis}: steps, or epochs
-        message = message.replace("{axis}", view.run.step_axis)
     except (KeyError, IndexError, ValueError, TypeError) as exc:
         log.warning("rule %s: message template failed (%s); using the title", rule.name, exc)
         message = rule.title
