@@ -11,9 +11,12 @@ import json
 import os
 import shutil
 import sqlite3
+import sys
 from pathlib import Path
 
 import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lrdoctor.cli import main
 from lrdoctor.readers import discover, find_run_sources
@@ -112,3 +115,60 @@ def test_diagnose_store_with_several_experiments_flags_the_diverging_run(capsys)
     [div] = [n for n in findings if n.endswith("sgd-lr-0.5")]
     assert "divergence" in findings[div]
     assert all("divergence" not in f for n, f in findings.items() if n != div)
+
+
+def test_timestamps_and_nan_flags_exact_and_damaged_cells_refused(tmp_path, capsys):
+    # timestamp and is_nan travel packed in one integer (timestamp * 2 + is_nan): every timestamp
+    # sign and size MLflow can hold comes back exactly, and a cell that cannot pack is an error
+    db = tmp_path / "mlflow.db"
+    shutil.copy(DB, db)
+    con = sqlite3.connect(db)
+    uuid = con.execute("SELECT run_uuid FROM runs WHERE name = 'sgd-lr-0.5'").fetchone()[0]
+    times = [-(2**61) + 1, -3, 0, 2**53 + 1, 2**61 - 1]
+    for i, t in enumerate(times):
+        con.execute("INSERT INTO metrics VALUES ('clock', ?, ?, ?, ?, ?)", (float(i), t, uuid, i, i % 2))
+    con.commit()
+    con.close()
+    [run] = [r for r in discover(db) if r.name.endswith("sgd-lr-0.5")]
+    s = run.series("clock")
+    assert s["step"].tolist() == list(range(len(times)))
+    assert np.isnan(s["value"].to_numpy()).tolist() == [i % 2 == 1 for i in range(len(times))]
+    assert s["value"].iloc[0::2].tolist() == [0.0, 2.0, 4.0]
+    assert s["wall_time"].tolist() == [t / 1000.0 for t in times]
+    for bad in ("'12:00'", str(2**61), "2"):
+        broken = tmp_path / f"broken-{len(bad)}.db"
+        shutil.copy(db, broken)
+        con = sqlite3.connect(broken)
+        con.execute("PRAGMA ignore_check_constraints = 1")  # a damaged store breaks them too
+        column = "is_nan" if bad == "2" else "timestamp"
+        con.execute(f"UPDATE metrics SET {column} = {bad} WHERE key = 'clock' AND step = 2")
+        con.commit()
+        con.close()
+        assert main(["inspect", str(broken)]) == 2, bad
+        err = capsys.readouterr().err
+        assert "cannot read the MLflow database" in err and str(broken) in err and "Traceback" not in err
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=40),
+       times=st.lists(st.integers(-(2**61) + 1, 2**61 - 1), min_size=40, max_size=40))
+def test_random_doubles_and_timestamps_come_back_exactly(tmp_path_factory, values, times):
+    # every finite double SQLite holds (subnormals, DBL_MAX's neighbours) and every packable
+    # timestamp, as stored
+    db = tmp_path_factory.mktemp("h") / "mlflow.db"
+    shutil.copy(DB, db)
+    con = sqlite3.connect(db)
+    uuid = con.execute("SELECT run_uuid FROM runs WHERE name = 'sgd-lr-0.5'").fetchone()[0]
+    con.executemany("INSERT INTO metrics VALUES ('h', ?, ?, ?, ?, 0)",
+                    [(v, times[i], uuid, i) for i, v in enumerate(values)])
+    con.commit()
+    con.close()
+    [run] = [r for r in discover(db) if r.name.endswith("sgd-lr-0.5")]
+    s = run.series("h").sort_values("step")
+    got = s["value"].to_numpy()
+    want = np.array([np.inf if v == sys.float_info.max else -np.inf if v == -sys.float_info.max else v
+                     for v in values])
+    assert np.array_equal(got, want)
+    nonzero = want != 0  # SQLite itself stores -0.0 as the integer 0
+    assert got[nonzero].tobytes() == want[nonzero].tobytes()  # bit for bit: subnormals too
+    assert s["wall_time"].tolist() == [t / 1000.0 for t in times[:len(values)]]
