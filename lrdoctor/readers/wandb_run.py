@@ -137,10 +137,13 @@ def _summary(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, 
             continue
         got = _wandb_items.split(buf, inner.start[sel], inner.length[sel])
         pos = inner.start[sel]  # byte order is the order written
-        rev = got.codes[::-1]
-        uniq, first = np.unique(rev, return_index=True)
-        for c, i in zip(uniq.tolist(), (len(rev) - 1 - first).tolist(), strict=True):
-            if c < 0:
+        # the last item of each key by a scatter (np.unique sorted the 1.5M codes of a 100k-step
+        # run's summary records only to find these: ~0.08 of its 1.7 CPU s)
+        keyed = np.flatnonzero(got.codes >= 0)
+        last = np.full(len(got.names), -1, dtype=np.int64)
+        np.maximum.at(last, got.codes[keyed], keyed)
+        for c, i in enumerate(last.tolist()):
+            if i < 0:
                 continue
             name = got.names[c]
             if field == 1:
