@@ -20,10 +20,13 @@ N steps (HF Trainer's ``grad_norm``) is a sample of one step, not a mean.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from .model import Series
+from .runfacts import as_int, configured
 
 _EPOCH_TAG = re.compile(r"(^|/)epoch_|_epoch$")
 
@@ -55,3 +58,15 @@ def _one_per_epoch(steps: np.ndarray, epoch: Series | None) -> bool:
         return False
     at = ev[j]
     return bool(np.all(np.isfinite(at)) and np.all(np.diff(at) == 1))
+
+
+def with_averaging(view: Any, s: Series) -> Series:
+    """``s`` with ``averages`` set from its run (``view``: a RoleView, or the live engine's prefix
+    view, which has no tag index and so no epoch tag)."""
+    run = view.run
+    index = getattr(view, "index", None)
+    epoch = index.series("epoch") if index is not None and "epoch" in index.tags else None
+    hit = configured(run, "steps_per_epoch")
+    k = steps_per_point(s, step_axis=run.step_axis, epoch=epoch,
+                        steps_per_epoch=as_int(hit[1]) if hit is not None else None)
+    return s if k == 1.0 else replace(s, averages=k)

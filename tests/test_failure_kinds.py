@@ -391,6 +391,9 @@ def test_a_one_step_grad_burst_inside_an_epoch_mean_is_found(tmp_path):
     ev = found["exploding-gradients"].evidence
     assert found["exploding-gradients"].steps == (25 * spe + spe - 1,) and ev["steps_per_point"] == spe
     assert "mean of ~20 steps" in found["exploding-gradients"].message
+    # the clip threshold is a percentile of those means: the proposal says single steps scatter more
+    clip = next(p for p in found["exploding-gradients"].proposals if p.kind == "clip_grad_norm")
+    assert "mean of ~20 optimizer steps" in clip.rationale, clip.rationale
 
 
 def test_recovery_is_not_judged_from_too_few_losses_before_a_spike(tmp_path):

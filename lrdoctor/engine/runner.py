@@ -10,16 +10,14 @@ import logging
 import math
 import string
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from ..averaging import steps_per_point
+from ..averaging import with_averaging
 from ..detectors.base import Evidence
 from ..model import Diagnosis, Finding, Series, SeriesFamily, Severity, SkippedRule
 from ..roles import FAMILY_ROLES, RoleView
-from ..runfacts import as_int, configured
 from .registry import get_detector
 from .spec import RuleSpec
 
@@ -68,20 +66,8 @@ class _SeriesCache:
                 self._cache[role] = fam if fam is not None and any(len(m) for m in fam.members) else None
                 return self._cache[role]
             s = self.view.deduped(role)
-            self._cache[role] = _with_averaging(self.view, s) if s is not None and len(s) else None
+            self._cache[role] = with_averaging(self.view, s) if s is not None and len(s) else None
         return self._cache[role]
-
-
-def _with_averaging(view: RoleView, s: Series) -> Series:
-    """The series with how many steps each point averages (an epoch mean: detectors scale their
-    per-step thresholds by it)."""
-    run = view.run
-    index = getattr(view, "index", None)  # the live engine's prefix view has none: no epoch tag
-    epoch = index.series("epoch") if index is not None and "epoch" in index.tags else None
-    hit = configured(run, "steps_per_epoch")
-    k = steps_per_point(s, step_axis=run.step_axis, epoch=epoch,
-                        steps_per_epoch=as_int(hit[1]) if hit is not None else None)
-    return s if k == 1.0 else replace(s, averages=k)
 
 
 def _axis_filled(value: Any, axis: str) -> Any:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..averaging import with_averaging
 from ..roles import RoleView
 from .common import MIN_LEVEL_POINTS
 
@@ -31,6 +32,7 @@ class GradStats:
     spikes: int = 0  # norms above SPIKE_X times their centred running median (isolated bursts)
     calm_p90: float | None = None  # p90 of the window without those spikes (None: no spike)
     fallback: str = ""  # why the statistics are not from the stable stretch asked for ("" when they are)
+    averages: float = 1.0  # optimizer steps each logged norm averages (epoch means: lrdoctor.averaging)
 
     def percentile(self, q: int) -> float:
         return {50: self.p50, 90: self.p90, 95: self.p95, 99: self.p99}[q]
@@ -41,6 +43,7 @@ def grad_stats(view: RoleView, start: int, end: int, exclude: Iterable[int] = ()
     s = view.deduped("grad_norm")
     if s is None:
         return None
+    k = with_averaging(view, s).averages
     fin = np.isfinite(s.values)
     m = (s.steps >= start) & (s.steps <= end) & fin
     ignored = int(((s.steps >= start) & (s.steps <= end) & ~fin).sum())
@@ -71,13 +74,15 @@ def grad_stats(view: RoleView, start: int, end: int, exclude: Iterable[int] = ()
     steps = s.steps[m]
     # Bursts against the local level, not the window's median: a norm that trends (shrinking
     # while the run converges, growing with a warmup) is ordinary, a lone 10-50x jump is not.
+    # (epoch means keep SPIKE_X: their bursts are smaller, but so is their scatter below the
+    # per-step norms a clip acts on, and a lower threshold would clip even more steps)
     spike = vals > SPIKE_X * centred_median(vals, SPIKE_WINDOW)
     # the burst-free p90 that may cap the threshold is a percentile too: as many norms as the p90
     calm = (float(np.percentile(vals[~spike], 90))
             if spike.any() and (~spike).sum() >= MIN_STATS_POINTS else None)
     return GradStats(int(steps.min()), int(steps.max()), int(len(vals)), float(p50), float(p90),
                      float(p95), float(p99), float(vals.max()), ignored, whole,
-                     int(spike.sum()) if calm is not None else 0, calm, fallback)
+                     int(spike.sum()) if calm is not None else 0, calm, fallback, k)
 
 
 #: Fewest grad norms a percentile (the clip threshold) is taken from; a shorter stable stretch

@@ -69,7 +69,11 @@ def clip_grad_norm(finding: Finding, ctx: RunContext) -> Draft:
                   f"median {fmt(g.p50)}, p90 {fmt(g.p90)}, p99 {fmt(g.p99)}, max {fmt(g.max)}{at}."
                   + (f" {g.spikes} of them {'is a burst' if g.spikes == 1 else 'are bursts'} (over {SPIKE_X:g}× the running median of the "
                      f"{SPIKE_WINDOW} around them) that would inflate the p{CLIP_PERCENTILE} to {fmt(pct)}; "
-                     f"without them it is {fmt(thr)}." if capped else ""),
+                     f"without them it is {fmt(thr)}." if capped else "")
+                  + (f" Each logged norm is the mean of ~{g.averages:.0f} optimizer steps "
+                     f"(an epoch mean): single steps scatter more than their means, so this threshold clips "
+                     f"more steps than its percentile says; set it from per-step norms when they can be "
+                     f"logged (lrdoctor verify measures its effect)." if g.averages > 1 else ""),
         config={"clip_grad_norm": thr},
     )
 
