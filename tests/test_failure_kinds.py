@@ -416,3 +416,22 @@ def test_recovery_is_not_judged_from_too_few_losses_before_a_spike(tmp_path):
     skip = next(p for p in propose(f, view) if p.kind == "rollback_skip")
     assert "Only 3 train losses before step 3, too few" in skip.rationale
     assert "the run recovered from" not in skip.rationale
+
+
+def test_loss_at_chance_over_a_hundred_classes_is_a_plateau_when_the_accuracy_is_a_guess(tmp_path):
+    # CIFAR-100-like epoch means creeping 4.66 -> 4.59 (1.5%) around ln 100 = 4.605: past ten
+    # classes every loss is near some ln k, so only an accuracy of ~1/100 says the model guesses
+    rng = np.random.default_rng(22)
+    e = np.arange(20)
+    loss = 4.66 - 0.07 * e / 19 + 5e-4 * rng.standard_normal(20)
+
+    def log(where, acc):
+        return _lightning_csv(tmp_path / where, [(int(i) * 50 + 49, {"train_loss_epoch": float(v), "val_acc": float(a),
+                                                                    "epoch": int(i)})
+                                                 for i, v, a in zip(e, loss, acc, strict=True)])
+
+    found = _rules(log("guess", 0.01 + 0.001 * rng.standard_normal(20)))
+    msg = found["plateau"].message if "plateau" in found else found
+    assert "a uniform guess over ~" in msg and "val_acc 0.01" in msg, msg
+    assert 95 <= found["plateau"].evidence["chance_classes"] <= 105
+    assert "plateau" not in _rules(log("learns", np.linspace(0.05, 0.3, 20)))

@@ -75,6 +75,30 @@ def _chance_classes(level: float, max_classes: int, tolerance: float) -> int | N
     return int(k[i]) if off[i] <= tolerance else None
 
 
+#: No classifier guesses over more than a million classes: a loss above ln 1e6 is no chance level.
+_LN_MAX_CLASSES = float(np.log(1e6))
+
+
+def _chance_by_accuracy(level: float, accuracy: Series | None, max_classes: int, tolerance: float,
+                        accuracy_tolerance: float) -> tuple[int, float] | None:
+    """k > ``max_classes`` when ``level`` is within ``tolerance`` of ln k *and* the accuracy ends
+    within ``accuracy_tolerance`` (relative) of 1/k: past ten classes ln k and ln (k+1) lie within
+    the tolerance of each other, so the loss alone cannot say it is a guess; an accuracy of 1/k can."""
+    if accuracy is None or "acc" not in accuracy.tag.lower() or not np.log(max_classes + 0.5) < level < _LN_MAX_CLASSES:
+        return None
+    _, a = finite_part(accuracy)
+    if len(a) < 3:
+        return None
+    acc = float(np.median(a[len(a) // 2:]))
+    acc = acc / 100.0 if 1.0 < acc <= 100.0 else acc  # accuracy logged in percent
+    k = int(round(float(np.exp(level))))
+    if k <= max_classes or not 0 < acc < 1:
+        return None
+    if abs(level - np.log(k)) / np.log(k) > tolerance or abs(acc * k - 1.0) > accuracy_tolerance:
+        return None
+    return k, acc
+
+
 def _lr_decay(lr: Series | None, from_step: int) -> float | None:
     """LR at the end over LR at ``from_step`` (None when the LR is not logged there)."""
     if lr is None:
@@ -90,10 +114,12 @@ def _lr_decay(lr: Series | None, from_step: int) -> float | None:
 @param_ranges(window=">=1", edge_fraction="(0..1]", flat_drop_sigmas=">=0", max_transient_points=">=0",
               flat_relative_change=">=0", max_relative_change=">=0", stall_drop_sigmas=">=0",
               max_stall_trend="-1..1", min_stall_fraction="(0..1]", lr_decay_ratio=">=0", min_points=">=0",
-              chance_max_classes=">=0", chance_tolerance=">=0", chance_relative_change=">=0")
+              chance_max_classes=">=0", chance_tolerance=">=0", chance_relative_change=">=0",
+              chance_accuracy_tolerance=">=0")
 def plateau(
     train_loss: Series,
     lr: Series | None = None,
+    val_metric: Series | None = None,
     *,
     window: int = 21,
     edge_fraction: float = 0.1,
@@ -110,6 +136,7 @@ def plateau(
     chance_max_classes: int = 10,
     chance_tolerance: float = 0.01,
     chance_relative_change: float = 0.05,
+    chance_accuracy_tolerance: float = 0.3,
     min_points: int = 8,
 ) -> Evidence | None:
     """The training loss never moves from where it started (``flag_never_moves``), or stops
@@ -137,6 +164,10 @@ def plateau(
     moved less than ``chance_relative_change`` of its level after the transient never learned,
     even when it crept down by more than ``flat_relative_change``: epoch-averaged logs are so
     smooth that a 1.5% fall over 20 epochs is many noise units, yet the model still guesses.
+    Past ``chance_max_classes`` (ln 11 and ln 12 are within 4% of each other, every loss near 2.4
+    to 7 is "near some ln k") the loss alone cannot tell: with a logged accuracy (``val_metric``
+    whose tag names an accuracy) that ends within ``chance_accuracy_tolerance`` (relative) of
+    1/k, a loss within ``chance_tolerance`` of ln k is chance level too (CIFAR-100 at ln 100).
 
     The two branches are separate switches because a long flat tail at a constant LR is as often
     a converged run (or a memorised training set) as a stuck one: the canonical ``plateau`` rule
@@ -171,6 +202,10 @@ def plateau(
     else:
         never_moves = rel < flat_relative_change or (within_noise and rel < max_relative_change)
     chance = _chance_classes(end_value, chance_max_classes, chance_tolerance) if rel is not None else None
+    by_acc = (_chance_by_accuracy(end_value, val_metric, chance_max_classes, chance_tolerance,
+                                  chance_accuracy_tolerance) if rel is not None and chance is None else None)
+    if by_acc is not None:
+        chance = by_acc[0]
     if not never_moves and chance is not None and rel < chance_relative_change:
         never_moves = True
     if never_moves and len(rest) >= min_points:
@@ -181,6 +216,11 @@ def plateau(
         after = f" after a {k}-point initial transient ({float(x[0]):.4g} -> {float(x[k]):.4g})" if k else ""
         values["chance_classes"] = chance
         at_chance = f"; it sits at ln {chance} = {np.log(chance):.4g}, a uniform guess over {chance} classes" if chance else ""
+        if by_acc is not None and val_metric is not None:
+            # the level and the accuracy give k only to a few percent: "~k", not a class count
+            values["chance_accuracy"] = by_acc[1]
+            at_chance = (f"; it sits at the cross-entropy of a uniform guess over ~{chance} classes (ln {chance} = "
+                         f"{np.log(chance):.4g}; {val_metric.tag} {by_acc[1]:.3g}, about 1/{chance})")
         values["detail"] = (
             f"train loss never moved from {start_value:.4g} to {end_value:.4g} "
             f"({change}{total_drop / sigma:.1f} noise units){after}{at_chance}"
