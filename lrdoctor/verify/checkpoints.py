@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..workloads.checkpointing import DIR_NAME, step_of
 
-OWN_DIR = "lrdoctor-checkpoints"
 UP_LEVELS = 3
 #: How a finding's rule judges its symptom, which decides whether its reruns can fork (the caller
 #: reads it from the rule; this module names no rule): "event" - a symptom at a step (spikes,
@@ -41,7 +41,6 @@ UP_LEVELS = 3
 #: the run's end; anything else (a trend judged against the curve's own beginning or its best over
 #: the whole stretch, e.g. plateau or overfitting) - no fork, a fragment would not show it.
 FORKABLE = ("event", "onset")
-_OWN = re.compile(r"^step-(\d+)\.pt$")
 _HF = re.compile(r"^checkpoint-(\d+)$")
 _LIGHTNING = re.compile(r"(?:^|[-_])step=(\d+)(?:[-_.]|$)")
 
@@ -88,9 +87,9 @@ def pattern_checkpoints(pattern: str) -> tuple[Checkpoint, ...]:
 
 def _level(d: Path) -> list[Checkpoint]:
     out: list[Checkpoint] = []
-    own = d / OWN_DIR
+    own = d / DIR_NAME
     if own.is_dir():
-        out += [Checkpoint(int(m.group(1)), str(f), "lrdoctor") for f in own.iterdir() if (m := _OWN.match(f.name))]
+        out += [Checkpoint(s, str(f), "lrdoctor") for f in own.iterdir() if (s := step_of(f)) is not None]
     for f in d.iterdir() if d.is_dir() else ():
         m = _HF.match(f.name)
         if m and f.is_dir():

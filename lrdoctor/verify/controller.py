@@ -249,9 +249,8 @@ class Controller:
             from ..workloads.checkpointing import script_payload
 
             self._keeper.observe(self.step_count, loss_value)
-            if self._keeper.due(self.step_count) and not self._nonfinite:
-                self._keeper.save(self.step_count, script_payload(self.model, self.optimizer, self.scheduler,
-                                                                  self.seed))
+            self._keeper.save_if_due(self.step_count, not self._nonfinite,
+                                     lambda: script_payload(self.model, self.optimizer, self.scheduler, self.seed))
         if self.should_stop and self.raise_at_budget:
             raise StopTraining(self.step_count)
         return gnorm

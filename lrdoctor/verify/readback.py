@@ -55,7 +55,7 @@ def read_back(task: RerunTask, outcome: RerunOutcome, diagnose_fn, cfg: VerifyCo
             "write its logs into {logdir} (or LRDOCTOR_LOGDIR, which the Controller uses)"
         )
     run = max(runs, key=lambda r: len(r.scalars))
-    first, last = _logged_span(run)
+    first, last = logged_span(run)
     if task.resume_from and first is not None and first <= task.start_step:
         return ArmResult(task.seed, False, logdir=task.logdir, error=(
             f"asked to resume from step {task.start_step} ({task.resume_from}) but it logged step {first}: the "
@@ -80,8 +80,8 @@ def read_back(task: RerunTask, outcome: RerunOutcome, diagnose_fn, cfg: VerifyCo
                      curves=shown, steps=steps)
 
 
-def _logged_span(run: Run) -> tuple[int | None, int | None]:
-    """First and last step of the rerun's train loss (else of anything it logged)."""
+def logged_span(run: Run) -> tuple[int | None, int | None]:
+    """First and last step of a run's train loss (else of anything it logged)."""
     s = RoleView.of(run).get("train_loss")
     steps = s.steps if s is not None and len(s) else run.scalars["step"].to_numpy()
     return (int(np.min(steps)), int(np.max(steps))) if len(steps) else (None, None)

@@ -38,12 +38,12 @@ from .backends import (
     task_digest,
     write_error_log,
 )
-from .checkpoints import Fork, find_checkpoints, plan_fork, skipped_span, stops_inside_skip
+from .checkpoints import FORKABLE, Fork, find_checkpoints, plan_fork, skipped_span, stops_inside_skip
 from .cost import RunCost, distinct_steps, verdict_cost
 from .executors import Executor, RerunKilled, RerunTimeout, SerialExecutor
 from .outdir import out_lock
 from .protocol import VerifyConfig
-from .readback import CURVE_POINTS, applied_grad_norm, curves_detail, display_curve, read_back  # noqa: F401 (re-exported)
+from .readback import CURVE_POINTS, applied_grad_norm, curves_detail, display_curve, logged_span, read_back  # noqa: F401 (re-exported)
 from .timeouts import rerun_timeout
 from .verdict import ArmResult, decide
 
@@ -83,10 +83,10 @@ class _Job:
     budget: int
     baseline: tuple[str, ...]
     candidate: tuple[str, ...]
-    base_lr: float | None = None
-    symptom_role: str | None = None  # the role the finding's rule declares its symptom on
-    fork: Fork | None = None
-    original_steps: int | None = None
+    base_lr: float | None
+    symptom_role: str | None  # the role the finding's rule declares its symptom on
+    fork: Fork  # start step 0 and no checkpoint when the reruns start from scratch
+    original_steps: int | None
     raises_lr: bool = False  # the finding's rule may be cured by a higher LR (the ladder may climb up)
 
 
@@ -112,10 +112,7 @@ def run_length(run: Run) -> int | None:
     planned = planned_steps(run)
     if planned is not None:
         return planned
-    view = RoleView.of(run)
-    s = view.get("train_loss")
-    steps = s.steps if s is not None and len(s) else run.scalars["step"].to_numpy()
-    return int(np.max(steps)) if len(steps) else None
+    return logged_span(run)[1]
 
 
 def backend_for(run: Run, train: str | None, *, fmt: str | None = None, cwd: str | None = None,
@@ -128,8 +125,9 @@ def backend_for(run: Run, train: str | None, *, fmt: str | None = None, cwd: str
             hit = configured(run, key, params)
             if hit is not None:
                 base[key] = hit[1]
-        if clip_threshold(run) is not None:
-            base["clip_grad_norm"] = clip_threshold(run)
+        clip = clip_threshold(run)
+        if clip is not None:
+            base["clip_grad_norm"] = clip
         return CommandBackend(train, base=base, cwd=cwd)
     if run.origin is not None and run.origin.config is not None:
         return WorkloadBackend(run.origin, fmt=fmt)
@@ -179,7 +177,7 @@ def fork_for(run: Run, finding: Finding | None, cfg: VerifyConfig, backend,
     judged = finding.judged if finding is not None else None
     found: tuple = ()
     why = None
-    if cfg.fork and rule is not None and onset is not None and judged in ("event", "onset"):
+    if cfg.fork and rule is not None and onset is not None and judged in FORKABLE:
         found = find_checkpoints(run.source, cfg.checkpoints)
         usable = tuple(c for c in found if backend.resumable(c.kind) is None)
         if found and not usable:
@@ -198,7 +196,7 @@ def _add_job(p: _Plan, run: Run, finding: Finding | None, prop: Proposal, fork: 
     budget = fork.budget_steps
     tag = f"f{fork.start_step}-b{budget}" if fork.checkpoint is not None else f"b{budget}"
     resume = fork.checkpoint.path if fork.checkpoint is not None else None
-    start = fork.start_step if resume else 0
+    start = fork.start_step
     timeout_s = rerun_timeout(run, budget, cfg.rerun_timeout_s)
     for arm, patch, sub in (
         ("baseline", ConfigPatch(), f"baseline-{tag}"),
@@ -242,8 +240,9 @@ def plan(
         if isinstance(backend, CommandBackend):
             backend.check(lr_needed=any("lr_scale" in pr.config or "lr" in pr.config for pr in proposals))
         fork = fork_for(run, finding, cfg, backend, proposals)
+        trained = steps_trained(run)
         for prop in proposals:
-            _add_job(p, run, finding, prop, fork, backend, cfg, out / _safe(run.name), lr, steps_trained(run))
+            _add_job(p, run, finding, prop, fork, backend, cfg, out / _safe(run.name), lr, trained)
     return p
 
 
@@ -338,7 +337,7 @@ def verify_items(
 
         base, cand = [mark(arms[k]) for k in job.baseline], [mark(arms[k]) for k in job.candidate]
         v = decide(job.rule, job.proposal, base, cand, cfg, base_lr=job.base_lr)
-        start = job.fork.start_step if job.fork is not None and job.fork.checkpoint is not None else 0
+        start = job.fork.start_step
         inside = stops_inside_skip(job.proposal.config, start, start + job.budget)
         if inside is not None and v.verdict is not VerdictKind.ERROR:
             v = replace(v, verdict=VerdictKind.INCONCLUSIVE, p_value=None, reason=(
@@ -366,9 +365,8 @@ def verify_items(
     with out_lock(out):  # a second verify on this --out stops here, naming this one
         settle(list(p.jobs))
         for job, v, rung_verdicts in climb(list(p.jobs), judge, add_rung, settle, cfg):
-            extra: dict[str, Any] = {"cost": verdict_cost(rung_verdicts, job.original_steps)}
-            if job.fork is not None:
-                extra["fork"] = job.fork.to_dict()
+            extra: dict[str, Any] = {"cost": verdict_cost(rung_verdicts, job.original_steps),
+                                     "fork": job.fork.to_dict()}
             by_run.setdefault(job.run.name, []).append(replace(v, details={**v.details, **extra}))
     runs = {run.name: run for run, _, _ in items}
     steps = {k: a.steps for k, a in arms.items()}
@@ -376,7 +374,7 @@ def verify_items(
     for n, r in runs.items():
         keys = [k for k in arms if run_of[k].name == n]
         if keys:
-            costs[n] = RunCost(len(set(keys)), distinct_steps(keys, steps), steps_trained(r))
+            costs[n] = RunCost(len(keys), distinct_steps(keys, steps), steps_trained(r))
     return [RunVerification(n, tuple(by_run.get(n, ())), resolved_source(r), costs.get(n)) for n, r in runs.items()]
 
 
