@@ -74,8 +74,8 @@ def explain_cmd(ctx: click.Context, name: str, rule_dirs) -> int:
 
         out += ["", f"Proposals (the kinds planned; the run's evidence ranks them): {', '.join(rule.proposals)}"]
         if rule.proposal_policy is not None:
-            doc = POLICIES[rule.proposal_policy].doc if rule.proposal_policy in POLICIES else "unknown policy"
-            out.append(f"Ranking policy: {rule.proposal_policy} ({doc})")
+            # _load checked every rule's policy (check_rules): it is one of POLICIES
+            out.append(f"Ranking policy: {rule.proposal_policy} ({POLICIES[rule.proposal_policy].doc})")
     facts = []
     if rule.symptom:
         facts.append(f"symptom judged on {rule.symptom}")

@@ -9,7 +9,7 @@ import click
 
 from ..errors import UsageError
 from ..verify.cost import summary_line
-from .common import report_unreadable, role_overrides, run_input_options
+from .common import report_unreadable, role_overrides, run_input_options, selected_rules
 
 
 def _print(results, out) -> None:
@@ -111,8 +111,6 @@ def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_
     Exit status: 0 verified (whatever the verdicts), 1 some verdict is ERROR, 2 usage or input error
     (including a run under PATH that could not be read: the others are verified first).
     """
-    from ..engine.spec import apply_overrides, load_rules, parse_set
-    from ..proposals import check_rules
     from ..verify.entry import verify_path
     from ..verify.procs import terminate_as_interrupt
 
@@ -124,8 +122,7 @@ def verify_cmd(path, fmt, strict, roles, roles_config, proposal_id, rule, patch_
             raise UsageError(f"--patch is not valid JSON: {exc}") from exc
         if not isinstance(patch, dict):
             raise UsageError("--patch must be a JSON object (a config patch)")
-    rules = apply_overrides(load_rules(rule_dirs), parse_set(sets))
-    check_rules(rules)
+    rules = selected_rules(rule_dirs, sets, (), ())
     try:
         with terminate_as_interrupt():
             results, unreadable = verify_path(

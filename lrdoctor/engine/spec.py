@@ -80,7 +80,7 @@ def _display(path: Path) -> str:
     return f"rules/{path.name}" if path.parent.name == "_rules" else str(path)
 
 
-def _suggest(word: str, options: Iterable[str]) -> str:
+def suggest(word: str, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(options), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -145,7 +145,7 @@ def _header(data: Mapping, where: str) -> tuple[str, str, Severity, tuple[str, .
     """Keys known and present; name, code, severity and roles checked."""
     for key in data:
         if key not in REQUIRED_KEYS + OPTIONAL_KEYS:
-            raise RuleSpecError(f"unknown key {key!r}{_suggest(key, REQUIRED_KEYS + OPTIONAL_KEYS)}", path=where)
+            raise RuleSpecError(f"unknown key {key!r}{suggest(key, REQUIRED_KEYS + OPTIONAL_KEYS)}", path=where)
     for key in REQUIRED_KEYS:
         if key not in data:
             raise RuleSpecError(f"missing key {key!r}", path=where)
@@ -166,7 +166,7 @@ def _header(data: Mapping, where: str) -> tuple[str, str, Severity, tuple[str, .
     known = ROLES + FAMILY_ROLES
     for role in requires + optional:
         if role not in known:
-            raise RuleSpecError(f"unknown role {role!r}{_suggest(role, known)} (roles: {', '.join(known)})", path=where)
+            raise RuleSpecError(f"unknown role {role!r}{suggest(role, known)} (roles: {', '.join(known)})", path=where)
     return name, code, severity, requires, optional
 
 
@@ -191,7 +191,7 @@ def _detector(det: Any, requires: tuple[str, ...], optional: tuple[str, ...], wh
     for key, value in given.items():
         if key not in info.params:
             raise RuleSpecError(
-                f"unknown parameter {key!r} for detector {kind!r}{_suggest(key, info.params)}", path=where
+                f"unknown parameter {key!r} for detector {kind!r}{suggest(key, info.params)}", path=where
             )
         try:
             params[key] = check_param_type(info.params[key], value, info.ranges.get(key))
@@ -214,7 +214,7 @@ def _doc(doc: Any, where: str) -> dict[str, str]:
             raise RuleSpecError(f"'doc.{key}' must be a non-empty string", path=where)
     for key in doc:
         if key not in DOC_KEYS:
-            raise RuleSpecError(f"unknown key 'doc.{key}'{_suggest(key, DOC_KEYS)}", path=where)
+            raise RuleSpecError(f"unknown key 'doc.{key}'{suggest(key, DOC_KEYS)}", path=where)
     return {k: str(doc[k]).strip() for k in DOC_KEYS}
 
 
@@ -223,7 +223,7 @@ def _declared(data: Mapping, where: str) -> dict[str, Any]:
     style, proposal kinds and their ranking policy."""
     symptom = data.get("symptom")
     if symptom is not None and symptom not in ROLES:
-        raise RuleSpecError(f"symptom {symptom!r} must be a role{_suggest(str(symptom), ROLES)} "
+        raise RuleSpecError(f"symptom {symptom!r} must be a role{suggest(str(symptom), ROLES)} "
                             f"(roles: {', '.join(ROLES)})", path=where)
     unstable = data.get("unstable_in_sweep", False)
     if not isinstance(unstable, bool):
@@ -348,7 +348,7 @@ def apply_overrides(rules: Iterable[RuleSpec], overrides: Mapping[str, Mapping[s
     names = {r.name for r in rules}
     for rule_name in overrides:
         if rule_name not in names:
-            raise RuleSpecError(f"--set: unknown rule {rule_name!r}{_suggest(rule_name, names)}")
+            raise RuleSpecError(f"--set: unknown rule {rule_name!r}{suggest(rule_name, names)}")
     out = []
     for rule in rules:
         changes = overrides.get(rule.name)
@@ -359,7 +359,7 @@ def apply_overrides(rules: Iterable[RuleSpec], overrides: Mapping[str, Mapping[s
         for key, value in changes.items():
             if key not in params:
                 raise RuleSpecError(
-                    f"--set {rule.name}.{key}: unknown parameter {key!r}{_suggest(key, params)} "
+                    f"--set {rule.name}.{key}: unknown parameter {key!r}{suggest(key, params)} "
                     f"(parameters: {', '.join(params)})"
                 )
             try:
@@ -376,7 +376,7 @@ def select_rules(rules: Iterable[RuleSpec], select: Iterable[str] = (), ignore: 
     known = {r.name for r in rules} | {r.code for r in rules}
     for item in list(select) + list(ignore):
         if item not in known:
-            raise RuleSpecError(f"unknown rule {item!r}{_suggest(item, known)} in --select/--ignore")
+            raise RuleSpecError(f"unknown rule {item!r}{suggest(item, known)} in --select/--ignore")
     sel, ign = set(select), set(ignore)
     return [
         r for r in rules

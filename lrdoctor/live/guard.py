@@ -155,8 +155,8 @@ class Guard:
         events: list[LiveEvent] = []
         # the clock is read only when a check is due: a thread's CPU time is a system call, the
         # dearest part of feeding a step
-        if step >= self._next_check and (self._urgent(metrics) or self._within_budget(time.thread_time())):
-            now = time.thread_time()
+        now = time.thread_time() if step >= self._next_check else None
+        if now is not None and (self._urgent(metrics) or self._within_budget(now)):
             self._next_check = step + self.options.check_every
             events = self.engine.check()
             self.checks += 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from ..engine.spec import RuleSpec, load_rules
+from ..engine.spec import RuleSpec, load_rules, suggest
 from ..errors import RuleSpecError
 from ..model import Finding, Proposal
 from ..roles import RoleView
@@ -30,19 +30,14 @@ log = logging.getLogger(__name__)
 
 def check_rules(rules: list[RuleSpec]) -> None:
     """Every rule's proposal kinds and policy exist (a RuleSpecError naming the file otherwise)."""
-    import difflib
-
     for rule in rules:
         for kind in rule.proposals:
             if kind not in KINDS:
-                close = difflib.get_close_matches(kind, list(KINDS), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise RuleSpecError(f"unknown proposal kind {kind!r}{hint} (kinds: {', '.join(KINDS)})",
+                raise RuleSpecError(f"unknown proposal kind {kind!r}{suggest(kind, KINDS)} (kinds: {', '.join(KINDS)})",
                                     path=rule.path)
-        if rule.proposal_policy is not None and rule.proposal_policy not in POLICIES:
-            close = difflib.get_close_matches(rule.proposal_policy, list(POLICIES), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise RuleSpecError(f"unknown proposal_policy {rule.proposal_policy!r}{hint} "
+        policy = rule.proposal_policy
+        if policy is not None and policy not in POLICIES:
+            raise RuleSpecError(f"unknown proposal_policy {policy!r}{suggest(policy, POLICIES)} "
                                 f"(policies: {', '.join(POLICIES)})", path=rule.path)
 
 

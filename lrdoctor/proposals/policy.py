@@ -230,18 +230,6 @@ def _vanishing_raise(s: Situation) -> list[Option]:
     return [(lambda: lr_kinds.raise_lr(f, ctx, 3.0, ev, note), 0.4 if ctx.adaptive else 0.6)]
 
 
-# ------------------------------------------------------------------------------ restart
-
-def _restart_rank(kind: str, score: float, why: str) -> Rank:
-    build = KINDS[kind]
-
-    def rank(s: Situation) -> list[Option]:
-        return [(lambda: build(s), score)]
-
-    rank.__doc__ = why
-    return rank
-
-
 #: policy name (as a rule file's ``proposal_policy`` gives it) -> Policy.
 POLICIES: dict[str, Policy] = {
     "blow-up": Policy(
@@ -270,18 +258,18 @@ POLICIES: dict[str, Policy] = {
         {"add_decay_schedule": _no_decay_schedules}),
     "overfit": Policy(
         "val loss rising while train loss falls: stop at the best val step, then regularise",
-        {"early_stop": _fixed(lambda s: regularise.early_stop(s.finding, s.ctx, s.view), 0.9),
-         "adamw": _fixed(lambda s: regularise.adamw(s.finding, s.ctx), 0.8),
-         "weight_decay": _fixed(lambda s: regularise.weight_decay(s.finding, s.ctx), 0.7)}),
+        {"early_stop": _fixed(KINDS["early_stop"], 0.9), "adamw": _fixed(KINDS["adamw"], 0.8),
+         "weight_decay": _fixed(KINDS["weight_decay"], 0.7)}),
     "restart": Policy(
         "the LR jumped back up: an accidental restart (a resume) is fixed by restoring the scheduler state; "
         "a wanted one by a lower restart peak, then longer cycles",
-        {"restore_scheduler_state": _restart_rank("restore_scheduler_state", 0.9, "First: a resume that lost "
-                                                  "the scheduler's state is fixed by restoring it."),
-         "lower_restart_lr": _restart_rank("lower_restart_lr", 0.85, "A periodic schedule: first the peak the "
-                                           "LR restarts to."),
-         "rewarmup": _restart_rank("rewarmup", 0.8, "The fallback when the restart is wanted: warm up again."),
-         "longer_restart_period": _restart_rank("longer_restart_period", 0.75, "Then the cycle length.")}),
+        # first: a resume that lost the scheduler's state is fixed by restoring it; for a periodic
+        # schedule, first the peak the LR restarts to; the fallback when the restart is wanted is to
+        # warm up again; then the cycle length
+        {"restore_scheduler_state": _fixed(KINDS["restore_scheduler_state"], 0.9),
+         "lower_restart_lr": _fixed(KINDS["lower_restart_lr"], 0.85),
+         "rewarmup": _fixed(KINDS["rewarmup"], 0.8),
+         "longer_restart_period": _fixed(KINDS["longer_restart_period"], 0.75)}),
     "vanishing": Policy(
         "gradients vanished: a larger LR only compensates",
         {"raise_lr": _vanishing_raise}),

@@ -168,18 +168,15 @@ def csv_columns(path: Path, *, strict: bool, missing: Sequence[str] = (), text: 
     if got is None:
         got = _pandas_columns(path, strict=strict, missing=missing, text=text)
     columns, n, locs, notes = got
-    unnamed = [name for name in columns if not name or _UNNAMED.match(name)]
-    for name in unnamed:
+    # (a prefix match: also pandas' "Unnamed: 0_level_0" of a multi-row header)
+    headless = [name for name in columns if not name or _UNNAMED.match(name)]
+    for name in headless:
         # An empty header cell (a pandas index written with to_csv, a damaged header): whatever
         # it holds is no metric, and a tag named "Unnamed: 0" would be made up.
         del columns[name]
         notes.append(Annotation("unnamed_column", "a column with an empty header is not read as a metric",
                                 path=str(path), location="line 1"))
     return columns, n, locs, notes
-
-
-#: pandas' name for a column whose header cell is empty.
-_UNNAMED = re.compile(r"^Unnamed: \d+(_level_\d+)?$")
 
 
 def _pandas_columns(path: Path, *, strict: bool, missing: Sequence[str], text: Sequence[str]):
@@ -275,6 +272,7 @@ def _arrow_table_columns(path: Path, *, strict: bool, missing: Sequence[str], te
     return columns, n, locs, notes
 
 
+#: pandas' name for a column whose header cell is empty.
 _UNNAMED = re.compile(r"Unnamed: \d+")
 
 

@@ -86,9 +86,10 @@ class TextLogReader:
             if _DAMAGED.search(line):  # undecodable bytes or control characters: no trusted number
                 damaged.append(lineno)
                 continue
-            got = parse_line(clean(line))
-            if got is None and wrapped == lineno - 1 and RICH_WRAPPED.match(clean(line)):
-                parsed[-1] = (parsed[-1][0], rich_pairs(parsed[-1][1], clean(line)))  # a rich bar's
+            cleaned = clean(line)
+            got = parse_line(cleaned)
+            if got is None and wrapped == lineno - 1 and RICH_WRAPPED.match(cleaned):
+                parsed[-1] = (parsed[-1][0], rich_pairs(parsed[-1][1], cleaned))  # a rich bar's
                 wrapped = lineno  # metrics, wrapped onto the next lines by a narrow console
                 continue
             wrapped = lineno if got is not None and got.shape == BAR_SHAPES[1] else -2
