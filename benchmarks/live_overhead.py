@@ -16,7 +16,10 @@ Both are also given as a share of the bare loop's step (forward, backward, clip,
 Times are the CPU time of the training thread (``time.thread_time``; torch runs one intra-op
 thread here, in that thread), so that other work on a shared machine does not count: what
 lrdoctor adds is CPU work in the training thread, and so is the step it is compared with.
-The rollback action adds a deep copy of the model and optimizer state every ``checkpoint_every``
+At the default ``severity="error"`` a guard runs only the rules whose findings can reach it
+(divergence, exploding-gradients), and their streaming screens skip the detectors while nothing
+can fire; the ``severity=warning`` rows run the warning rules too (loss spikes, plateau, ...),
+which have no screens. The rollback action adds a deep copy of the model and optimizer state every ``checkpoint_every``
 steps; its row is measured the same way.
 """
 
@@ -92,12 +95,13 @@ def bare(steps: int, **_) -> tuple[float, float]:
 
 
 def controller(steps: int, live: str | None, check_every: int, tmp: Path,
-               budget: float | None = 0.005) -> tuple[float, float]:
+               budget: float | None = 0.005, severity: str = "error") -> tuple[float, float]:
     from lrdoctor.verify.controller import Controller
 
     model, opt, sched, batches, clip = setup(steps)
     ctl = Controller(opt, model, scheduler=sched, live=None if live is None else
-                     {"action": live, "check_every": check_every, "max_overhead": budget})
+                     {"action": live, "check_every": check_every, "max_overhead": budget,
+                                                      "severity": severity})
     ctl.clip_grad_norm = clip
     timer = Timer()
     if ctl.guard is not None:
@@ -111,7 +115,7 @@ def controller(steps: int, live: str | None, check_every: int, tmp: Path,
 
 
 def lightning(steps: int, live: str | None, check_every: int, tmp: Path,
-              budget: float | None = 0.005) -> tuple[float, float]:
+              budget: float | None = 0.005, severity: str = "error") -> tuple[float, float]:
     measure = live != "warn, no grad norm"
     live = "warn" if live == "warn, no grad norm" else live
     import lightning as L
@@ -134,7 +138,7 @@ def lightning(steps: int, live: str | None, check_every: int, tmp: Path,
     callbacks, timer = [], Timer()
     if live is not None:
         cb = LRDoctorCallback(live, check_every=check_every, logdir=tmp, max_overhead=budget,
-                              measure_grad_norm=measure)
+                              measure_grad_norm=measure, severity=severity)
         for hook in ("on_before_optimizer_step", "on_train_batch_end", "on_validation_end"):
             setattr(cb, hook, timer.wrap(getattr(cb, hook)))
         callbacks.append(cb)
@@ -169,7 +173,7 @@ def _StepClock():  # noqa: N802 - a Callback class built when lightning is impor
 
 
 def hf(steps: int, live: str | None, check_every: int, tmp: Path,
-       budget: float | None = 0.005) -> tuple[float, float]:
+       budget: float | None = 0.005, severity: str = "error") -> tuple[float, float]:
     import transformers
 
     from lrdoctor.integrations.hf import LRDoctorCallback
@@ -199,7 +203,7 @@ def hf(steps: int, live: str | None, check_every: int, tmp: Path,
     timer = Timer()
     callbacks = []
     if live is not None:
-        cb = LRDoctorCallback(live, check_every=check_every, max_overhead=budget)
+        cb = LRDoctorCallback(live, check_every=check_every, max_overhead=budget, severity=severity)
         for hook in ("on_log", "on_pre_optimizer_step"):
             setattr(cb, hook, timer.wrap(getattr(cb, hook)))
         callbacks.append(cb)
@@ -236,17 +240,17 @@ def _squeeze(items):
 
 
 def measure(fn, steps, k, tmp, repeats, variants):
-    """Median per-step time without lrdoctor, and per variant (live, budget) the median per-step
-    time and time inside lrdoctor; runs alternate so drifting machine load hits all alike."""
+    """Median per-step time without lrdoctor, and per variant (live, budget, severity) the median
+    per-step time and time inside lrdoctor; runs alternate so drifting machine load hits all alike."""
     without: list[float] = []
     with_: dict[tuple, list[float]] = {v: [] for v in variants}
     inside: dict[tuple, list[float]] = {v: [] for v in variants}
     for _ in range(repeats):
         without.append(fn(steps, live=None, check_every=k, tmp=tmp)[0])
-        for live, budget in variants:
-            t, t_in = fn(steps, live=live, check_every=k, tmp=tmp, budget=budget)
-            with_[(live, budget)].append(t)
-            inside[(live, budget)].append(t_in)
+        for live, budget, severity in variants:
+            t, t_in = fn(steps, live=live, check_every=k, tmp=tmp, budget=budget, severity=severity)
+            with_[(live, budget, severity)].append(t)
+            inside[(live, budget, severity)].append(t_in)
     med = statistics.median
     return med(without), {v: (med(with_[v]), med(inside[v])) for v in variants}
 
@@ -270,16 +274,18 @@ def main() -> int:
         tmp = Path(tmp)
         base = statistics.median(bare(steps)[0] for _ in range(args.repeats))
         rows = [("bare loop (forward, backward, clip, step, schedule)", base, base, 0.0)]
-        every = (None, "every 10 steps (max_overhead=None)")
-        budget = (0.005, "default (max_overhead=0.005)")
+        every = (None, "error", f"every {k} steps (max_overhead=None)")
+        every_warning = (None, "warning", f"every {k} steps (max_overhead=None), severity=warning")
+        budget = (0.005, "error", "default (max_overhead=0.005)")
         for name, fn, variants in (
-                ("Controller", controller, [("warn", every), ("warn", budget), ("rollback", budget)]),
+                ("Controller", controller,
+                 [("warn", every), ("warn", every_warning), ("warn", budget), ("rollback", budget)]),
                 ("Lightning Trainer + LRDoctorCallback", lightning,
-                 [("warn", every), ("warn", budget), ("warn, no grad norm", budget)]),
-                ("HF Trainer + LRDoctorCallback", hf, [("warn", every), ("warn", budget)])):
-            w0, got = measure(fn, steps, k, tmp, args.repeats, [(live, b[0]) for live, b in variants])
-            for live, (b, label) in variants:
-                w1, inside = got[(live, b)]
+                 [("warn", every), ("warn", every_warning), ("warn", budget), ("warn, no grad norm", budget)]),
+                ("HF Trainer + LRDoctorCallback", hf, [("warn", every), ("warn", every_warning), ("warn", budget)])):
+            w0, got = measure(fn, steps, k, tmp, args.repeats, [(live, b[0], b[1]) for live, b in variants])
+            for live, (b, severity, label) in variants:
+                w1, inside = got[(live, b, severity)]
                 rows.append((f"{name}, {live}, {label}", w0, w1, inside))
     print(f"tiny transformer workload (transformer_lm, healthy recipe), {steps} steps, check_every={k}, "
           f"{args.threads} torch thread(s), median of {args.repeats}\n")

@@ -35,9 +35,7 @@ def steps_per_point(series: Series, *, step_axis: str = "step", epoch: Series | 
                     steps_per_epoch: int | None = None) -> float:
     """Steps each point of ``series`` averages (see the module doc); 1.0 when not an epoch mean."""
     steps = np.asarray(series.steps, dtype=np.int64)
-    name = series.tag.lower()
-    averaged = step_axis == "epoch" or bool(_EPOCH_TAG.search(name)) or _one_per_epoch(steps, epoch)
-    if not averaged or len(steps) < 2:
+    if not averaged(series, step_axis=step_axis, epoch=epoch) or len(steps) < 2:
         return 1.0
     if steps_per_epoch is not None and steps_per_epoch > 1:
         return float(steps_per_epoch)
@@ -45,6 +43,16 @@ def steps_per_point(series: Series, *, step_axis: str = "step", epoch: Series | 
         return 1.0
     spacing = float(np.median(np.diff(np.unique(steps)))) if len(np.unique(steps)) >= 2 else 1.0
     return max(spacing, 1.0)
+
+
+def averaged(series: Series, *, step_axis: str = "step", epoch: Series | None = None) -> bool:
+    """Whether the points of ``series`` are means over epochs (see the module doc)."""
+    return tag_says_averaged(series.tag, step_axis) or _one_per_epoch(np.asarray(series.steps, dtype=np.int64), epoch)
+
+
+def tag_says_averaged(tag: str, step_axis: str = "step") -> bool:
+    """Whether the tag's name or the run's step axis alone says its points are epoch means."""
+    return step_axis == "epoch" or bool(_EPOCH_TAG.search(tag.lower()))
 
 
 def _one_per_epoch(steps: np.ndarray, epoch: Series | None) -> bool:
@@ -66,6 +74,8 @@ def with_averaging(view: Any, s: Series) -> Series:
     run = view.run
     index = getattr(view, "index", None)
     epoch = index.series("epoch") if index is not None and "epoch" in index.tags else None
+    if not averaged(s, step_axis=run.step_axis, epoch=epoch):
+        return s  # the common case, decided without flattening the run's hparams
     hit = configured(run, "steps_per_epoch")
     k = steps_per_point(s, step_axis=run.step_axis, epoch=epoch,
                         steps_per_epoch=as_int(hit[1]) if hit is not None else None)

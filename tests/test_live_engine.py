@@ -169,3 +169,29 @@ def test_healthy_sample_runs_never_trigger_stop_or_rollback_at_the_default_sever
         guard.finish()
         assert guard.checks > 10 and hooks.calls == [] and not guard.stopped, run.name
         assert not [r for r in guard.records if r["event"] != "finding"]
+
+
+def test_a_guard_runs_the_rules_that_can_reach_its_severity_and_their_superseders():
+    """A detector never raises its rule's severity, so a guard that acts at ``error`` has no use
+    for the warning and info rules while the training runs; it keeps what supersedes a kept rule
+    (so a finding is dropped exactly when it is with every rule)."""
+    from lrdoctor.live.guard import Guard, GuardOptions
+    from lrdoctor.model import Severity
+
+    every = {r.name: r for r in load_rules()}
+    for severity in ("error", "warning", "info"):
+        kept = {r.name for r in Guard(GuardOptions(severity=severity)).engine.rules}
+        rank = Severity(severity).rank
+        assert {n for n, r in every.items() if r.severity.rank >= rank} <= kept
+        for name in kept:
+            assert set(every[name].superseded_by) <= kept
+            assert every[name].severity.rank >= rank or any(name in every[k].superseded_by for k in kept)
+    at_error = {r.name for r in Guard(GuardOptions(severity="error")).engine.rules}
+    assert "divergence" in at_error and "loss-spike" not in at_error and "plateau" not in at_error
+    assert {r.name for r in Guard(GuardOptions(severity="info")).engine.rules} == set(every)
+    # a --set value for a rule the guard does not run is still checked
+    with pytest.raises(RuleSpecError, match="unknown parameter"):
+        Guard(GuardOptions(severity="error", overrides={"plateau": {"no_such": 1}}))
+    g = Guard(GuardOptions(severity="error", overrides={"plateau": {"min_points": 30},
+                                                         "divergence": {"min_points": 9}}))
+    assert {r.name: r.params.get("min_points") for r in g.engine._rules}["divergence"] == 9

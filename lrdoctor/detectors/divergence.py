@@ -9,6 +9,7 @@ import numpy as np
 from ..model import Series
 from .base import Evidence, finite_part, listed, odd_window, param_ranges, rolling_median, spearman_trend
 from .nonfinite import nonfinite_counts, persistent_nonfinite, value_word
+from .screens import BlowUpScreen, screened_by
 
 
 def _nonfinite(series: Series | None) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +143,7 @@ def _blow_up(x: np.ndarray, *, smooth_window: int, ratio_over_best: float, linea
                    spearman_trend(x[max(tail, n - 20):]) if n - tail >= 3 else 0.0)
 
 
+@screened_by(BlowUpScreen)
 @param_ranges(smooth_window=">=1", ratio_over_best=">0", linear_rise_over_range=">0", min_sustain_fraction="0..1",
               min_sustain_points=">=1", min_rise_to_start=">=0", recovered_share="(0..1]", grad_skip_start_points=">=0",
               grad_max_skipped_run=">=0", grad_end_points=">=1", min_points=">=0")

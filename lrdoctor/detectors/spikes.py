@@ -21,6 +21,7 @@ from .base import (
 )
 from .layers import first_bursting_layers
 from .nonfinite import nonfinite_counts, persistent_nonfinite, value_word
+from .screens import BurstScreen, screened_by
 
 
 @param_ranges(window=">=1", noise_window=">=1", z_threshold=">0", min_rise_over_range=">=0", max_gap=">=0",
@@ -251,6 +252,7 @@ def _positive_log(series: Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return steps[ok], g[ok], np.log(g[ok])
 
 
+@screened_by(BurstScreen)
 @param_ranges(baseline_window=">=1", ratio_over_baseline=">0", z_threshold=">0", min_bursts=">=1",
               skip_start_points=">=0", max_skipped_run=">=0", end_points=">=1", max_skip_fraction="0..1",
               min_points=">=0", min_ratio_averaged=">=1")

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..averaging import tag_says_averaged
 from ..model import Finding, Run, Series, SeriesFamily, Severity, make_scalars
 from ..origin import RunOrigin
 from ..roles import FAMILY_ROLES, RoleView, build_family, dedupe_steps, family_tags, resolve_roles
@@ -64,9 +65,11 @@ class _Buffer:
     Points fed one at a time wait in two Python lists until the arrays are read: a training
     feeds every step and checks every few, and a list append costs a fraction of writing one
     element into a numpy array (the feeding is most of what a training pays between checks).
+    Whether the steps so far are ascending, and strictly so, is kept up to date as points come
+    in, so that a check does not test the whole prefix again for a sort or a de-duplication.
     """
 
-    __slots__ = ("_n", "_pending_steps", "_pending_values", "_steps", "_values")
+    __slots__ = ("_last", "_n", "_pending_steps", "_pending_values", "_sorted", "_steps", "_strict", "_values")
 
     def __init__(self, capacity: int = 256) -> None:
         self._n = 0
@@ -74,10 +77,17 @@ class _Buffer:
         self._values = np.empty(capacity, dtype=np.float64)
         self._pending_steps: list[int] = []
         self._pending_values: list[float] = []
+        self._sorted = self._strict = True
+        self._last: int | None = None  # the last step fed
 
     @property
     def n(self) -> int:
         return self._n + len(self._pending_steps)
+
+    @property
+    def strict(self) -> bool:
+        """Whether the steps fed so far strictly ascend (one point per step, in order)."""
+        return self._strict
 
     def _grow(self, need: int) -> None:
         cap = max(need, 2 * len(self._steps))
@@ -85,11 +95,22 @@ class _Buffer:
         self._values = np.resize(self._values, cap)
 
     def append(self, step: int, value: float) -> None:
+        last = self._last
+        if last is not None and step <= last:
+            self._strict = False
+            self._sorted = self._sorted and step == last
+        self._last = step
         self._pending_steps.append(step)
         self._pending_values.append(value)
 
     def extend(self, steps: np.ndarray, values: np.ndarray) -> None:
         self._flush()
+        if len(steps) == 0:
+            return
+        d = np.diff(steps if self._last is None else np.concatenate(([self._last], steps)))
+        self._sorted = self._sorted and bool(np.all(d >= 0))
+        self._strict = self._strict and bool(np.all(d > 0))
+        self._last = int(steps[-1])
         self._store(steps, values)
 
     def _store(self, steps: Any, values: Any) -> None:
@@ -111,32 +132,56 @@ class _Buffer:
         self._flush()
         return self._steps[:self._n], self._values[:self._n]
 
+    def values_since(self, k: int) -> list[float]:
+        """The values of the points fed after the first ``k``, as a list (no numpy call when
+        they have not been stored yet: what a screen is fed at each check)."""
+        if k >= self._n:
+            return self._pending_values[k - self._n:]
+        return self._values[k:self._n].tolist() + self._pending_values
+
     def keep(self, mask: np.ndarray) -> None:
-        """Keep only the points where ``mask`` (over :meth:`arrays`) is True."""
+        """Keep only the points where ``mask`` (over :meth:`arrays`) is True (into new arrays:
+        a Series handed out earlier is a view of the old ones and must not change)."""
         steps, values = self.arrays()
         idx = np.flatnonzero(mask)
-        self._steps[:len(idx)], self._values[:len(idx)] = steps[idx], values[idx]
+        self._steps, self._values = np.resize(steps[idx], max(len(idx), 1)), np.resize(values[idx], max(len(idx), 1))
         self._n = len(idx)
+        d = np.diff(self._steps[:self._n])
+        self._sorted, self._strict = bool(np.all(d >= 0)), bool(np.all(d > 0))
+        self._last = int(self._steps[self._n - 1]) if self._n else None
 
-    def series(self, tag: str) -> Series:
+    def series(self, tag: str, *, one_per_step: bool = False) -> Series:
+        """The points as a Series, steps ascending (stable: a resumed run logs steps again);
+        ``one_per_step``: as :func:`lrdoctor.roles.dedupe_steps` (the last point of each step).
+        Strictly ascending steps, what a training feeds, are handed out as they are: views of
+        the buffers, which only ever grow past them (appending never rewrites stored points)."""
         steps, values = self.arrays()
-        if self._n > 1 and not bool(np.all(steps[1:] >= steps[:-1])):
-            order = np.argsort(steps, kind="stable")  # a resumed run logs steps again
+        if self._strict:
+            return Series(tag=tag, steps=steps, values=values)
+        if not self._sorted:
+            order = np.argsort(steps, kind="stable")
             steps, values = steps[order], values[order]
-        return Series(tag=tag, steps=steps.copy(), values=values.copy())
+        out = Series(tag=tag, steps=steps.copy(), values=values.copy())
+        return dedupe_steps(out) if one_per_step else out
 
 
 class _PrefixView:
-    """What the rule runner needs of a RoleView, served from the buffers (no pandas per check)."""
+    """What the rule runner needs of a RoleView, served from the buffers (no pandas per check).
 
-    def __init__(self, run: Run, roles: dict[str, str], buffers: Mapping[str, _Buffer]) -> None:
+    ``families``: the members of each multi-tag role, found when the tags last changed (a
+    regex per tag, not worth repeating every check)."""
+
+    def __init__(self, run: Run, roles: dict[str, str], buffers: Mapping[str, _Buffer],
+                 families: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None) -> None:
         self.run = run
         self.roles = roles
         self._buffers = buffers
+        self._families = families if families is not None else {
+            role: family_tags(role, buffers) for role in FAMILY_ROLES}
 
     def __contains__(self, role: str) -> bool:
         if role in FAMILY_ROLES:
-            return bool(family_tags(role, self._buffers)[0])
+            return bool(self._families[role][0])
         return role in self.roles
 
     def __getitem__(self, role: str) -> Series:
@@ -145,11 +190,17 @@ class _PrefixView:
 
     def deduped(self, role: str) -> Series | None:
         """One point per step, as :meth:`lrdoctor.roles.RoleView.deduped` (the runner's cache keeps it)."""
-        return dedupe_steps(self[role]) if role in self.roles else None
+        if role not in self.roles:
+            return None
+        tag = self.roles[role]
+        return self._buffers[tag].series(tag, one_per_step=True)
 
     def family(self, role: str) -> SeriesFamily | None:
         """A multi-tag role's members, as :meth:`lrdoctor.roles.RoleView.family`."""
-        return build_family(role, list(self._buffers), lambda t: dedupe_steps(self._buffers[t].series(t)))
+        members, _ = self._families[role]
+        if not members:
+            return None
+        return build_family(role, members, lambda t: self._buffers[t].series(t, one_per_step=True))
 
 
 @dataclass
@@ -160,6 +211,26 @@ class _State:
     seen_n: int
     reported: Finding | None = None
     absent_n: int | None = None
+
+
+@dataclass
+class _Screened:
+    """A rule's screen and what it has been fed: ``fed[tag]`` points of each watched tag."""
+
+    factory: Any
+    params: dict[str, Any]
+    screen: Any = None
+    tags: dict[str, str] = field(default_factory=dict)
+    fed: dict[str, int] = field(default_factory=dict)
+
+
+def _screen_factory(kind: str) -> Any:
+    from ..engine.registry import get_detector
+
+    try:
+        return getattr(get_detector(kind), "__lrdoctor_screen__", None)
+    except Exception:  # noqa: BLE001 -- an unknown kind: run_rule reports it
+        return None
 
 
 def _held(policy: Any, since: int, now: int) -> bool:
@@ -200,6 +271,8 @@ class LiveEngine:
         self._buffers: dict[str, _Buffer] = {}
         self._roles: dict[str, str] = {}
         self._roles_stale = True
+        self._families: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._screens: dict[str, _Screened] = {}
         self._state: dict[str, _State] = {}
         self._last: dict[str, tuple[int, Finding | None]] = {}  # per rule: points, answer at its last run
         self._run = Run(name=self.name, source=self.source, format="live", hparams=self.hparams,
@@ -257,14 +330,20 @@ class LiveEngine:
             buf.keep(buf.arrays()[0] <= last_step)
         self._state.clear()
         self._last.clear()
+        self._screens.clear()
         self.last_step = min(self.last_step, int(last_step))
 
     @property
     def roles(self) -> dict[str, str]:
         if self._roles_stale:
             self._roles = resolve_roles(list(self._buffers), self.role_overrides, run_name=self.name)
+            self._families = {role: family_tags(role, self._buffers) for role in FAMILY_ROLES}
             self._roles_stale = False
         return self._roles
+
+    def _view(self) -> _PrefixView:
+        roles = self.roles
+        return _PrefixView(self._run, roles, self._buffers, self._families)
 
     @property
     def n_points(self) -> int:
@@ -284,13 +363,18 @@ class LiveEngine:
         """
         from ..engine.runner import _SeriesCache, run_rule
 
-        view = _PrefixView(self._run, self.roles, self._buffers)
-        cache = _SeriesCache(view)  # type: ignore[arg-type]
+        view = cache = None  # built when a rule is run, not for a check every screen answers
         found = []
         for rule in self._rules:
             n = self._points(rule)
             if final or self._due(rule, n):
-                out = run_rule(rule, view, cache)  # type: ignore[arg-type]
+                if not final and self._quiet(rule):
+                    out = None  # the rule's screen proves its detector finds nothing
+                else:
+                    if cache is None:
+                        view = self._view()
+                        cache = _SeriesCache(view)  # type: ignore[arg-type]
+                    out = run_rule(rule, view, cache)  # type: ignore[arg-type]
                 self._last[rule.name] = (n, out if isinstance(out, Finding) else None)
             f = self._last[rule.name][1]
             if f is not None:
@@ -298,6 +382,32 @@ class LiveEngine:
         fired = {f.rule for f in found} if superseders is None else superseders & {f.rule for f in found}
         by_name = {r.name: r for r in self._rules}
         return [f for f in found if not (set(by_name[f.rule].superseded_by) & fired)]
+
+    def _quiet(self, rule: Any) -> bool:
+        """Whether the rule's screen (:mod:`lrdoctor.detectors.screens`), fed the points logged
+        since the last check, proves that its detector finds nothing on the prefix. False when
+        the detector has no screen, or a watched series is not one point per step in order, or
+        is an epoch mean (a screen judges per-step values)."""
+        st = self._screens.get(rule.name)
+        if st is None:
+            factory = _screen_factory(rule.kind)
+            if factory is None:
+                return False
+            from ..engine.registry import detector_info
+
+            st = self._screens[rule.name] = _Screened(factory, {**detector_info(rule.kind).params, **rule.params})
+        roles = self.roles
+        tags = {role: roles[role] for role in st.factory.roles if role in roles}
+        if st.screen is None or tags != st.tags:  # new, or the roles moved to other tags: from the start
+            st.screen, st.tags, st.fed = st.factory(st.params), tags, dict.fromkeys(tags.values(), 0)
+        for role, tag in tags.items():
+            buf = self._buffers[tag]
+            if not buf.strict or tag_says_averaged(tag, self.step_axis):
+                return False
+            if buf.n > st.fed[tag]:
+                st.screen.feed(role, buf.values_since(st.fed[tag]))
+                st.fed[tag] = buf.n
+        return st.screen.quiet({})
 
     def _due(self, rule: Any, n: int) -> bool:
         """Whether a check must run ``rule`` again: its first required role has new points, and
@@ -420,3 +530,23 @@ def _keep_proposals(new: Finding, old: Finding) -> Finding:
 
 def at_least(severity: Severity | str, threshold: Severity | str) -> bool:
     return Severity(severity).rank >= Severity(threshold).rank
+
+
+def rules_reaching(rules: Sequence[Any], threshold: Severity | str) -> list[Any]:
+    """The rules whose findings can reach ``threshold``, and the rules that supersede them.
+
+    A detector may lower its finding's severity below its rule's, never raise it, so a rule whose
+    own severity is below ``threshold`` cannot give a finding a guard acts on: a guard that acts
+    at ``error`` need not run the warning and info rules while the training runs (they are most
+    of a check's cost). The rules that supersede a kept one are kept too, so it is dropped exactly
+    when it would be with every rule. Order is kept.
+    """
+    by_name = {r.name: r for r in rules}
+    keep = {r.name for r in rules if at_least(r.severity, threshold)}
+    todo = list(keep)
+    while todo:  # superseders of superseders
+        for name in by_name[todo.pop()].superseded_by:
+            if name in by_name and name not in keep:
+                keep.add(name)
+                todo.append(name)
+    return [r for r in rules if r.name in keep]

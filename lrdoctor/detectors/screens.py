@@ -1,0 +1,156 @@
+"""Streaming screens: cheap, exact tests that a detector would find nothing, kept up to date point
+by point.
+
+A live check runs the rules every few steps on everything logged so far. On a healthy run that
+is the same work over and over for the same answer, and inside a training loop, whose step has
+just pushed lrdoctor's code and data out of the CPU caches, even the numpy calls on a few hundred
+points cost several times what they cost alone. A screen is fed only the points logged since the
+last check (plain Python, no numpy) and answers one question: *can* the detector fire on
+everything fed so far? It must never answer "no" when the detector would fire (each test below
+says why it cannot), so the live engine may skip the detector when it does and the answers are
+exactly the detector's. "Yes" only means: run the detector.
+
+A screen assumes the points arrive in strictly ascending steps, one per step (what a training
+feeds); the live engine uses it only then, and feeds it again from the start when that changes.
+Screens are plain Python on purpose: one float comparison per point, where a numpy call costs
+microseconds of fixed overhead per check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from .base import odd_window
+
+#: a hair of margin on the comparisons: the detectors take logs and medians with numpy, whose
+#: last-bit rounding may differ from Python's math module
+_MARGIN = 1e-9
+
+
+class Screen(Protocol):
+    #: the roles it watches, fed in any order
+    roles: tuple[str, ...]
+
+    def feed(self, role: str, values: Iterable[float]) -> None: ...
+
+    def quiet(self, averages: Mapping[str, float]) -> bool:
+        """True only when the detector, given everything fed so far, would return None
+        (``averages``: steps per point of each watched role, :mod:`lrdoctor.averaging`)."""
+        ...
+
+
+def screened_by(factory: Callable[[Mapping[str, Any]], Screen]) -> Callable:
+    """Attach a screen to a detector: ``factory(params)`` builds one for a rule's parameters."""
+
+    def mark(fn: Callable) -> Callable:
+        fn.__lrdoctor_screen__ = factory  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+class BlowUpScreen:
+    """For :func:`lrdoctor.detectors.divergence.divergence`.
+
+    It fires on any non-finite loss or grad norm (the screen is not quiet after one), or on a
+    blow-up: the last smoothed loss above ``ratio_over_best`` x its running best. The last
+    smoothed point is the median of a window of the last ``w // 2 + 1`` values (padded past the
+    end with the last one), so it is at most their maximum; the running best is a median of
+    loss values, so at least their minimum. A loss whose recent maximum is within the ratio of
+    its minimum cannot have blown up. A loss that is zero or negative somewhere is judged
+    linearly by the detector: never quiet.
+    """
+
+    roles = ("train_loss", "grad_norm")
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.smooth_window = int(params["smooth_window"])
+        self.ratio = float(params["ratio_over_best"])
+        self.min_points = int(params["min_points"])
+        self.n = 0
+        self.low = math.inf
+        self.nonfinite = False
+        # the largest smoothing window is max(3, smooth_window | 1): its last half is kept
+        self.tail: deque[float] = deque(maxlen=max(3, self.smooth_window | 1) // 2 + 1)
+
+    def feed(self, role: str, values: Iterable[float]) -> None:
+        if role == "grad_norm":
+            self.nonfinite = self.nonfinite or not all(math.isfinite(v) for v in values)
+            return
+        for v in values:
+            if not math.isfinite(v):
+                self.nonfinite = True
+                continue
+            self.n += 1
+            if v < self.low:
+                self.low = v
+            self.tail.append(v)
+
+    def quiet(self, averages: Mapping[str, float]) -> bool:
+        if self.nonfinite:
+            return False
+        if self.n < self.min_points:
+            return True
+        if not self.low > 0:
+            return False
+        w = odd_window(self.n, self.smooth_window, fraction=0.1)
+        recent = list(self.tail)[-(w // 2 + 1):]
+        return max(recent) <= self.ratio * self.low * (1.0 - _MARGIN)
+
+
+class BurstScreen:
+    """For :func:`lrdoctor.detectors.spikes.gradient_bursts`.
+
+    It fires on any non-finite grad norm (not quiet after one: skipped steps are reported), or on
+    a burst: a positive grad norm, from the 4th on, more than ``ratio`` x the median of the ``w``
+    positive ones before it, with ``ratio`` = ``max(1 + (ratio_over_baseline - 1) / k,
+    min(min_ratio_averaged, ratio_over_baseline))`` for points that average ``k`` steps (and a
+    z-score test on top). That median is at least the minimum of those ``w`` points, and ``w``
+    never exceeds ``W = max(5, baseline_window | 1)``, so at least the minimum of the ``W``
+    before: the screen keeps, over every point, the largest log-ratio of a point to that minimum
+    (a sliding minimum, O(1) per point) and is quiet while it stays within ``log(ratio)``.
+    """
+
+    roles = ("grad_norm",)
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.width = max(5, int(params["baseline_window"]) | 1)
+        self.ratio_over_baseline = float(params["ratio_over_baseline"])
+        self.min_ratio_averaged = float(params["min_ratio_averaged"])
+        self.min_points = int(params["min_points"])
+        self.n = 0  # positive finite points seen
+        self.nonfinite = False
+        self.excess = -math.inf  # the largest log(point / minimum of the W before it), from the 4th
+        self._mins: deque[tuple[int, float]] = deque()  # (index, log value), increasing values
+
+    def feed(self, role: str, values: Iterable[float]) -> None:
+        mins, width = self._mins, self.width
+        for v in values:
+            if not math.isfinite(v):
+                self.nonfinite = True
+                continue
+            if v <= 0:
+                continue  # the detector judges the positive ones only (in logs)
+            lv = math.log(v)
+            i = self.n
+            while mins and mins[0][0] < i - width:
+                mins.popleft()
+            if i >= 3 and lv - mins[0][1] > self.excess:
+                self.excess = lv - mins[0][1]
+            while mins and mins[-1][1] >= lv:
+                mins.pop()
+            mins.append((i, lv))
+            self.n = i + 1
+
+    def quiet(self, averages: Mapping[str, float]) -> bool:
+        if self.nonfinite:
+            return False
+        if self.n < self.min_points:
+            return True
+        k = max(float(averages.get("grad_norm", 1.0)), 1.0)
+        ratio = max(1.0 + (self.ratio_over_baseline - 1.0) / k,
+                    min(self.min_ratio_averaged, self.ratio_over_baseline))
+        return ratio > 0 and self.excess <= math.log(ratio) - _MARGIN
