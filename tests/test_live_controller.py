@@ -79,3 +79,37 @@ def test_import_lrdoctor_never_imports_the_frameworks():
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
     assert r.returncode == 0, r.stderr + r.stdout
+
+
+def test_snapshots_are_independent_copies_that_load_back(torch_one_thread):
+    """A rollback guard's snapshot (lrdoctor.live.guard.state_copy) owns its tensors, keeps the
+    state dict's version metadata, and loads back into the model and optimizer exactly."""
+    import torch
+
+    from lrdoctor.live.guard import state_copy
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 5)
+    x = torch.randn(16, 4)
+
+    def train(k):
+        for _ in range(k):
+            model(x).pow(2).mean().backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+
+    train(3)
+    snap = state_copy({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
+    assert snap["model"]._metadata == model.state_dict()._metadata
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(4)  # the live tensors move on; the snapshot must not
+    assert not torch.equal(model.state_dict()["0.weight"], before["0.weight"])
+    assert all(torch.equal(snap["model"][k], before[k]) for k in before)
+    model.load_state_dict(snap["model"])
+    opt.load_state_dict(snap["optimizer"])
+    sched.load_state_dict(snap["scheduler"])
+    assert all(torch.equal(model.state_dict()[k], before[k]) for k in before)
+    assert sched.last_epoch == 3 and opt.state_dict()["state"][0]["step"] == 3
