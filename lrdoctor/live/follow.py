@@ -13,8 +13,11 @@ temporary copy of the run holding only the complete units appended since (plus t
 * files a writer rewrites whole (HF ``trainer_state.json``, a Keras history JSON): read again
   when their size or modification time changes, keeping the points beyond those already
   delivered; a copy caught half written is left for the next poll. W&B ``.wandb`` files (framed
-  in 32 KiB blocks whose records span blocks) and MLflow SQLite stores (a database updated in
-  place) are likewise read again, in place, when they change.
+  in 32 KiB blocks whose records span blocks) are likewise read again, in place, when they change;
+* stores whose reader follows a run itself (``read_appended``: an MLflow SQLite store, read past
+  the run's last row) are asked, when they change, for what was added since the reader's
+  cursor; when the reader had to read the run again from its start (rows renumbered), only the
+  points beyond those already delivered are kept.
 
 The temporary copy mirrors the run's layout (subdirectories of a TensorBoard run name tags), so
 each reader reads it exactly as it reads the real run.
@@ -34,24 +37,32 @@ import pandas as pd
 
 from ..errors import LogFormatError, NoRunsFoundError
 from ..model import Run
-from ..readers import ReadOptions, RunSource, find_run_sources, get_reader
+from ..readers import ReadOptions, RunSource, find_run_sources, get_reader, supported_formats
 
 log = logging.getLogger(__name__)
 
 _LINE_FORMATS = frozenset({"lightning_csv", "keras_csv", "csv", "jsonl", "mlflow", "text"})
 _CSV_FORMATS = frozenset({"lightning_csv", "keras_csv", "csv"})
 #: read again whole when they change: JSON rewritten whole; a W&B .wandb file (appended, but in
-#: 32 KiB blocks whose records span blocks, so it cannot be read from an arbitrary offset); an
-#: MLflow SQLite store (a database, updated in place)
-_WHOLE_FORMATS = frozenset({"hf_trainer_state", "keras_history", "wandb", "mlflow_sqlite"})
-#: whole formats read in place rather than from a copy (their readers take a consistent view:
-#: SQLite's read transaction, the W&B reader's stop at a half-written block)
-_IN_PLACE = frozenset({"wandb", "mlflow_sqlite"})
+#: 32 KiB blocks whose records span blocks, so it cannot be read from an arbitrary offset)
+_WHOLE_FORMATS = frozenset({"hf_trainer_state", "keras_history", "wandb"})
+#: whole formats read in place rather than from a copy (the W&B reader stops at a half-written block)
+_IN_PLACE = frozenset({"wandb"})
+#: files holding several runs, split into them by discovery while following (the runs of an
+#: MLflow SQLite store); their reader follows each run (``read_appended``)
+_STORES = frozenset({"mlflow_sqlite"})
+
+
+def _by_reader(fmt: str) -> bool:
+    """The reader reads what was added since its own cursor (a database, read past a row)."""
+    return fmt in supported_formats() and hasattr(get_reader(fmt), "read_appended")
 
 
 def _whole(fmt: str) -> bool:
     """Read again whole on change: the formats above, and any this layer does not know."""
     return fmt in _WHOLE_FORMATS or (fmt != "tensorboard" and fmt not in _LINE_FORMATS)
+
+
 _LEN = struct.Struct("<Q")
 
 
@@ -66,6 +77,16 @@ def complete_frames_end(data: bytes) -> int:
     return off
 
 
+def _stamp(path: Path) -> tuple[int, int]:
+    """Size and modification time; (-1, -1) when absent (an SQLite store writes its WAL file,
+    ``<db>-wal``, when in WAL mode, and the database itself only at checkpoints)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return (-1, -1)
+    return stat.st_size, stat.st_mtime_ns
+
+
 def complete_lines_end(data: bytes) -> int:
     return data.rfind(b"\n") + 1
 
@@ -74,7 +95,7 @@ def complete_lines_end(data: bytes) -> int:
 class _FileState:
     offset: int = 0
     header: bytes = b""  # a CSV's first line, prepended to every appended chunk
-    stamp: tuple[int, int] = (-1, -1)  # size, mtime_ns: for files rewritten whole
+    stamp: tuple[int, ...] = (-1, -1)  # size, mtime_ns: for files rewritten whole and stores
 
 
 @dataclass
@@ -88,6 +109,8 @@ class RunFollower:
     hparams: dict = field(default_factory=dict)
     step_axis: str = "step"
     bytes_read: int = 0
+    rows_read: int = 0  # database rows fetched (an MLflow SQLite store)
+    cursor: object = None  # where the reader resumes, for formats it follows itself
 
     @property
     def name(self) -> str:
@@ -98,6 +121,8 @@ class RunFollower:
         if source is not None:
             self.source = source  # a new event file may have appeared in the run
         fmt = self.source.format
+        if _by_reader(fmt):
+            return self._poll_reader()
         chunks: dict[Path, bytes] = {}
         reset = False
         for path in self.source.files:
@@ -117,6 +142,25 @@ class RunFollower:
         self.hparams.update(run.hparams)
         self.step_axis = run.step_axis
         return self._only_new(run.scalars, reset or _whole(fmt))
+
+    def _poll_reader(self) -> pd.DataFrame | None:
+        changed = False
+        for path in self.source.files:
+            st = self.files.setdefault(path, _FileState())
+            # stat before reading: a write landing during the read changes it again for the next poll
+            stamp = _stamp(path) + _stamp(path.with_name(path.name + "-wal"))
+            changed |= stamp != st.stamp
+            st.stamp = stamp
+        if not changed:
+            return None
+        got = get_reader(self.source.format).read_appended(
+            self.source, ReadOptions(strict=self.strict), self.cursor)
+        self.cursor = got.cursor
+        self.rows_read += got.rows_read
+        self.bytes_read += got.bytes_read
+        self.hparams.update(got.run.hparams)
+        self.step_axis = got.run.step_axis
+        return self._only_new(got.run.scalars, got.whole)
 
     def _read_new(self, path: Path, st: _FileState, fmt: str) -> tuple[bytes, bool] | None:
         try:
@@ -230,7 +274,7 @@ class TreeFollower:
         try:
             # not split by content (TensorBoard attempts, Keras CSV restarts): that reads whole
             # files at every poll, and a split names row ranges of the whole file, not of a chunk
-            sources = find_run_sources(self.path, self.format, expand_formats=_IN_PLACE)
+            sources = find_run_sources(self.path, self.format, expand_formats=_STORES)
         except NoRunsFoundError as exc:  # nothing written yet is not an error while following
             log.debug("no runs under %s yet: %s", self.path, exc)
             return []
@@ -249,3 +293,7 @@ class TreeFollower:
     @property
     def bytes_read(self) -> int:
         return sum(f.bytes_read for f in self.runs.values())
+
+    @property
+    def rows_read(self) -> int:
+        return sum(f.rows_read for f in self.runs.values())

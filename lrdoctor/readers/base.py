@@ -61,6 +61,17 @@ class RunSource:
     grouping: tuple[str, ...] = field(default=(), compare=False)
 
 
+@dataclass(frozen=True)
+class Appended:
+    """What a reader that can follow a run read since its last read (``read_appended``)."""
+
+    run: Run  # the new points (its hparams and summary are the run's current ones)
+    cursor: object  # where the next read resumes; the reader's own type, opaque to callers
+    whole: bool  # the run was read again from its start: its points include those read before
+    rows_read: int = 0  # rows fetched (a database), for tests and benchmarks
+    bytes_read: int = 0  # bytes read (a file)
+
+
 class Reader(Protocol):
     #: format name, used for --format and Run.format
     name: str

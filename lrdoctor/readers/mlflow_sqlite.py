@@ -21,14 +21,14 @@ import sqlite3
 import sys
 import urllib.parse
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import LogFormatError
 from ..model import Annotation, Run
-from .base import ReadOptions, RunSource
+from .base import Appended, ReadOptions, RunSource
 from .mlflow import _scalar
 from .tabular import backwards_annotations, cap, duplicate_annotations, one_line, tidy_frame
 
@@ -129,6 +129,26 @@ class MLflowSQLiteReader:
         return out
 
     def read(self, source: RunSource, options: ReadOptions) -> Run:
+        return self._read(source, None)[0]
+
+    def read_appended(self, source: RunSource, options: ReadOptions, cursor: object = None) -> Appended:
+        """The rows the run gained since ``cursor`` (None: all of them), for ``lrdoctor watch``.
+
+        MLflow only ever inserts metric rows (``log_metric``/``log_batch``; a repeat of an
+        existing row is dropped by the primary key, never updated), and ``metrics`` is a rowid
+        table whose new rows take the highest rowid + 1. So while the run's own last row read
+        is still there, every row logged since has a higher rowid, and one range search of the
+        run_uuid index (``rowid > last``) fetches just those. Rows go away only when ``mlflow
+        gc`` hard-deletes a (trashed) run, and rowids change only if the table is rebuilt
+        (``mlflow db upgrade``'s migrations, a ``VACUUM``): the table's highest rowid going
+        down, or the run's last row read no longer being that row, means one of those
+        happened, and the run is read again whole."""
+        if not isinstance(cursor, StoreCursor):
+            cursor = None
+        run, cur, rows, whole = self._read(source, cursor)
+        return Appended(run=run, cursor=cur, whole=whole, rows_read=rows)
+
+    def _read(self, source: RunSource, after: StoreCursor | None) -> tuple[Run, StoreCursor, int, bool]:
         path = source.files[0]
         spath = str(path)
         con, note = connect(path)
@@ -141,9 +161,20 @@ class MLflowSQLiteReader:
                     raise LogFormatError(f"the store holds {len(runs)} runs; read it through discovery "
                                          "(a directory or the file as PATH)", path=spath)
                 uuid = runs[0][0]
-            scalars, notes = _metrics(con, uuid, spath)
+            top = con.execute("SELECT max(rowid) FROM metrics").fetchone()[0] or 0
+            rows = None
+            if after is not None and top >= after.table_max and _same_row(con, after):
+                rows = _rows_after(con, uuid, after.rowid)
+            whole = rows is None
+            if rows is None:
+                rows = _rows(con, uuid, spath)
+            scalars, notes = _points(rows, spath)
             params = {k: _scalar(v) for k, v in con.execute(
                 "SELECT key, value FROM params WHERE run_uuid = ? ORDER BY key", (uuid,))}
+            if after is not None and not whole and not len(rows.rowid):
+                cursor = replace(after, table_max=top)
+            else:
+                cursor = _cursor_at(con, rows, top)
         except (*_DB_ERRORS, ValueError, TypeError, OverflowError) as exc:
             # a damaged store can hold a text or out-of-range cell where a number belongs
             raise LogFormatError(f"cannot read the MLflow database: {one_line(exc)}", path=spath) from exc
@@ -151,8 +182,46 @@ class MLflowSQLiteReader:
             con.close()
         if note:
             notes.insert(0, Annotation("immutable_open", note, path=spath))
-        return Run(name=source.name, source=f"{spath}#{uuid}", format=self.name, scalars=scalars,
-                   hparams=params, step_axis="step", annotations=tuple(cap(notes)))
+        run = Run(name=source.name, source=f"{spath}#{uuid}", format=self.name, scalars=scalars,
+                  hparams=params, step_axis="step", annotations=tuple(cap(notes)))
+        return run, cursor, len(rows.rowid), whole
+
+
+@dataclass(frozen=True)
+class StoreCursor:
+    """Where a followed run was read up to (see :meth:`MLflowSQLiteReader.read_appended`)."""
+
+    rowid: int  # the run's last row read (0: it had none)
+    row: tuple | None  # (run, key, step, timestamp*2+is_nan, value) of that row: is it still that row?
+    table_max: int  # the table's highest rowid then: lower later means rows were removed and renumbered
+
+
+def _cursor_at(con: sqlite3.Connection, rows: _Rows, top: int) -> StoreCursor:
+    if not len(rows.rowid):
+        return StoreCursor(0, None, top)
+    last = int(rows.rowid.max())
+    return StoreCursor(last, _row(con, last), top)
+
+
+def _row(con: sqlite3.Connection, rowid: int) -> tuple | None:
+    return con.execute(f"SELECT run_uuid, key, step, {_TS_NAN}, value FROM metrics WHERE rowid = ?",
+                       (rowid,)).fetchone()
+
+
+def _same_row(con: sqlite3.Connection, cursor: StoreCursor) -> bool:
+    return cursor.row is None or _row(con, cursor.rowid) == cursor.row
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """A run's metric rows in rowid order (the order the script logged them in)."""
+
+    keys: list[str]  # sorted
+    code: np.ndarray  # each row's key, as an index into ``keys``
+    step: np.ndarray
+    ts_nan: np.ndarray  # timestamp (ms) * 2 + is_nan
+    value: np.ndarray
+    rowid: np.ndarray
 
 
 _POINT = np.dtype([("ts_nan", np.int64), ("value", np.float64)])
@@ -162,6 +231,7 @@ _POINT = np.dtype([("ts_nan", np.int64), ("value", np.float64)])
 #: beyond +-2**61 ms. BETWEEN rather than typeof(): the function calls cost what the cell saved.
 _TS_NAN = ("CASE WHEN is_nan IN (0, 1) AND timestamp BETWEEN -2305843009213693951 AND 2305843009213693951 "
            "THEN timestamp * 2 + is_nan END")
+_ROW = np.dtype([("rowid", np.int64), ("step", np.int64), ("ts_nan", np.int64), ("value", np.float64)])
 
 
 def _ints(text: str) -> np.ndarray:
@@ -169,14 +239,14 @@ def _ints(text: str) -> np.ndarray:
     return np.fromstring(text, dtype=np.int64, sep=",")
 
 
-def _metrics(con: sqlite3.Connection, uuid: str, spath: str):
-    # Speed (benchmarks/ingest_speed.py, 1M rows): sqlite3 builds a Python object per cell, which
-    # is most of the cost, so each row is fetched once with the numbers only the table holds
-    # (two cells: value, and timestamp and is_nan packed), in rowid order (insertion order: the order the script logged the points in) through
-    # the run_uuid index. Key and step come from the (run_uuid, key, step) index without touching
-    # the table: per key, its rowids and steps as two texts of integers (exact), aligned with
-    # each other, which place keys and steps on the rows. One query per key was ~2x slower
-    # (SQLite plans it through the run_uuid index, re-scanning the whole run for every key).
+def _rows(con: sqlite3.Connection, uuid: str, spath: str) -> _Rows:
+    """All of a run's rows. Speed (benchmarks/ingest_speed.py, 1M rows): sqlite3 builds a Python
+    object per cell, which is most of the cost, so each row is fetched once with the numbers only
+    the table holds (two cells: value, and timestamp and is_nan packed), in rowid order through
+    the run_uuid index. Key and step come from the (run_uuid, key, step) index without touching
+    the table: per key, its rowids and steps as two texts of integers (exact), aligned with each
+    other, which place keys and steps on the rows. One query per key was ~2x slower (SQLite
+    plans it through the run_uuid index, re-scanning the whole run for every key)."""
     groups = con.execute("SELECT key, group_concat(rowid), group_concat(step) FROM metrics "
                          "WHERE run_uuid = ? GROUP BY key ORDER BY key", (uuid,)).fetchall()
     keys = [str(k) for k, _, _ in groups]
@@ -189,17 +259,37 @@ def _metrics(con: sqlite3.Connection, uuid: str, spath: str):
         raise LogFormatError(f"the metrics index lists {sum(counts)} rows of run {uuid} but the table "
                              f"holds {len(pts)} (a damaged database)", path=spath)
     empty = np.zeros(0, np.int64)
-    by_rowid = np.argsort(np.concatenate(rowids) if rowids else empty)  # rowids are unique
-    # key of each row, in rowid order; a small integer type lets the stable sorts below use radix sort
-    codes = np.repeat(np.arange(len(keys), dtype=np.int32), counts)[by_rowid]
+    rowid = np.concatenate(rowids) if rowids else empty
+    by_rowid = np.argsort(rowid)  # rowids are unique
+    # a small integer type lets the stable sorts in _points use radix sort
+    code = np.repeat(np.arange(len(keys), dtype=np.int32), counts)[by_rowid]
     step = (np.concatenate(gsteps) if gsteps else empty)[by_rowid]
+    return _Rows(keys, code, step, pts["ts_nan"], pts["value"], rowid[by_rowid])
+
+
+def _rows_after(con: sqlite3.Connection, uuid: str, after: int) -> _Rows:
+    """The run's rows past rowid ``after``: a few per poll, so one plain fetch of every cell."""
+    got = con.execute(f"SELECT rowid, key, step, {_TS_NAN}, value FROM metrics "
+                      "WHERE run_uuid = ? AND rowid > ? ORDER BY rowid", (uuid, after)).fetchall()
+    names = [str(r[1]) for r in got]
+    keys = sorted(set(names))  # the order of the full read's ORDER BY key (code points, as SQLite's BINARY)
+    index = {k: i for i, k in enumerate(keys)}
+    code = np.fromiter((index[n] for n in names), dtype=np.int32, count=len(names))
+    arr = np.array([(r[0], r[2], r[3], r[4]) for r in got], dtype=_ROW)
+    return _Rows(keys, code, arr["step"], arr["ts_nan"], arr["value"], arr["rowid"])
+
+
+def _points(rows: _Rows, spath: str):
+    """The tidy table of ``rows`` (and notes on steps going back or repeating): logged order
+    across keys, NaN and +-inf as logged. Whole runs and appended rows both come through here."""
+    keys, codes, step = rows.keys, rows.code, rows.step
     # logged order across keys: by time, ties by key then insertion order
-    ts = pts["ts_nan"] >> 1  # floor division by 2: exact for negative times too
+    ts = rows.ts_nan >> 1  # floor division by 2: exact for negative times too
     order = np.argsort(codes, kind="stable")
     order = order[np.argsort(ts[order], kind="stable")]
     codes, steps, wall = codes[order], step[order], ts[order] / 1000.0
-    value = pts["value"][order]
-    nan = (pts["ts_nan"][order] & 1) != 0
+    value = rows.value[order]
+    nan = (rows.ts_nan[order] & 1) != 0
     if nan.any():
         value[nan] = np.nan
     value[value == _DBL_MAX] = np.inf  # MLflow's stand-ins for +-inf

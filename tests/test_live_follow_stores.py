@@ -1,0 +1,145 @@
+"""Following tracker stores written by the real packages: each poll delivers exactly the points
+logged since the last one, and reads only those (rows fetched from an MLflow SQLite store), not
+the whole run again."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrdoctor.api import load_runs
+from lrdoctor.live.follow import TreeFollower
+
+DATA = Path(__file__).parent / "data"
+T0 = 1_700_000_000_000  # ms
+
+
+def _frame(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(tag=df["tag"].astype(str)).reset_index(drop=True)
+
+
+def _expected(points: list[tuple[str, float, int, int]]) -> pd.DataFrame:
+    """(key, value, timestamp ms, step) as the reader gives them: by time, ties by key."""
+    rows = sorted(points, key=lambda p: (p[2], p[0]))
+    return pd.DataFrame({"tag": [p[0] for p in rows], "step": np.array([p[3] for p in rows], dtype=np.int64),
+                         "wall_time": np.array([p[2] / 1000 for p in rows]),
+                         "value": np.array([p[1] for p in rows], dtype=np.float64)})
+
+
+@pytest.fixture
+def mlflow_store(tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # the committed store made by mlflow itself (tests/data/mlflow_sqlite): a new one runs ~60
+    # schema migrations (4 s); its three finished runs are followed too
+    db = tmp_path / "store" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copy(DATA / "mlflow_sqlite" / "mlflow.db", db)
+    return db, mlflow.MlflowClient(tracking_uri=f"sqlite:///{db}")
+
+
+def _batch(step0: int, n: int) -> list[tuple[str, float, int, int]]:
+    out = []
+    for s in range(step0, step0 + n):
+        loss = math.nan if s == 7 else (math.inf if s == 8 else 2.0 / (1 + s))
+        out += [("train/loss", loss, T0 + 10 * s, s), ("lr", 1e-3 * (s % 5), T0 + 10 * s, s),
+                ("val_loss", 1.0 + s, T0 + 10 * s + 5, s)]
+    return out
+
+
+def _log(client, run_id: str, points) -> None:
+    from mlflow.entities import Metric
+
+    client.log_batch(run_id, metrics=[Metric(k, v, t, s) for k, v, t, s in points])
+
+
+def test_mlflow_sqlite_poll_reads_only_the_rows_logged_since(mlflow_store):
+    db, client = mlflow_store
+    finished = {r.name: len(r.scalars) for r in load_runs(db)}
+    exp = client.create_experiment("live")
+    run_id = client.create_run(exp, run_name="growing").info.run_id
+    client.log_param(run_id, "lr", "0.001")
+    tree = TreeFollower(db.parent)
+    # the finished runs come whole on the first poll; the new run has no points yet
+    assert {f.name: len(p) for f, p in tree.poll()} == finished
+    (follower,) = [f for f in tree.runs.values() if f.name.endswith("/growing")]
+    assert follower.hparams == {"lr": 0.001}
+    delivered = []
+    for b in range(4):
+        pts = _batch(10 * b, 10)
+        _log(client, run_id, pts)
+        if b == 2:  # a param logged mid-run reaches the follower too
+            client.log_param(run_id, "batch_size", "32")
+        before = tree.rows_read
+        grown = tree.poll()
+        assert [f.name for f, _ in grown] == [follower.name]
+        pd.testing.assert_frame_equal(_frame(grown[0][1]), _expected(pts), check_dtype=False)
+        assert tree.rows_read - before == len(pts)  # the other runs' followers fetched nothing
+        delivered.append(grown[0][1])
+        assert tree.poll() == []  # nothing logged: nothing read
+    assert follower.hparams == {"lr": 0.001, "batch_size": 32}
+    full = next(r for r in load_runs(db) if r.name == follower.name)
+    pd.testing.assert_frame_equal(_frame(pd.concat(delivered)), _frame(full.scalars), check_dtype=False)
+
+    # a run started while watching is found and followed from its first point
+    other = client.create_run(exp, run_name="second").info.run_id
+    pts = _batch(0, 5)
+    _log(client, other, pts)
+    before = tree.rows_read
+    (f2, new), = tree.poll()
+    assert f2.name.endswith("/second") and tree.rows_read - before == len(pts)
+    pd.testing.assert_frame_equal(_frame(new), _expected(pts), check_dtype=False)
+
+
+def _rebuild_metrics_without(db: Path, run_id: str) -> None:
+    """What ``mlflow gc`` then a schema migration do on SQLite: the trashed run's rows deleted,
+    the table copied into a new one (alembic's batch mode), which numbers the rows afresh."""
+    con = sqlite3.connect(db)
+    sqls = [s for (s,) in con.execute("SELECT sql FROM sqlite_master WHERE tbl_name = 'metrics' AND sql IS NOT NULL")]
+    con.execute("DELETE FROM metrics WHERE run_uuid = ?", (run_id,))
+    con.execute("ALTER TABLE metrics RENAME TO _metrics_old")
+    for s in sqls:
+        if s.startswith("CREATE TABLE"):
+            con.execute(s)
+    con.execute("INSERT INTO metrics SELECT * FROM _metrics_old ORDER BY rowid")
+    con.execute("DROP TABLE _metrics_old")
+    for s in sqls:
+        if s.startswith("CREATE INDEX"):
+            con.execute(s)
+    con.commit()
+    con.close()
+
+
+def test_mlflow_sqlite_rows_renumbered_are_read_again_and_only_new_points_delivered(mlflow_store):
+    db, client = mlflow_store
+    exp = client.create_experiment("live")
+    trashed = client.create_run(exp, run_name="trashed").info.run_id
+    run_id = client.create_run(exp, run_name="kept").info.run_id
+    _log(client, trashed, _batch(0, 20))
+    _log(client, run_id, _batch(0, 10))
+    tree = TreeFollower(db.parent)
+    tree.poll()
+    (f,) = [f for f in tree.runs.values() if f.name.endswith("/kept")]
+    client.delete_run(trashed)
+    _rebuild_metrics_without(db, trashed)
+    pts = _batch(10, 10)
+    _log(client, run_id, pts)
+    before = f.rows_read
+    (got, new), = tree.poll()  # the other runs, read again too, deliver nothing
+    assert got is f
+    pd.testing.assert_frame_equal(_frame(new), _expected(pts), check_dtype=False)
+    # the run's old rows moved: it was read again whole (30 old rows + 30 new), not past a stale rowid
+    assert f.rows_read - before == 60
+    pts = _batch(20, 3)
+    _log(client, run_id, pts)
+    before = tree.rows_read
+    (_, new), = tree.poll()
+    assert tree.rows_read - before == len(pts)  # and followed from there
+    pd.testing.assert_frame_equal(_frame(new), _expected(pts), check_dtype=False)
