@@ -49,6 +49,11 @@ from .env import (
 from .outdir import DISK_FULL, write_atomic
 from .procs import signal_text
 
+#: a note in the rerun's directory when the harness stopped its command (its loss stayed NaN/inf)
+EARLY_STOP_FILE = "stopped-early.txt"
+#: seconds a stopped command gets to exit after SIGTERM before it is killed
+STOP_GRACE_S = 10.0
+
 MARKER = "lrdoctor-rerun.done"
 LOGS_SUBDIR = "logs"
 STDERR_TAIL_LINES = 15
@@ -405,16 +410,45 @@ class CommandBackend:
         # a timeout or an interrupt then reaches the command and everything it starts.
         with open(rerun_dir / "stdout.log", "wb") as out, open(rerun_dir / "stderr.log", "wb") as err:
             try:
-                rc = subprocess.run(argv, stdout=out, stderr=err, env=self.env(task), cwd=self.cwd,
-                                    check=False).returncode
+                proc = subprocess.Popen(argv, stdout=out, stderr=err, env=self.env(task), cwd=self.cwd)
             except FileNotFoundError as exc:
                 return 127, f"cannot run {argv[0]!r}: {exc}"
+            stopped = _run_until_nonfinite(proc, task.logdir)
+        if stopped is not None:
+            # the training's outcome is in its logs (a divergence); how it ended is not a failure
+            write_atomic(rerun_dir / EARLY_STOP_FILE, stopped + "\n")
+            return 0, ""
+        rc = proc.returncode
         stderr = (rerun_dir / "stderr.log").read_text(errors="replace")
         if rc < 0:
             return rc, f"{signal_text(rc)}\n{stderr}"
         if rc != 0:
             return rc, f"exit code {rc}\n{stderr}"
         return 0, ""
+
+
+def _run_until_nonfinite(proc: subprocess.Popen, logdir: str) -> str | None:
+    """Wait for the command, following its logs; stop it once its train loss has stayed NaN/inf
+    (:mod:`lrdoctor.verify.earlystop`) and return why, else None when it ended by itself."""
+    from .earlystop import POLL_S, NonfiniteWatch
+
+    watch = NonfiniteWatch(logdir)
+    while True:
+        try:
+            proc.wait(timeout=POLL_S)
+            return None
+        except subprocess.TimeoutExpired:
+            why = watch.poll()
+        if why is not None:
+            # SIGTERM lets the script flush its logs; whatever it started dies with the worker's
+            # process group when the rerun is over (lrdoctor.verify.procs)
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            return why
 
 
 def python_command(script: str, *args: str) -> str:
