@@ -188,3 +188,30 @@ def test_key_hash_collisions_fall_back_to_exact_grouping(monkeypatch):
     want = _points(_read(_source_file()))
     monkeypatch.setattr(_wandb_items, "_hash_rows", lambda keys: np.zeros(len(keys), dtype=np.uint64))
     assert _points(_read(_source_file())) == want
+
+
+def test_values_read_the_same_through_numpy_where_pandas_rounds_inexactly(monkeypatch):
+    # pandas < 3.1 converts CSV floats with its own inexact parser: numpy's cast is used there
+    from lrdoctor.readers import _wandb_items
+
+    want = _points(_read(_source_file()))
+    monkeypatch.setattr(_wandb_items, "_CSV_FLOATS_EXACT", False)
+    assert _points(_read(_source_file())) == want
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_bulk_value_parse_refuses_any_text_that_is_not_one_number(monkeypatch, exact):
+    from lrdoctor.readers import _wandb_items
+
+    monkeypatch.setattr(_wandb_items, "_CSV_FLOATS_EXACT", exact)
+
+    def parse(*texts: bytes):
+        width = max(map(len, texts)) + 1
+        rows = np.array([list(t.ljust(width, b"#")) for t in texts], dtype=np.uint8)
+        return _wandb_items._parse_lines(rows, np.array([len(t) for t in texts]))
+
+    got = parse(b"0.1", b"-2.5e-07", b"NaN", b"Infinity", b"-Infinity", b"1e400", b"17", b"1.7000000000000002")
+    want = [0.1, -2.5e-07, float("nan"), float("inf"), float("-inf"), float("inf"), 17.0, 1.7000000000000002]
+    assert [repr(v) for v in got.tolist()] == [repr(v) for v in want]
+    for bad in (b"1,2", b"1\n2", b"1x", b"-", b'"1"', b"1\x002"):
+        assert parse(b"3", bad) is None, bad
