@@ -7,6 +7,7 @@ readers -> :class:`Run` -> roles (:class:`RoleView`) -> rules -> :class:`Finding
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,8 +101,9 @@ class Run:
         if self.origin is not None and not isinstance(self.origin, RunOrigin):
             object.__setattr__(self, "origin", RunOrigin.parse(self.origin))
     #: The tracker's own run summary when the format keeps one (W&B: the last value of each
-    #: key, and what the script set in ``run.summary``); never used to diagnose, only shown.
-    summary: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: key, and what the script set in ``run.summary``); never used to diagnose, only shown. A
+    #: mapping: the W&B reader decodes it when first used.
+    summary: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def tags(self) -> list[str]:

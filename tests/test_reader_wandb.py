@@ -173,6 +173,7 @@ def test_damaged_files_never_crash_nor_invent_points(tmp_path, data):
     except LogFormatError:
         return  # e.g. no scalar left: a one-line error, not a crash
     assert _points(run) <= _intact()
+    assert isinstance(dict(run.summary), dict)  # decoded from the damaged file without a crash
 
 
 def test_crc_is_zlib_crc32_of_type_and_data():

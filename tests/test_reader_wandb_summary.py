@@ -79,3 +79,51 @@ def test_summary_after_many_updates_explicit_sets_and_a_delete(tmp_path):
     assert _check(tmp_path / "wandb") == 1
     assert run.summary["loss"] == -1.0 and run.summary["best"] == 250 and "gone" not in run.summary
     assert run.summary["val/acc"] == 299 / 300 and run.summary["late"] == 3
+
+
+def _source() -> Path:
+    return next(p for p in sorted(DATA.rglob("*.wandb")) if "best_val" in _oracle(p))
+
+
+def _read(path: Path, strict: bool = False):
+    from lrdoctor.readers import read_source
+    from lrdoctor.readers.base import ReadOptions, RunSource
+
+    return read_source(RunSource(name="x", root=path, files=(path,), format="wandb"), ReadOptions(strict=strict))
+
+
+def test_summary_is_decoded_when_first_used_not_when_the_points_are_read(tmp_path, monkeypatch):
+    from lrdoctor.readers import _wandb_summary, wandb_run
+
+    f = tmp_path / "run-x.wandb"
+    f.write_bytes(_source().read_bytes())
+    calls = []
+    decode = _wandb_summary.decode
+    for module in (_wandb_summary, wandb_run):
+        monkeypatch.setattr(module, "decode", lambda *a: calls.append(1) or decode(*a))
+    run = _read(f)
+    assert len(run.scalars) and calls == []  # what diagnosis reads: no summary decoded
+    assert run.summary == _oracle(f) and calls == [1]
+    assert run.summary["best_val"] == 0.25 and calls == [1]  # decoded once
+    # under --strict a damaged summary must be an error at once: decoded while reading
+    assert _read(f, strict=True).summary == _oracle(f) and calls == [1, 1]
+
+
+def test_summary_of_a_file_changed_or_gone_since_read_is_not_guessed(tmp_path, caplog):
+    f = tmp_path / "run-x.wandb"
+    data = _source().read_bytes()
+    f.write_bytes(data)
+    changed, gone = _read(f), _read(f)
+    f.write_bytes(data + data[7:100])  # appended to: the records read before are still there
+    assert changed.summary == _oracle(f)
+    later = _read(f)
+    other = next(p for p in sorted(DATA.rglob("*.wandb")) if p.read_bytes() != data)
+    f.write_bytes(other.read_bytes())
+    with caplog.at_level("WARNING"):
+        assert dict(later.summary) == {}  # this run's record holds no summary of its own
+    assert "changed since its points were read" in caplog.text and str(f) in caplog.text
+    f.unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert dict(gone.summary) == {}
+    assert "W&B summary not read" in caplog.text and str(f) in caplog.text

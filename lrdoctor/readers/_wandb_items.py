@@ -53,6 +53,12 @@ def name_of(item: Item) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
+def _words_at(buf: np.ndarray) -> np.ndarray:
+    """``buf`` as the little-endian uint64 starting at each byte (an unaligned view, no copy):
+    gathering from it reads 8 bytes per index in one step."""
+    return np.ndarray(shape=(max(len(buf) - 7, 0),), dtype="<u8", buffer=buf, offset=0, strides=(1,))
+
+
 #: masks keeping the first w bytes of a little-endian 8-byte word
 _LOW = np.array([(1 << (8 * w)) - 1 for w in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 
@@ -106,10 +112,10 @@ def _split(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, names: list[st
         st, kl = starts[sel], keylen[sel]
         words = np.empty((len(sel), count + 1), dtype=np.uint64)
         words[:, count] = kl
-        g8 = _sliding(buf, 8)
-        for j in range(count):
-            at = np.where(kl >= 8, np.minimum(st + 8 * j, st + kl - 8), st)
-            words[:, j] = g8[at].view("<u8").ravel()
+        u64 = _words_at(buf)
+        words[:, 0] = u64[st]
+        for j in range(1, count):  # count > 1: the key is over 8 bytes long
+            words[:, j] = u64[np.minimum(st + 8 * j, st + kl - 8)]
         if count == 1:
             words[:, 0] &= _LOW[np.minimum(kl, 8)]
         local, uniq = pd.factorize(_hash_rows(words))

@@ -7,7 +7,7 @@ keys are joined with ``/`` (``{"val": {"acc": 1}}`` -> ``val/acc``). ``_step`` i
 ``_timestamp`` the wall time, ``_runtime`` is wandb's own clock and not read as a metric. Values
 that are not numbers (media, tables, strings, booleans) are no points; an annotation per key
 says how many. Config records become hparams (nested dicts flattened with ``/``), the summary is
-kept as the last value of each key. Reading this by hand instead of through wandb's classes is
+kept as the last value of each key (decoded when first used: :mod:`._wandb_summary`). Reading this by hand instead of through wandb's classes is
 for two reasons: wandb is a heavy optional package, and decoding with its per-record objects
 plus ``json.loads`` per value costs 1.5-2x the CPU of walking all records at once with numpy
 (:mod:`._pbwalk`, :mod:`._wandb_items`; figures in README, ``benchmarks/ingest_speed.py``).
@@ -15,7 +15,6 @@ plus ``json.loads`` per value costs 1.5-2x the CPU of walking all records at onc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,9 @@ from ..model import Annotation, Run
 from . import _wandb_items
 from ._pbwalk import varints, walk
 from ._tfrecord import Problems
-from ._wandb_log import Scan, is_wandb_file, scan
+from ._wandb_log import Scan, crcs_at, is_wandb_file, scan
 from ._wandb_proto import Record
+from ._wandb_summary import Summary, decode, json_value
 from .base import ReadOptions, RunSource
 from .tabular import backwards_annotations, cap, duplicate_annotations, short_repr, tidy_frame
 
@@ -54,10 +54,14 @@ class WandbReader:
             problems.corrupt(int(sc.offset[i]), "W&B record is not a valid protobuf message")
         kinds = {k: _field_of(top, k) for k in (HISTORY, SUMMARY, CONFIG, RUN)}
         scalars, notes = _history(sc, *kinds[HISTORY], problems, spath)
-        summary = _summary(sc, *kinds[SUMMARY], problems)
         hparams, initial = _config(sc, kinds[RUN][0], kinds[CONFIG][0])
+        recs = kinds[SUMMARY][0]
+        if options.strict:  # a damaged summary is an error now, not when it is first used
+            summary = Summary.decoded({**initial, **decode(sc, *kinds[SUMMARY], problems)})
+        else:
+            summary = Summary(spath, sc.offset[recs], crcs_at(sc, recs), initial)
         return Run(name=source.name, source=spath, format=self.name, scalars=scalars, hparams=hparams,
-                   summary={**initial, **summary}, step_axis="step",
+                   summary=summary, step_axis="step",
                    annotations=tuple(problems.annotations + cap(notes)))
 
 
@@ -122,39 +126,6 @@ def _history(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, 
     return tidy_frame(codes, names, steps, wall[recs_k], values), notes
 
 
-def _summary(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, problems: Problems
-             ) -> dict[str, Any]:
-    """The last update of each key over all summary records (a later remove drops the key)."""
-    buf = sc.buffer
-    inner = walk(buf, start, start + length)
-    for j in np.flatnonzero(inner.bad):
-        problems.corrupt(int(sc.offset[recs[j]]), "W&B summary record is not a valid protobuf message")
-    out: dict[str, Any] = {}
-    last_at: dict[str, int] = {}
-    for field in (1, 2):  # update, then remove
-        sel = inner.field == field
-        if not sel.any():
-            continue
-        got = _wandb_items.split(buf, inner.start[sel], inner.length[sel])
-        pos = inner.start[sel]  # byte order is the order written
-        # the last item of each key by a scatter (np.unique sorted the 1.5M codes of a 100k-step
-        # run's summary records only to find these: ~0.08 of its 1.7 CPU s)
-        keyed = np.flatnonzero(got.codes >= 0)
-        last = np.full(len(got.names), -1, dtype=np.int64)
-        np.maximum.at(last, got.codes[keyed], keyed)
-        for c, i in enumerate(last.tolist()):
-            if i < 0:
-                continue
-            name = got.names[c]
-            if field == 1:
-                raw = buf[pos[i]:pos[i] + inner.length[sel][i]].tobytes()
-                out[name] = _json(_wandb_items.Item.FromString(raw).value_json)
-                last_at[name] = int(pos[i])
-            elif name in out and last_at[name] < pos[i]:
-                del out[name]
-    return {k: v for k, v in out.items() if not k.startswith("_")}
-
-
 def _config(sc: Scan, run_recs: np.ndarray, config_recs: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
     """hparams from the run and config records (in file order: later updates win), and the
     summary the run record starts with (a resumed run's)."""
@@ -169,7 +140,7 @@ def _config(sc: Scan, run_recs: np.ndarray, config_recs: np.ndarray) -> tuple[di
         if r.HasField("run"):
             _apply(config, r.run.config)
             for it in r.run.summary.update:
-                initial[_wandb_items.name_of(it)] = _json(it.value_json)
+                initial[_wandb_items.name_of(it)] = json_value(it.value_json)
         else:
             _apply(config, r.config)
     config.pop("_wandb", None)
@@ -178,16 +149,9 @@ def _config(sc: Scan, run_recs: np.ndarray, config_recs: np.ndarray) -> tuple[di
 
 def _apply(config: dict[str, Any], rec) -> None:
     for it in rec.update:
-        config[_wandb_items.name_of(it)] = _json(it.value_json)
+        config[_wandb_items.name_of(it)] = json_value(it.value_json)
     for it in rec.remove:
         config.pop(_wandb_items.name_of(it), None)
-
-
-def _json(text: bytes) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        return text.decode("utf-8", errors="replace")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
