@@ -131,13 +131,15 @@ def measure(kind: str, path: str, repeats: int, memory: bool) -> dict:
         tracemalloc.stop()
         out["rss_mb"] = max(0, _hwm_kb() - base_rss) / 1e3
     best = None
+    cpus = []
     for _ in range(repeats):
         t0, c0 = time.perf_counter(), time.process_time()
         n = ns["run"](path)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        cpus.append(cpu)
         if best is None or wall < best[0]:
             best = (wall, cpu)
-    out.update(n=n, wall=best[0], cpu=best[1])
+    out.update(n=n, wall=best[0], cpu=best[1], cpu_median=sorted(cpus)[len(cpus) // 2])
     if not memory:  # tracemalloc's own bookkeeping would inflate the resident set
         max_rss = _hwm_kb()
         out.update(max_rss_mb=max_rss / 1e3, rss_mb=max(0, max_rss - base_rss) / 1e3)  # max: imports included
@@ -414,36 +416,56 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def tracker_rows(args) -> bool:
-    """1M points of a .wandb file and 1M rows of an mlflow.db, lrdoctor beside the package's own reading."""
+    """1M points of a .wandb file and 1M rows of an mlflow.db, lrdoctor beside the package's own
+    reading. The target is judged on CPU time (the machine is shared, so wall time measures the
+    neighbours too) and on wall time, both printed."""
     ok = True
     expected = args.tags * args.steps
     files = tracker_ingest.make_files(args.workdir, args.tags, args.steps)
+    print(f"# tracker ingest: {args.tags} keys x {args.steps} steps = {expected:,} points; "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
+          f"Python {platform.python_version()}; lrdoctor: wall best of {args.repeats}, CPU their median; "
+          "M/s and x by CPU time")
+    print(f"{'file':<12} {'reader':<26} {'points':>9} {'wall s':>7} {'cpu s':>7} {'M/s':>6} "
+          f"{'lrdoctor x':>10} {'peak MB':>8}")
+    notes: list[str] = []
+    def cpu(r: dict) -> float:
+        return r.get("cpu_median", r["cpu"])
+
     for name in ("wandb", "mlflow.db"):
         if name not in files:
             print(f"{name:<12} skipped: {'wandb' if name == 'wandb' else 'mlflow'} not installed (lrdoctor[trackers])")
             continue
         path = files[name]
         size = sum(f.stat().st_size for f in path.rglob("*.wandb")) if path.is_dir() else path.stat().st_size
-        ours_kind, peer_kind = tracker_ingest.PEERS[name]
+        ours_kind, also, peer_kind = tracker_ingest.PEERS[name]
         ours = run_measure(ours_kind, path, args.repeats)
         mem = run_measure(ours_kind, path, 1, memory=True)
-        rows = [ours] + ([] if args.skip_peers else [run_measure(peer_kind, path, 1)])
+        rows = [ours] + [run_measure(k, path, args.repeats) for k in also]
+        rows += [] if args.skip_peers else [run_measure(peer_kind, path, 1)]
         for r in rows:
             if "error" in r:
                 print(f"{name:<12} {r['kind']:<26} skipped: {r['error']}")
                 continue
-            ratio = r["wall"] / ours["wall"] if r is not ours else None
-            print(f"{name:<12} {r['kind']:<26} {r['n']:>9,} {r['wall']:>7.2f} {_fmt(r['cpu'], '7.2f')} "
-                  f"{r['n'] / r['wall'] / 1e6:>6.2f} {_fmt(ratio, '10.1f')} "
+            ratio = cpu(r) / cpu(ours) if r is not ours and "error" not in ours else None
+            print(f"{name:<12} {r['kind']:<26} {r['n']:>9,} {r['wall']:>7.2f} {cpu(r):>7.2f} "
+                  f"{r['n'] / cpu(r) / 1e6:>6.2f} {_fmt(ratio, '10.1f')} "
                   f"{_fmt(mem.get('peak_mb') if r is ours else None, '8.0f')}")
+            if r["kind"] in tracker_ingest.ROW_NOTES:
+                notes.append(tracker_ingest.ROW_NOTES[r["kind"]])
         if "error" in ours:
             ok = False
             continue
         if ours["n"] != expected:
             print(f"!! lrdoctor read {ours['n']} points, expected {expected}")
             ok = False
-        print(f"{'':<12} file size {size / 1e6:.1f} MB; target >= 1 M points/s "
-              f"({'met' if expected / ours['wall'] >= 1e6 else 'MISSED'})")
+        by_cpu, by_wall = expected / cpu(ours) >= 1e6, expected / ours["wall"] >= 1e6
+        ok = ok and by_cpu
+        print(f"{'':<12} file size {size / 1e6:.1f} MB; target >= 1 M points/s ({ours['kind']}): "
+              f"by CPU time {'met' if by_cpu else 'MISSED'} ({expected / cpu(ours) / 1e6:.2f} M/s), "
+              f"by wall time {'met' if by_wall else 'missed'} ({expected / ours['wall'] / 1e6:.2f} M/s)")
+    for note in notes:
+        print(f"# {note}")
     return ok
 
 
