@@ -22,6 +22,14 @@ _MAX_FIELDS = 100_000
 CHUNK = 16_384
 
 
+def loads(buf: np.ndarray, dtype: str) -> np.ndarray:
+    """``buf`` (uint8) as the little-endian integer of ``dtype`` starting at each byte (an
+    unaligned view, no copy): a gather from it reads 2, 4 or 8 bytes per index in one step, where
+    gathering each byte cost a numpy pass apiece."""
+    size = np.dtype(dtype).itemsize
+    return np.ndarray(shape=(max(len(buf) - size + 1, 0),), dtype=dtype, buffer=buf, offset=0, strides=(1,))
+
+
 def varints(buf: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(value, byte count) of the varint at each position (up to 5 bytes; 0 bytes = malformed).
     Tags and most lengths take one or two bytes: those are decoded without the 5-byte gather."""
@@ -82,7 +90,16 @@ def _walk(buf: np.ndarray, start: np.ndarray, end: np.ndarray) -> Fields:
         if short.all():
             tag, length = b0.astype(np.int64), b1.astype(np.int64)
             nxt = c + 2 + length
-            ok = nxt <= end[live]
+            stop = end[live]
+            ok = nxt <= stop
+            if ok.all():  # the common pass: nothing to filter out (saves half its numpy calls)
+                out_msg.append(live)
+                out_field.append(tag >> 3)
+                out_start.append(c + 2)
+                out_len.append(length)
+                cur[live] = nxt
+                live = live[nxt < stop]
+                continue
             bad[live[~ok]] = True
             keep = ok
             fstart = c + 2

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ._pbwalk import loads
 from ._wandb_proto import Item
 
 _VALUE_TAG = (0x82, 0x01)  # field 16, wire type 2
@@ -53,12 +54,6 @@ def name_of(item: Item) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-def _words_at(buf: np.ndarray) -> np.ndarray:
-    """``buf`` as the little-endian uint64 starting at each byte (an unaligned view, no copy):
-    gathering from it reads 8 bytes per index in one step."""
-    return np.ndarray(shape=(max(len(buf) - 7, 0),), dtype="<u8", buffer=buf, offset=0, strides=(1,))
-
-
 #: masks keeping the first w bytes of a little-endian 8-byte word
 _LOW = np.array([(1 << (8 * w)) - 1 for w in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 
@@ -83,11 +78,13 @@ def _split(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, names: list[st
     if n and len(buf) < ends.max() + _MAX_FAST_VALUE + 8:
         buf = np.concatenate([buf, np.zeros(_MAX_FAST_VALUE + 8, dtype=np.uint8)])
     # the usual layout first, for all items at once: one key field, then value_json, then nothing
-    tag = buf[starts]
-    cur = np.minimum(starts + 2 + buf[starts + 1], ends)
-    ok = ((tag == 0x0A) | (tag == 0x12)) & (buf[starts + 1] < 0x80)
-    ok &= (buf[cur] == _VALUE_TAG[0]) & (buf[cur + 1] == _VALUE_TAG[1])
-    vlen = buf[cur + 2].astype(np.int64)
+    head = loads(buf, "<u2")[starts]  # key tag, key length
+    tag, klen = head & 0xFF, head >> 8
+    cur = np.minimum(starts + 2 + klen, ends)
+    ok = ((tag == 0x0A) | (tag == 0x12)) & (klen < 0x80)
+    value = loads(buf, "<u4")[cur]  # value tag (2 bytes), value length
+    ok &= (value & 0xFFFF) == (_VALUE_TAG[0] | _VALUE_TAG[1] << 8)
+    vlen = ((value >> 16) & 0xFF).astype(np.int64)
     ok &= (cur + 3 + vlen == ends) & (vlen <= _MAX_FAST_VALUE)
     other = np.flatnonzero(~ok & (lens > 0))
     if len(other):  # several key fields (nested keys): walked in lock-step
@@ -112,7 +109,7 @@ def _split(buf: np.ndarray, starts: np.ndarray, lens: np.ndarray, names: list[st
         st, kl = starts[sel], keylen[sel]
         words = np.empty((len(sel), count + 1), dtype=np.uint64)
         words[:, count] = kl
-        u64 = _words_at(buf)
+        u64 = loads(buf, "<u8")
         words[:, 0] = u64[st]
         for j in range(1, count):  # count > 1: the key is over 8 bytes long
             words[:, j] = u64[np.minimum(st + 8 * j, st + kl - 8)]

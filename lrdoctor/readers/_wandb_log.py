@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LogFormatError
+from ._pbwalk import loads
 from ._tfrecord import Problems
 
 MAGIC = b":W&B" + struct.pack("<HB", 0xBEE1, 0)
@@ -105,8 +106,7 @@ def crcs_at(sc: Scan, recs: np.ndarray) -> np.ndarray:
 
 def _u32(arr: np.ndarray, at: np.ndarray) -> np.ndarray:
     """The little-endian uint32 at each offset ``at`` (as int64)."""
-    quads = np.lib.stride_tricks.as_strided(arr, shape=(max(len(arr) - 3, 0), 4), strides=(1, 1), writeable=False)
-    return quads[at].view("<u4").ravel().astype(np.int64)
+    return loads(arr, "<u4")[at].astype(np.int64)
 
 
 def _crcs(buf: bytearray, off: np.ndarray, length: np.ndarray) -> np.ndarray:

@@ -104,8 +104,9 @@ def _history(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, 
         num, used = varints(buf, s0 + 1)
         step[inner.msg[st]] = np.where((inner.length[st] > 0) & (buf[s0] == 0x08) & (used > 0), num, 0)
     notes: list[Annotation] = []
-    own = [code[k] for k in (STEP_KEY, TIME_KEY, RUNTIME_KEY) if k in code]
-    metric = ~np.isin(items.codes, own) & (items.codes >= 0)
+    is_metric = np.ones(len(names) + 1, dtype=bool)  # by code; the last entry for code -1 (no key)
+    is_metric[[code[k] for k in (STEP_KEY, TIME_KEY, RUNTIME_KEY) if k in code] + [-1]] = False
+    metric = is_metric[items.codes]
     for c in np.unique(items.codes[metric & ~numeric]):
         bad = np.flatnonzero((items.codes == c) & ~numeric)
         example = texts.get(int(bad[0]), b"")
@@ -116,13 +117,12 @@ def _history(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, 
     keep = metric & numeric
     codes, recs_k, values = items.codes[keep], rec_of[keep], values[keep]
     steps = step[recs_k]
-    locs = offsets[recs_k]
     has_items = np.zeros(n_rec, dtype=bool)
     has_items[rec_of] = True
     rec_steps = step[has_items]
     notes += backwards_annotations(rec_steps, offsets[has_items], spath, loc_label="byte")
     if not np.all(rec_steps[1:] > rec_steps[:-1]):  # one record per step cannot repeat a step
-        notes += duplicate_annotations(codes, steps, values, locs, names, spath, loc_label="byte")
+        notes += duplicate_annotations(codes, steps, values, offsets[recs_k], names, spath, loc_label="byte")
     return tidy_frame(codes, names, steps, wall[recs_k], values), notes
 
 
