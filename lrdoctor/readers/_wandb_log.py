@@ -46,12 +46,14 @@ def is_wandb_file(head: bytes) -> bool:
 class Scan:
     """Every intact record of a file: ``buffer[start[i]:start[i] + length[i]]`` is record i's
     payload (whole records in place in the file's bytes, records split across blocks joined after
-    them), ``offset[i]`` the file offset of its first fragment. ``buffer`` ends in zero padding."""
+    them), ``offset[i]`` the file offset of its first fragment, ``crc[i]`` the CRC stored in that
+    fragment's header. ``buffer`` ends in zero padding."""
 
     buffer: np.ndarray  # uint8
     offset: np.ndarray
     start: np.ndarray
     length: np.ndarray
+    crc: np.ndarray
 
 
 def scan(path: Path, problems: Problems, pad: int = 64) -> Scan:
@@ -73,8 +75,8 @@ def scan(path: Path, problems: Problems, pad: int = 64) -> Scan:
         raise LogFormatError(f"W&B run file format version {head[6]} is not known (expected 0)",
                              path=spath, location="byte 6")
     arr = np.frombuffer(buf, dtype=np.uint8)
-    off, kind, length, stops = _follow_blocks(arr, size)
-    bad = np.flatnonzero(_crcs(buf, off, length) != _u32(arr, off))
+    off, kind, length, crc, stops = _follow_blocks(arr, size)
+    bad = np.flatnonzero(_crcs(buf, off, length) != crc)
     if len(bad):  # a CRC mismatch: the rest of its block is not read (nor its stop reported)
         block = off // BLOCK
         first_bad = np.full(-(-size // BLOCK), np.iinfo(np.int64).max)
@@ -83,10 +85,10 @@ def scan(path: Path, problems: Problems, pad: int = 64) -> Scan:
         stops += [(at, "CRC mismatch", min((at // BLOCK + 1) * BLOCK, size))
                   for at in off[bad][off[bad] == first_bad[block[bad]]].tolist()]
         keep = off < first_bad[block]
-        off, kind, length = off[keep], kind[keep], length[keep]
+        off, kind, length, crc = off[keep], kind[keep], length[keep], crc[keep]
     cut = next((at for at, why, _ in stops if why is None), -1)
     damage = sorted(s for s in stops if s[1] is not None)
-    offsets, starts, lengths, joined, pending = _assemble(off, kind, length, damage, buf, problems)
+    offsets, starts, lengths, crcs, joined, pending = _assemble(off, kind, length, crc, damage, buf, problems)
     if pending >= 0 or cut >= 0:  # cut off mid-record: the record being written is lost
         problems.truncated(pending if pending >= 0 else cut, size)
     tail = starts < 0
@@ -95,18 +97,7 @@ def scan(path: Path, problems: Problems, pad: int = 64) -> Scan:
         del arr  # no view of the bytearray may be left for it to grow (in place: realloc, no copy)
         buf += b"".join([*joined, bytes(pad)])
         arr = np.frombuffer(buf, dtype=np.uint8)
-    return Scan(arr, offsets, starts, lengths)
-
-
-def crcs_at(sc: Scan, recs: np.ndarray) -> np.ndarray:
-    """The CRC framing the first fragment of each record ``recs``: enough to tell, on reading the
-    file again, that the record at an offset is the one read before."""
-    return _u32(sc.buffer, sc.offset[recs])
-
-
-def _u32(arr: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """The little-endian uint32 at each offset ``at`` (as int64)."""
-    return loads(arr, "<u4")[at].astype(np.int64)
+    return Scan(arr, offsets, starts, lengths, crcs)
 
 
 def _crcs(buf: bytearray, off: np.ndarray, length: np.ndarray) -> np.ndarray:
@@ -125,18 +116,21 @@ def _follow_blocks(arr: np.ndarray, size: int):
     cur[0] = HEADER
     block_end = np.minimum(cur - cur % BLOCK + BLOCK, size)
     live = np.flatnonzero(cur < block_end)
-    offs, kinds, lens = [], [], []
+    u32 = loads(arr, "<u4")
+    offs, kinds, lens, crcs = [], [], [], []
     stops: list[tuple[int, str | None, int]] = []
     while len(live):
         c = cur[live]
         left = BLOCK - c % BLOCK
         go = left >= HEADER  # a block's last < 7 bytes are padding
-        length = arr[c + 4].astype(np.int64) | (arr[c + 5].astype(np.int64) << 8)
-        kind = arr[c + 6].astype(np.int64)
+        # the header as two uint32 loads (CRC; length, type and a data byte): one gather per
+        # field cost ~0.03 s of a 0.3 s scan
+        crc = u32[c].astype(np.int64)
+        rest = u32[c + 4]
+        length = (rest & 0xFFFF).astype(np.int64)
+        kind = ((rest >> 16) & 0xFF).astype(np.int64)
         end = c + HEADER + length
-        zero = (kind == 0) & (length == 0)  # zero-filled (preallocated) space, ...
-        if zero.any():  # ... CRC bytes too (looked at only there: a gather per pass cost 0.03 s of 0.3)
-            zero[zero] = _u32(arr, c[zero]) == 0
+        zero = (kind == 0) & (length == 0) & (crc == 0)  # zero-filled (preallocated) space
         badtype = (kind < 1) | (kind > 4)
         toolong = end - c > left
         cutoff = go & ((c + HEADER > size) | (~zero & ~badtype & ~toolong & (end > size)))
@@ -150,28 +144,31 @@ def _follow_blocks(arr: np.ndarray, size: int):
         offs.append(c[ok])
         kinds.append(kind[ok])
         lens.append(length[ok])
+        crcs.append(crc[ok])
         live = live[ok]
         cur[live] = end[ok]
         live = live[cur[live] < block_end[live]]
     off = np.concatenate(offs) if offs else np.zeros(0, np.int64)
     order = np.argsort(off)
     if not offs:
-        return off, off, off, stops
-    return off[order], np.concatenate(kinds)[order], np.concatenate(lens)[order], stops
+        return off, off, off, off, stops
+    return (off[order], *(np.concatenate(x)[order] for x in (kinds, lens, crcs)), stops)
 
 
-def _assemble(off: np.ndarray, kind: np.ndarray, length: np.ndarray, damage: list, buf: bytearray,
-              problems: Problems):
-    """Records from fragments in file order: (offsets, payload starts (-1: joined), lengths,
-    joined payloads, offset of a split record the file ends inside or -1). Damage
+def _assemble(off: np.ndarray, kind: np.ndarray, length: np.ndarray, crc: np.ndarray, damage: list,
+              buf: bytearray, problems: Problems):
+    """Records from fragments in file order: (offsets, payload starts (-1: joined), lengths, CRCs
+    of their first fragments, joined payloads, offset of a split record the file ends inside or
+    -1). Damage
     (``(offset, why, next)``, sorted) is reported where a sequential reader would."""
     if not damage and (kind == FULL).all():  # the common case: every record whole, no damage
-        return off, off + HEADER, length, [], -1
+        return off, off + HEADER, length, crc, [], -1
     ev_off = np.concatenate([off, np.array([d[0] for d in damage], dtype=np.int64)])
     ev_kind = np.concatenate([kind, np.zeros(len(damage), dtype=np.int64)])  # 0: damage
     ev_len = np.concatenate([length, np.zeros(len(damage), dtype=np.int64)])
+    ev_crc = np.concatenate([crc, np.zeros(len(damage), dtype=np.int64)])
     order = np.argsort(ev_off)
-    ev_off, ev_kind, ev_len = ev_off[order], ev_kind[order], ev_len[order]
+    ev_off, ev_kind, ev_len, ev_crc = ev_off[order], ev_kind[order], ev_len[order], ev_crc[order]
     why = {d[0]: d for d in damage}
     keep = ev_kind == FULL  # whole records; a split one is kept at its first fragment
     starts = np.where(keep, ev_off + HEADER, -1)
@@ -210,4 +207,4 @@ def _assemble(off: np.ndarray, kind: np.ndarray, length: np.ndarray, damage: lis
         problems.corrupt(start, "a record split across blocks has no last fragment", "record dropped")
         start = -1
     sel = np.flatnonzero(keep)
-    return ev_off[sel], starts[sel], lengths[sel], joined, start
+    return ev_off[sel], starts[sel], lengths[sel], ev_crc[sel], joined, start

@@ -25,7 +25,7 @@ from ..errors import LogFormatError
 from . import _wandb_items
 from ._pbwalk import walk
 from ._tfrecord import Problems
-from ._wandb_log import Scan, crcs_at, scan
+from ._wandb_log import Scan, scan
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _reread(path: str, offsets: np.ndarray, crcs: np.ndarray) -> dict[str, Any]:
         log.warning("%s: W&B summary not read (%s); only the run record's summary is kept", path, exc)
         return {}
     recs = np.flatnonzero(np.isin(sc.offset, offsets))
-    if len(recs) != len(offsets) or not np.array_equal(crcs_at(sc, recs), crcs):
+    if len(recs) != len(offsets) or not np.array_equal(sc.crc[recs], crcs):
         log.warning("%s: W&B summary not read: the file changed since its points were read; only the "
                     "run record's summary is kept", path)
         return {}

@@ -25,7 +25,7 @@ from ..model import Annotation, Run
 from . import _wandb_items
 from ._pbwalk import varints, walk
 from ._tfrecord import Problems
-from ._wandb_log import Scan, crcs_at, is_wandb_file, scan
+from ._wandb_log import Scan, is_wandb_file, scan
 from ._wandb_proto import Record
 from ._wandb_summary import Summary, decode, json_value
 from .base import ReadOptions, RunSource
@@ -59,7 +59,7 @@ class WandbReader:
         if options.strict:  # a damaged summary is an error now, not when it is first used
             summary = Summary.decoded({**initial, **decode(sc, *kinds[SUMMARY], problems)})
         else:
-            summary = Summary(spath, sc.offset[recs], crcs_at(sc, recs), initial)
+            summary = Summary(spath, sc.offset[recs], sc.crc[recs], initial)
         return Run(name=source.name, source=spath, format=self.name, scalars=scalars, hparams=hparams,
                    summary=summary, step_axis="step",
                    annotations=tuple(problems.annotations + cap(notes)))
