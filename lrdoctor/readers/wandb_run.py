@@ -7,10 +7,11 @@ keys are joined with ``/`` (``{"val": {"acc": 1}}`` -> ``val/acc``). ``_step`` i
 ``_timestamp`` the wall time, ``_runtime`` is wandb's own clock and not read as a metric. Values
 that are not numbers (media, tables, strings, booleans) are no points; an annotation per key
 says how many. Config records become hparams (nested dicts flattened with ``/``), the summary is
-kept as the last value of each key (decoded when first used: :mod:`._wandb_summary`). Reading this by hand instead of through wandb's classes is
-for two reasons: wandb is a heavy optional package, and decoding with its per-record objects
-plus ``json.loads`` per value costs 1.5-2x the CPU of walking all records at once with numpy
-(:mod:`._pbwalk`, :mod:`._wandb_items`; figures in README, ``benchmarks/ingest_speed.py``).
+kept as the last value of each key (decoded when first used: :mod:`._wandb_summary`). Reading
+this by hand instead of through wandb's classes is for two reasons: wandb is a heavy optional
+package, and decoding with its per-record objects plus ``json.loads`` per value costs ~3.5x the
+CPU of walking all records at once with numpy (:mod:`._pbwalk`, :mod:`._wandb_items`; figures
+in README, ``benchmarks/ingest_speed.py``).
 """
 
 from __future__ import annotations
