@@ -159,8 +159,7 @@ def _assemble(off: np.ndarray, kind: np.ndarray, length: np.ndarray, crc: np.nda
               buf: bytearray, problems: Problems):
     """Records from fragments in file order: (offsets, payload starts (-1: joined), lengths, CRCs
     of their first fragments, joined payloads, offset of a split record the file ends inside or
-    -1). Damage
-    (``(offset, why, next)``, sorted) is reported where a sequential reader would."""
+    -1). Damage (``(offset, why, next)``, sorted) is reported where a sequential reader would."""
     if not damage and (kind == FULL).all():  # the common case: every record whole, no damage
         return off, off + HEADER, length, crc, [], -1
     ev_off = np.concatenate([off, np.array([d[0] for d in damage], dtype=np.int64)])
