@@ -187,3 +187,30 @@ def test_bad_template_placeholder_fails_before_any_rerun(script_run, tmp_path, c
     rc = main(["verify", str(script_run), "--train", TEMPLATE + " --x {learning_rate}", "--out", str(tmp_path)])
     assert rc == 2 and "{learning_rate}" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("word, said", [
+    ("--x={lr", "expected '}' before end of string"),
+    ("--x=}", "Single '}' encountered"),
+    ("--x={lr!x}", "{lr!x} has a conversion or format spec"),
+    ("--x={lr!r}", "{lr!r} has a conversion or format spec"),
+    ("--x={lr:.3}", "{lr:.3} has a conversion or format spec"),
+    ("--x={}", "empty placeholder {}"),
+])
+def test_template_brace_mistakes_fail_in_one_line_before_any_rerun(script_run, tmp_path, capsys, word, said):
+    """Unbalanced braces, ``{}`` and conversions/format specs are template errors found while
+    checking it (before: a traceback, or for ``{lr!x}`` a traceback as every rerun's reason)."""
+    rc = main(["verify", str(script_run), "--train", f"{TEMPLATE} {word}", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert said in err and repr(word) in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_template_literal_braces_are_kept(tmp_path):
+    """``{{``/``}}`` stay a literal brace in the command (a JSON argument, say)."""
+    from lrdoctor.verify.backends import CommandBackend
+
+    backend = CommandBackend(f"{TEMPLATE} --extra {{{{\"a\":1}}}}")
+    assert backend.placeholders_used() == {"lr", "max_steps", "seed", "logdir"}

@@ -270,6 +270,31 @@ class _Strict(dict):
         )
 
 
+def _fields(word: str) -> set[str]:
+    """The placeholder names of one template word, checked so that filling it cannot fail later
+    inside every rerun: unbalanced braces, ``{}``, and a conversion or format spec (``{lr!r}``,
+    ``{lr:.3}``: values are already text, formatted as the run wants them) are refused."""
+    import string
+
+    names = set()
+    try:
+        parsed = list(string.Formatter().parse(word))
+    except ValueError as exc:
+        raise VerifyError(f"--train template word {word!r}: {exc} (a literal brace is written {{{{ or }}}})") from exc
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue  # literal text only
+        if not name:
+            raise VerifyError(f"--train template word {word!r}: empty placeholder {{}} (known: "
+                              f"{', '.join(sorted(PLACEHOLDERS))})")
+        if conversion or spec:
+            bad = f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
+            raise VerifyError(f"--train template word {word!r}: {bad} has a conversion or format spec; "
+                              f"placeholders are plain names, e.g. {{{name}}}")
+        names.add(name)
+    return names
+
+
 def _num(x: Any) -> str:
     if isinstance(x, float):
         return repr(x) if math.isfinite(x) else str(x)
@@ -300,13 +325,10 @@ class CommandBackend:
         return words
 
     def placeholders_used(self) -> set[str]:
-        import string
-
+        """The placeholder names of the template; a VerifyError on one that cannot be filled."""
         used = set()
         for w in self.words():
-            for _, name, _, _ in string.Formatter().parse(w):
-                if name:
-                    used.add(name)
+            used |= _fields(w)
         return used
 
     def values(self, task: RerunTask) -> dict[str, str]:
