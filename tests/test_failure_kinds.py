@@ -435,3 +435,85 @@ def test_loss_at_chance_over_a_hundred_classes_is_a_plateau_when_the_accuracy_is
     assert "a uniform guess over ~" in msg and "val_acc 0.01" in msg, msg
     assert 95 <= found["plateau"].evidence["chance_classes"] <= 105
     assert "plateau" not in _rules(log("learns", np.linspace(0.05, 0.3, 20)))
+
+
+def _classifier(tmp_path: Path, loss: np.ndarray, val_acc: np.ndarray | None = None) -> Path:
+    points = {"train_loss": [(i + 1, float(v)) for i, v in enumerate(loss)]}
+    if val_acc is not None:
+        points["val_acc"] = [(25 * (i + 1), float(v)) for i, v in enumerate(val_acc)]
+    write_torch(tmp_path / "run", points)
+    return tmp_path / "run"
+
+
+def test_a_loss_that_collapses_back_to_chance_is_divergence_not_a_plateau(tmp_path):
+    """A 4-class classifier learns (1.39 -> ~0.4) while its LR warms up too far, then loses it
+    all: the loss goes back to ln 4 and stays (3.6x its best: no 5x blow-up). Before, the plateau
+    rule called this "never moved" and proposed a 10x higher LR."""
+    rng = np.random.default_rng(3)
+    t = np.arange(400)
+    loss = np.where(t < 80, 1.39 - 1.0 * t / 80, 0.39)
+    loss = np.where(t >= 100, 1.39, np.where(t >= 80, 0.39 + (t - 80) / 20, loss))
+    loss = loss * np.exp(0.08 * rng.standard_normal(len(t)))
+    found = _rules(_classifier(tmp_path, loss, np.r_[[0.6, 0.8, 0.85], np.full(13, 0.25)]))
+    assert "divergence" in found and "plateau" not in found, found
+    f = found["divergence"]
+    assert f.evidence["kind"] == "collapse" and 95 <= f.start_step <= 130
+    assert f.evidence["returned_share"] > 0.9 and "lost what it had learned" in f.message
+    assert any(p.config.get("lr_scale", 1) < 1 or "lr" in p.config for p in f.proposals)
+    assert not any(p.kind == "raise_lr" for p in f.proposals)
+
+
+def test_a_loss_that_rises_part_way_or_comes_back_down_is_no_collapse(tmp_path):
+    rng = np.random.default_rng(4)
+    t = np.arange(400)
+    base = 0.3 + 1.1 * np.exp(-t / 40)
+    # a warmup bump half way back to the start, that falls again; a rise that recovers late
+    for k, bump in enumerate((0.55 * np.exp(-((t - 150) / 30.0) ** 2), np.where((t > 150) & (t < 300), 0.9, 0.0))):
+        loss = (base + bump) * np.exp(0.05 * rng.standard_normal(len(t)))
+        found = _rules(_classifier(tmp_path / str(k), loss))
+        assert "divergence" not in found, (k, found)
+
+
+def test_a_loss_that_fell_and_came_back_did_move(tmp_path):
+    """The plateau rule's "never moved" compares the start with the end; a loss that went far
+    below both in between moved (with divergence ignored, nothing says "plateau")."""
+    rng = np.random.default_rng(6)
+    t = np.arange(300)
+    loss = 1.39 - 0.9 * np.sin(np.pi * t / 299) + 0.03 * rng.standard_normal(len(t))
+    from lrdoctor.engine.spec import load_rules
+
+    (d,) = diagnose(_classifier(tmp_path, loss), rules=[r for r in load_rules() if r.name != "divergence"])
+    assert "plateau" not in {f.rule for f in d.findings}, d.findings
+
+
+def test_a_resume_that_lost_the_scheduler_state_late_in_a_cosine_decay_is_found(tmp_path):
+    """A real loop with CosineAnnealingLR, stopped at 60% and resumed from a checkpoint of the
+    model and optimizer but a fresh scheduler: the LR jumps from 0.38x its peak back to the peak
+    (2.6x, under the 3x the rule used to ask for)."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = x @ torch.randn(8, 1)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    total = 300
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+    with SummaryWriter(str(tmp_path / "run")) as w:
+        for step in range(1, total + 1):
+            if step == int(0.6 * total):  # the resume: the optimizer's state, a new scheduler
+                for g in opt.param_groups:
+                    g["lr"] = g["initial_lr"]
+                sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
+            i = torch.randint(0, 256, (32,))
+            loss = torch.nn.functional.mse_loss(model(x[i]), y[i])
+            opt.zero_grad()
+            loss.backward()
+            w.add_scalar("train_loss", float(loss), step)
+            w.add_scalar("lr", opt.param_groups[0]["lr"], step)
+            opt.step()
+            sched.step()
+    found = _rules(tmp_path / "run")
+    assert "lr-restart" in found, found
+    assert abs(found["lr-restart"].start_step - int(0.6 * total)) <= 2

@@ -91,6 +91,12 @@ def finite_part(series: Series) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(series.steps, dtype=np.int64)[ok], v[ok]
 
 
+def early_points(n: int) -> int:
+    """How many first points of an ``n``-point curve give its early level (the first 2.5%, one
+    at least): what the divergence rule's collapse test, and its live screen, call the start."""
+    return max(1, n // 40)
+
+
 def odd_window(n: int, window: int, *, fraction: float = 0.2, minimum: int = 3) -> int:
     """``window`` points, shrunk to ``fraction`` of a short series, odd so it can be centred."""
     w = int(min(window, max(minimum, int(n * fraction))))

@@ -7,7 +7,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model import Series
-from .base import Evidence, finite_part, listed, odd_window, param_ranges, rolling_median, spearman_trend
+from .base import (
+    Evidence,
+    early_points,
+    finite_part,
+    listed,
+    median_of,
+    odd_window,
+    param_ranges,
+    rolling_median,
+    spearman_trend,
+)
 from .nonfinite import nonfinite_counts, persistent_nonfinite, value_word
 from .screens import BlowUpScreen, screened_by
 
@@ -143,10 +153,79 @@ def _blow_up(x: np.ndarray, *, smooth_window: int, ratio_over_best: float, linea
                    spearman_trend(x[max(tail, n - 20):]) if n - tail >= 3 else 0.0)
 
 
+@dataclass(frozen=True)
+class _Collapse:
+    onset: int  # index from which the smoothed loss stays back near its starting level
+    best: int  # index of the smoothed minimum before it
+    start_level: float
+    best_level: float
+    level: float  # what "back near the start" means: best + collapse_return x (start - best)
+    end_level: float  # the smoothed loss's median over the sustained tail
+
+
+def _collapse(x: np.ndarray, *, smooth_window: int, sustain: int, min_drop: float,
+              back: float) -> _Collapse | None:
+    """A positive loss that learned (its smoothed minimum at most ``1 - min_drop`` of its early
+    level: the median of its first 2.5%, one point at least) and then went back at least ``back`` of
+    the way to that level for good (the last ``sustain`` points at least): a network that lost
+    what it had learned, often to chance level (ln k), which a 5x blow-up test misses when the
+    loss never fell 5x in the first place."""
+    n = len(x)
+    if not bool(np.all(x > 0)):
+        return None  # "fell by a share" needs the loss's own zero
+    s = rolling_median(x, odd_window(n, smooth_window, fraction=0.1))
+    # the raw values, not the smoothed ones: the first smoothed point of a padded window is the
+    # first value itself, noise and all
+    start = median_of(x[: early_points(n)])
+    b = int(np.argmin(s))
+    best = float(s[b])
+    if not best <= (1.0 - min_drop) * start:
+        return None
+    level = best + back * (start - best)
+    up = s >= level
+    up[: b + 1] = False
+    if not up[-1]:
+        return None
+    down = np.nonzero(~up)[0]
+    onset = int(down[-1]) + 1  # down is never empty: the minimum is below the level
+    if n - onset < sustain:
+        return None
+    return _Collapse(onset, b, start, best, level, float(np.median(s[onset:])))
+
+
+def _collapse_evidence(col: _Collapse, steps: np.ndarray, x: np.ndarray) -> Evidence:
+    onset = int(steps[col.onset])
+    share = (col.end_level - col.best_level) / (col.start_level - col.best_level)
+    return Evidence(
+        start_step=onset,
+        end_step=int(steps[-1]),
+        steps=(onset,),
+        values={
+            "kind": "collapse",
+            "step": onset,
+            "what": "train loss",
+            "best": col.best_level,
+            "best_step": int(steps[col.best]),
+            "start_level": col.start_level,
+            "final": float(x[-1]),
+            "end_level": col.end_level,
+            "returned_share": share,
+            "ratio": col.end_level / col.best_level,
+            "sustained_points": int(len(x) - col.onset),
+            "detail": (
+                f"train loss fell to {col.best_level:.4g} at {{axis}} {int(steps[col.best])}, then went back to "
+                f"~{col.end_level:.4g} from {{axis}} {onset} ({share:.0%} of the way back to its early level "
+                f"{col.start_level:.4g}) and stayed there: the model lost what it had learned"
+            ),
+        },
+    )
+
+
 @screened_by(BlowUpScreen)
 @param_ranges(smooth_window=">=1", ratio_over_best=">0", linear_rise_over_range=">0", min_sustain_fraction="0..1",
               min_sustain_points=">=1", min_rise_to_start=">=0", recovered_share="(0..1]", grad_skip_start_points=">=0",
-              grad_max_skipped_run=">=0", grad_end_points=">=1", min_points=">=0")
+              grad_max_skipped_run=">=0", grad_end_points=">=1", min_points=">=0",
+              collapse_min_drop="[0..1)", collapse_return="(0..1]")
 def divergence(
     train_loss: Series,
     grad_norm: Series | None = None,
@@ -158,6 +237,8 @@ def divergence(
     min_sustain_points: int = 3,
     min_rise_to_start: float = 0.5,
     recovered_share: float = 0.5,
+    collapse_min_drop: float = 0.3,
+    collapse_return: float = 0.8,
     grad_skip_start_points: int = 25,
     grad_max_skipped_run: int = 10,
     grad_end_points: int = 3,
@@ -185,6 +266,13 @@ def divergence(
     ``recovered_share`` of the way from its peak to its best (log scale for a positive loss; the
     median of the last sustained points) is a spike that recovers, reported by loss-spike: a loss
     that jumps x7000 and decays back over 200 steps did not "stay there".
+
+    A *collapse* is the other way a too-high LR ends a run: a positive loss that learned (its
+    smoothed minimum at most ``1 - collapse_min_drop`` of its early level, the median of its first
+    2.5%) and then went back at least ``collapse_return`` of the way to that level
+    and stayed there (the same sustained tail): the network lost what it had learned, typically
+    to the cross-entropy of a constant guess (ln k), which is rarely 5x the best loss (a 4-class
+    CNN at lr 0.5 falls from 1.39 to 0.39 and returns to 1.40: 3.6x).
     """
     params = dict(smooth_window=smooth_window, ratio_over_best=ratio_over_best,
                   linear_rise_over_range=linear_rise_over_range, min_rise_to_start=min_rise_to_start,
@@ -204,7 +292,9 @@ def divergence(
     sustain = max(min_sustain_points, int(np.ceil(min_sustain_fraction * n)))
     bu = _blow_up(x, sustain=sustain, **params)
     if bu is None:
-        return None
+        col = _collapse(x, smooth_window=smooth_window, sustain=sustain, min_drop=collapse_min_drop,
+                        back=collapse_return)
+        return None if col is None else _collapse_evidence(col, steps, x)
     best, peak = bu.smooth_best, float(x[bu.peak])
     ratio = peak / best if bu.positive and best > 0 else float("nan")
     onset = int(steps[bu.onset])

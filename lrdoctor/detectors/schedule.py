@@ -49,7 +49,7 @@ def lr_jump(
     train_loss: Series,
     grad_norm: Series | None = None,
     *,
-    min_jump_ratio: float = 3.0,
+    min_jump_ratio: float = 2.0,
     min_share_of_peak: float = 0.5,
     period_tolerance: float = 0.25,
     loss_rise_sigmas: float = 3.0,

@@ -19,11 +19,12 @@ microseconds of fixed overhead per check.
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from .base import odd_window
+from .base import early_points, odd_window
 
 #: a hair of margin on the comparisons: the detectors take logs and medians with numpy, whose
 #: last-bit rounding may differ from Python's math module
@@ -42,6 +43,11 @@ class Screen(Protocol):
         ...
 
 
+def _median(values: list[float]) -> float:
+    """The median of an odd number of values (an element: what numpy's and scipy's give)."""
+    return sorted(values)[len(values) // 2]
+
+
 def screened_by(factory: Callable[[Mapping[str, Any]], Screen]) -> Callable:
     """Attach a screen to a detector: ``factory(params)`` builds one for a rule's parameters."""
 
@@ -55,13 +61,24 @@ def screened_by(factory: Callable[[Mapping[str, Any]], Screen]) -> Callable:
 class BlowUpScreen:
     """For :func:`lrdoctor.detectors.divergence.divergence`.
 
-    It fires on any non-finite loss or grad norm (the screen is not quiet after one), or on a
-    blow-up: the last smoothed loss above ``ratio_over_best`` x its running best. The last
+    It fires on any non-finite loss or grad norm (the screen is not quiet after one), on a
+    blow-up, or on a collapse.
+
+    *Blow-up*: the last smoothed loss above ``ratio_over_best`` x its running best. The last
     smoothed point is the median of a window of the last ``w // 2 + 1`` values (padded past the
     end with the last one), so it is at most their maximum; the running best is a median of
     loss values, so at least their minimum. A loss whose recent maximum is within the ratio of
     its minimum cannot have blown up. A loss that is zero or negative somewhere is judged
     linearly by the detector: never quiet.
+
+    *Collapse*: the last smoothed point back at least ``collapse_return`` of the way from the
+    smoothed minimum to the early level (the median of the first values), the minimum at most
+    ``1 - collapse_min_drop`` of that level. The screen computes the last smoothed point and the
+    smoothed minimum exactly, in plain Python: it keeps the running median of the smoothing window
+    the detector uses on long runs (``W``, once ``w`` has grown to it; before that it is never
+    quiet) for every point whose window is complete, their minimum, and at a check the ``W // 2``
+    last ones, whose windows are padded with the last value. The early level lies between the
+    minimum and the maximum of those first values, kept up to date as their count grows.
     """
 
     roles = ("train_loss", "grad_norm")
@@ -70,11 +87,20 @@ class BlowUpScreen:
         self.smooth_window = int(params["smooth_window"])
         self.ratio = float(params["ratio_over_best"])
         self.min_points = int(params["min_points"])
+        self.min_drop = float(params["collapse_min_drop"])
+        self.back = float(params["collapse_return"])
         self.n = 0
         self.low = math.inf
         self.nonfinite = False
-        # the largest smoothing window is max(3, smooth_window | 1): its last half is kept
-        self.tail: deque[float] = deque(maxlen=max(3, self.smooth_window | 1) // 2 + 1)
+        # the smoothing window of long runs, and the last 2 * (W // 2) + 1 values
+        self.width = odd_window(1 << 62, self.smooth_window, fraction=0.1)
+        self.half = self.width // 2
+        self.recent: deque[float] = deque(maxlen=2 * self.half + 1)
+        self.first = math.nan  # the first value: the padding of the first windows
+        self.best = math.inf  # min of the smoothed values whose window is complete
+        self.values = array("d")  # every finite value: the early level's are read as n grows
+        self.head = 0  # how many first values the early bounds cover
+        self.head_lo, self.head_hi = math.inf, -math.inf  # their min and max
 
     def feed(self, role: str, values: Iterable[float]) -> None:
         if role == "grad_norm":
@@ -84,10 +110,37 @@ class BlowUpScreen:
             if not math.isfinite(v):
                 self.nonfinite = True
                 continue
+            if self.n == 0:
+                self.first = v
             self.n += 1
             if v < self.low:
                 self.low = v
-            self.tail.append(v)
+            self.recent.append(v)
+            self.values.append(v)
+            i = self.n - 1 - self.half  # the point whose window this value completes
+            if i >= 0:
+                self._smoothed(_median(self._window(i)))
+
+    def _window(self, i: int) -> list[float]:
+        """The values of point i's window (its start padded with the first value), i's window
+        complete: the last len(recent) values are points n - len(recent) .. n - 1."""
+        lo, hi = i - self.half, i + self.half
+        base = self.n - len(self.recent)
+        return [self.first] * max(0, -lo) + list(self.recent)[max(lo, 0) - base:hi - base + 1]
+
+    def _smoothed(self, m: float) -> None:
+        if m < self.best:
+            self.best = m
+
+    def _early_bounds(self) -> tuple[float, float]:
+        """Bounds of the early level (the median of the first early_points(n) values): their
+        min and max, kept up to date as that count grows with the run."""
+        k = early_points(self.n)
+        while self.head < k:
+            v = self.values[self.head]
+            self.head_lo, self.head_hi = min(self.head_lo, v), max(self.head_hi, v)
+            self.head += 1
+        return self.head_lo, self.head_hi
 
     def quiet(self, averages: Mapping[str, float]) -> bool:
         if self.nonfinite:
@@ -97,8 +150,21 @@ class BlowUpScreen:
         if not self.low > 0:
             return False
         w = odd_window(self.n, self.smooth_window, fraction=0.1)
-        recent = list(self.tail)[-(w // 2 + 1):]
-        return max(recent) <= self.ratio * self.low * (1.0 - _MARGIN)
+        recent = list(self.recent)[-(w // 2 + 1):]
+        if max(recent) > self.ratio * self.low * (1.0 - _MARGIN):
+            return False  # a blow-up is not ruled out
+        if w != self.width:
+            return False
+        # the last half-window of smoothed points, their windows padded past the end
+        tail = list(self.recent)[-(2 * self.half + 1):]
+        last = tail[-1]
+        ends = [_median(tail[j:] + [last] * j) for j in range(1, self.half + 1)] if self.half else []
+        end = ends[-1] if ends else last
+        best = min(self.best, *ends) if ends else self.best
+        lo, hi = self._early_bounds()
+        if best > (1.0 - self.min_drop) * hi * (1.0 + _MARGIN):
+            return True  # never learned enough to collapse
+        return end < (best + self.back * (lo - best)) * (1.0 - _MARGIN)  # not back near the start
 
 
 class BurstScreen:

@@ -12,6 +12,7 @@ from .base import (
     noise_sigma,
     odd_window,
     param_ranges,
+    rolling_median,
     spearman_trend,
     window_medians,
 )
@@ -197,6 +198,10 @@ def plateau(
     rel = values["relative_change"]
     # |drop|: a loss that climbs far above its start moves too (divergence territory, not a plateau)
     within_noise = abs(total_drop) < flat_drop_sigmas * sigma
+    # and so does one that went far below both ends in between (learned, then lost it: a collapse)
+    low = float(np.min(rolling_median(rest, w))) if len(rest) else start_value
+    dip_rel = moved_rel(start_value, low)
+    dipped = start_value - low >= flat_drop_sigmas * sigma and (dip_rel is None or dip_rel >= max_relative_change)
     if rel is None:
         never_moves = within_noise
     else:
@@ -208,6 +213,7 @@ def plateau(
         chance = by_acc[0]
     if not never_moves and chance is not None and rel < chance_relative_change:
         never_moves = True
+    never_moves = never_moves and not dipped
     if never_moves and len(rest) >= min_points:
         if not flag_never_moves:
             return None
