@@ -179,3 +179,24 @@ def test_controller_stops_a_rerun_at_the_first_nonfinite_loss(tmp_path):
     got = rows(tmp_path)
     assert ctl.should_stop and ctl.step_count < 500 and not math.isfinite(got[-1]["train_loss"])
     assert all(math.isfinite(r["train_loss"]) for r in got[:-1])
+
+
+def test_a_patched_lr_is_the_new_peak_of_the_original_runs_curve_under_the_scripts_own_schedule(tmp_path):
+    """The script's LambdaLR multiplies its LR 0.05 by 20 from step 5: the original run peaked at
+    1.0, and a proposal "peak LR 1 -> 0.05" (patch lr 0.05, LRDOCTOR_BASE_LR 1.0) must give a
+    curve that peaks at 0.05, not the unchanged run (lr 0.05 over a starting LR of 0.05)."""
+    from lrdoctor.verify.env import ENV_BASE_LR
+
+    for base_lr, want_peak in (("1.0", 0.05), (None, 1.0)):
+        model, x, y = problem()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 20.0 if s >= 5 else 1.0)
+        e = env(tmp_path / str(base_lr), {"lr": 0.05}, max_steps=10)
+        if base_lr is not None:
+            e[ENV_BASE_LR] = base_lr
+        ctl = Controller.from_env(opt, model, scheduler=sched, env=e)
+        loop(ctl, model, x, y)
+        ctl.close()
+        lrs = [r["lr"] for r in rows(tmp_path / str(base_lr))]
+        # without the original run's LR the patch is read against the optimizer's (as before)
+        assert max(lrs) == pytest.approx(want_peak) and lrs[0] == pytest.approx(want_peak / 20), (base_lr, lrs)

@@ -45,11 +45,19 @@ from pathlib import Path
 from typing import Any
 
 from ..patch import IN_LOOP, OUTSIDE_LOOP, ConfigPatch
-from .env import ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_RESUME_FROM, ENV_SEED
+from .env import ENV_BASE_LR, ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_RESUME_FROM, ENV_SEED
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "lrdoctor-metrics.jsonl"
+
+
+def _positive(text: str | None) -> float | None:
+    try:
+        v = float(text) if text else None
+    except ValueError:
+        return None
+    return v if v is not None and math.isfinite(v) and v > 0 else None
 
 
 class StopTraining(SystemExit):
@@ -66,7 +74,7 @@ class Controller:
                  scheduler=None, seed: int | None = None, raise_at_budget: bool = False,
                  log_every: int = 1, active: bool = True, live: Any = None, checkpoint_every: int = 0,
                  keep: int = 3, checkpoint_dir: str | os.PathLike | None = None, resume_from: str | None = None,
-                 stop_on_nonfinite: bool = False):
+                 stop_on_nonfinite: bool = False, reference_lr: float | None = None):
         self.model = model
         self.optimizer = optimizer
         self.patch = dict(patch or {})
@@ -87,6 +95,8 @@ class Controller:
         self._keeper = _keeper(checkpoint_every, keep, checkpoint_dir, logdir)
         self._nonfinite = False
         self.stop_on_nonfinite = stop_on_nonfinite  # verify's reruns: a NaN/inf loss decides the outcome
+        #: the original run's LR (LRDOCTOR_BASE_LR): what a patch's ``lr`` was proposed against
+        self.reference_lr = reference_lr
         if resume_from:
             from ..workloads.checkpointing import resume_script
 
@@ -137,6 +147,7 @@ class Controller:
             logdir=env.get(ENV_LOGDIR) or logdir, scheduler=scheduler, seed=seed,
             raise_at_budget=raise_at_budget, log_every=log_every, live=live,
             resume_from=env.get(ENV_RESUME_FROM) or None, stop_on_nonfinite=True,
+            reference_lr=_positive(env.get(ENV_BASE_LR)),
         )
 
     def _base_config(self, max_steps: int):
@@ -173,6 +184,12 @@ class Controller:
             self.optimizer = build_optimizer(self.model.parameters(), cfg)
         else:
             factor = cfg.lr / base.lr
+            if "lr" in patch and self.reference_lr and not ("warmup_steps" in patch or "scheduler" in patch):
+                # the script's own schedule stays, and the patch's lr is the new peak of the original
+                # run's LR curve (what the proposal computed it from: its logged peak, or its configured
+                # LR), not of the optimizer's starting LR: a schedule that multiplies the LR (x20 at
+                # some step) would otherwise keep the original peak. The whole curve scales by it.
+                factor = float(patch["lr"]) / self.reference_lr
             for g in self.optimizer.param_groups:
                 peak = float(g.get("initial_lr", g["lr"]))
                 # resumed mid-run: the current LR moves by the factor (a chainable schedule goes on
