@@ -77,3 +77,17 @@ def test_peak_lr_unseen_only_when_the_lr_comes_from_logs_that_end_while_it_rises
     assert not peak_lr_unseen(logged(warm_then_flat))
     cosine = 0.5 * (1 + np.cos(np.linspace(0, np.pi, n)))
     assert not peak_lr_unseen(logged(np.concatenate([np.linspace(0, 1, 20), cosine])))
+
+
+def test_a_run_that_logged_steps_from_zero_ran_one_more_step_than_its_last():
+    """No configured length: a loop that logged steps 0..199 ran 200 steps (the rerun's
+    {max_steps}); one that logged 1..200 ran 200 too."""
+    from dataclasses import replace
+
+    from lrdoctor.verify.runner import run_length
+
+    run = _run({})
+    assert run_length(run) == 200
+    s = run.scalars.copy()
+    s["step"] = s["step"] + 1
+    assert run_length(replace(run, scalars=s)) == 200

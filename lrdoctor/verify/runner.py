@@ -108,11 +108,13 @@ def _safe(name: str) -> str:
 
 
 def run_length(run: Run) -> int | None:
-    """The original run's length: its configured max_steps when known, else its last logged step."""
+    """The original run's length: its configured max_steps when known, else its last logged step
+    (plus one when it logged a step 0: a loop that counts from 0 and logged 0..299 ran 300 steps)."""
     planned = planned_steps(run)
     if planned is not None:
         return planned
-    return logged_span(run)[1]
+    first, last = logged_span(run)
+    return None if last is None else last + (1 if first == 0 else 0)
 
 
 def backend_for(run: Run, train: str | None, *, fmt: str | None = None, cwd: str | None = None,
