@@ -118,7 +118,11 @@ class BlowUpScreen:
             self.recent.append(v)
             self.values.append(v)
             i = self.n - 1 - self.half  # the point whose window this value completes
-            if i >= 0:
+            if i >= self.half:  # the window is the last 2 * half + 1 values: the deque itself
+                m = sorted(self.recent)[self.half]
+                if m < self.best:
+                    self.best = m
+            elif i >= 0:
                 self._smoothed(_median(self._window(i)))
 
     def _window(self, i: int) -> list[float]:
