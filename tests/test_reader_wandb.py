@@ -216,3 +216,35 @@ def test_bulk_value_parse_refuses_any_text_that_is_not_one_number(monkeypatch, e
     assert [repr(v) for v in got.tolist()] == [repr(v) for v in want]
     for bad in (b"1,2", b"1\n2", b"1x", b"-", b'"1"', b"1\x002"):
         assert parse(b"3", bad) is None, bad
+
+
+def test_a_step_metric_logged_in_every_row_is_the_step():
+    """Lightning's WandbLogger (and HF's WandbCallback) log train, LR and val metrics in separate
+    wandb.log calls, each with their optimizer step (trainer/global_step, define_metric's
+    step_metric): W&B's _step counts the calls. The fixture (scripts/make_wandb_stepmetric_fixture.py,
+    the real wandb) spikes at optimizer step 100 of 200."""
+    (run,) = discover(Path(__file__).parent / "data" / "wandb_stepmetric")
+    loss = run.scalars[run.scalars["tag"] == "train_loss_step"]
+    assert loss["step"].tolist() == list(range(200))
+    val = run.scalars[run.scalars["tag"] == "val_loss"]
+    assert val["step"].tolist() == list(range(24, 200, 25))
+    assert any(a.kind == "step_axis" and "trainer/global_step" in a.message for a in run.annotations)
+    from lrdoctor.api import diagnose
+
+    (d,) = diagnose([run])
+    (spike,) = [f for f in d.findings if f.rule == "loss-spike"]
+    assert spike.start_step == 100
+
+
+def test_a_step_metric_missing_from_some_rows_leaves_wandbs_step():
+    import pandas as pd
+
+    from lrdoctor.readers.wandb_steps import to_global_steps
+
+    scal = pd.DataFrame({"tag": ["loss", "trainer/global_step", "loss"], "step": [0, 0, 1],
+                         "wall_time": [0.0] * 3, "value": [1.0, 5.0, 0.9]})
+    out, note = to_global_steps(scal, "x.wandb")
+    assert note is None and out["step"].tolist() == [0, 0, 1]
+    scal["step"] = [0, 0, 1]
+    scal.loc[2, "tag"] = "trainer/global_step"  # now in every row: 0 -> 5, 1 -> 0.9 (not integral)
+    assert to_global_steps(scal, "x.wandb")[1] is None

@@ -31,6 +31,7 @@ from ._wandb_proto import Record
 from ._wandb_summary import Summary, decode, json_value
 from .base import ReadOptions, RunSource
 from .tabular import backwards_annotations, cap, duplicate_annotations, short_repr, tidy_frame
+from .wandb_steps import to_global_steps
 
 #: History keys wandb itself adds to every record.
 STEP_KEY, TIME_KEY, RUNTIME_KEY = "_step", "_timestamp", "_runtime"
@@ -55,6 +56,8 @@ class WandbReader:
             problems.corrupt(int(sc.offset[i]), "W&B record is not a valid protobuf message")
         kinds = {k: _field_of(top, k) for k in (HISTORY, SUMMARY, CONFIG, RUN)}
         scalars, notes = _history(sc, *kinds[HISTORY], problems, spath)
+        scalars, axis = to_global_steps(scalars, spath)
+        notes = [*notes, *([axis] if axis is not None else [])]
         hparams, initial = _config(sc, kinds[RUN][0], kinds[CONFIG][0])
         recs = kinds[SUMMARY][0]
         if options.strict:  # a damaged summary is an error now, not when it is first used

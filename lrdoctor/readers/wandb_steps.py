@@ -1,0 +1,46 @@
+"""The optimizer step of a W&B run's points, when an integration logged it beside W&B's own.
+
+W&B numbers history rows by ``_step``, which counts ``wandb.log`` calls, not optimizer steps:
+Lightning's ``WandbLogger`` logs the train metrics, the LR and the validation metrics in separate
+calls (396 ``_step`` values for 192 optimizer steps), and says so to W&B's UI with
+``define_metric("*", step_metric="trainer/global_step")``, logging that key in every row; HF's
+``WandbCallback`` does the same with ``train/global_step``. Findings and proposals must name
+optimizer steps ("skip batches 188-226" of a run that had 192 would be wrong advice), so when one
+of these keys is in every row, is integral and never decreases, it is the step; otherwise
+``_step`` stays, as W&B shows it by default.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..model import Annotation
+
+#: keys integrations log in every history row as their step (``define_metric``'s step_metric)
+STEP_KEYS = ("trainer/global_step", "train/global_step")
+
+
+def to_global_steps(scalars: pd.DataFrame, path: str) -> tuple[pd.DataFrame, Annotation | None]:
+    """``scalars`` with ``step`` taken from a step key logged in every row (see the module doc)."""
+    if scalars.empty:
+        return scalars, None
+    tags = scalars["tag"].astype(str).to_numpy()
+    steps = scalars["step"].to_numpy(dtype=np.int64)
+    rows = np.unique(steps)
+    for key in STEP_KEYS:
+        mine = tags == key
+        if not mine.any():
+            continue
+        at, value = steps[mine], scalars["value"].to_numpy(dtype=np.float64)[mine]
+        order = np.argsort(at, kind="stable")
+        at, value = at[order], value[order]
+        if (len(at) != len(rows) or not np.array_equal(at, rows) or not np.all(np.isfinite(value))
+                or not np.all(value == np.round(value)) or np.any(np.diff(value) < 0)):
+            continue  # not one integral, non-decreasing value in every row: W&B's _step stays
+        out = scalars.copy()
+        out["step"] = value[np.searchsorted(at, steps)].astype(np.int64)
+        note = Annotation("step_axis", f"steps are {key!r}, logged in every row (W&B's _step counts log calls: "
+                          f"{len(rows)} rows for {int(value[-1]) - int(value[0]) + 1} steps)", path=path)
+        return out, note
+    return scalars, None
