@@ -182,6 +182,21 @@ def test_truncated_last_line_is_not_read(tmp_path):
     assert any(a.kind == "truncated" and a.location == "line 4" for a in run.annotations)
 
 
+def test_truncated_last_line_under_strict(tmp_path):
+    """--strict: a cut metric line is an error naming the file and line, as a cut JSON Lines
+    record is; a cut line that would not have been read (a bar still drawing) stays a note."""
+    f = tmp_path / "train.log"
+    f.write_text("step=1 loss=2.5\nstep=2 loss=2.4\nstep=3 loss=2.3\nstep=4 loss=2.2")
+    with pytest.raises(LogFormatError) as err:
+        discover(f, strict=True)
+    assert err.value.path == str(f) and err.value.location == "line 4"
+    g = tmp_path / "bar.log"
+    g.write_text("step=1 loss=2.5\nstep=2 loss=2.4\nstep=3 loss=2.3\nEpoch 1:  50%|#####     | 4/8 [00:01<00:01]")
+    [run] = discover(g, strict=True)
+    assert points(run, "loss")[0] == [1, 2, 3]
+    assert [a.location for a in run.annotations if a.kind == "truncated"] == ["line 4"]
+
+
 @pytest.mark.parametrize("strict", [False, True])
 def test_damaged_line_annotated_or_error(tmp_path, strict):
     f = tmp_path / "train.log"

@@ -307,3 +307,126 @@ def test_header_names_with_numbers_are_not_taken_for_printed_lines(tmp_path):
     g.write_text("Step: 1, Loss: 0.23\nStep: 2, Loss: 0.21\nStep: 3, Loss: 0.20\n")
     [run] = discover(g)
     assert run.format == "text" and run.series("Loss")["step"].tolist() == [1, 2, 3]
+
+
+def _cut_mid_last_number(f, out):
+    """``f``'s bytes with the last row cut two characters after its last decimal point (a file
+    still being written, or copied short); returns the cut row's 1-based line number and text."""
+    data = f.read_bytes()
+    assert data.endswith(b"\n")
+    row_start = data.rstrip(b"\r\n").rfind(b"\n") + 1
+    cut = data.rindex(b".", row_start) + 2
+    out.write_bytes(data[:cut])
+    return data[:row_start].count(b"\n") + 1, data[row_start:cut].decode()
+
+
+def _check_cut(cut_file, intact_run, line, text, tag, strict_read):
+    """The cut row is no point, every complete row is read as written, and the annotation (or
+    under --strict the error) names the file and the line."""
+    [run] = discover(cut_file)
+    note = [a for a in run.annotations if a.kind == "truncated"]
+    assert len(note) == 1 and note[0].path == str(cut_file) and note[0].location == f"line {line}"
+    assert repr(text) in note[0].message
+    want = intact_run.scalars.iloc[:len(run.scalars)]
+    assert len(run.scalars) < len(intact_run.scalars)
+    assert list(run.scalars["tag"]) == list(want["tag"]) and list(run.scalars["step"]) == list(want["step"])
+    assert same(run.scalars["value"], want["value"])
+    # the cut row's step holds no point of the cut column
+    cut_step = int(text.split(",")[0]) if tag != "train_loss_step" else None
+    if cut_step is not None:
+        assert cut_step not in values_of(run, tag)[0]
+    with pytest.raises(LogFormatError) as err:
+        strict_read(cut_file)
+    assert err.value.path == str(cut_file) and err.value.location == f"line {line}"
+
+
+def test_lightning_csvlogger_file_cut_mid_number(tmp_path):
+    """Lightning's own CSVLogger writes the file; cut inside its last number, the row is not read."""
+    loggers = pytest.importorskip("lightning.pytorch.loggers")
+    logger = loggers.CSVLogger(str(tmp_path), name="lightning_logs")
+    for step in range(12):
+        logger.log_metrics({"train_loss_step": 1.0 / (step + 1.7), "epoch": step // 4}, step=step)
+        if step % 4 == 3:
+            logger.log_metrics({"val_loss": 0.4567 + step / 1000, "epoch": step // 4}, step=step)
+    logger.save()
+    f = tmp_path / "lightning_logs" / "version_0" / "metrics.csv"
+    [intact] = discover(f)
+    cut = tmp_path / "cut" / "version_0" / "metrics.csv"
+    cut.parent.mkdir(parents=True)
+    line, text = _cut_mid_last_number(f, cut)
+    assert line == 16  # header + 12 step rows + 3 validation rows
+    [run] = discover(cut)
+    assert run.format == "lightning_csv" and values_of(run, "val_loss")[0] == [3, 7]  # step 11's is cut
+    _check_cut(cut, intact, line, text, "val_loss",
+               lambda p: discover(p, strict=True))
+
+
+def _keras_csvlogger(path, epochs):
+    """keras.callbacks.CSVLogger driven as ``fit`` drives it (keras when installed)."""
+    keras = pytest.importorskip("keras")
+    cb = keras.callbacks.CSVLogger(str(path))
+    cb.on_train_begin()
+    for e, logs in enumerate(epochs):
+        cb.on_epoch_end(e, logs)
+    cb.on_train_end()
+
+
+@pytest.mark.parametrize("writer", ["keras", "csv module as keras"])
+def test_keras_csvlogger_file_cut_mid_number(tmp_path, writer, monkeypatch):
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    epochs = [{"loss": 1.0 / (e + 1.3), "val_loss": 1.1 / (e + 1.3)} for e in range(6)]
+    f = tmp_path / "training.log"
+    if writer == "keras":
+        _keras_csvlogger(f, epochs)
+    else:
+        write_keras_csv(f, epochs)
+    [intact] = discover(f)
+    assert intact.format == "keras_csv"
+    cut = tmp_path / "cut" / "training.log"
+    cut.parent.mkdir()
+    line, text = _cut_mid_last_number(f, cut)
+    assert line == 7 and text.startswith("5,")
+    _check_cut(cut, intact, line, text, "loss", lambda p: discover(p, strict=True))
+
+
+def test_keras_appended_attempts_cut_note_goes_with_the_last(tmp_path):
+    f = tmp_path / "training.log"
+    write_keras_csv(f, [{"loss": 0.9}, {"loss": 0.8}, {"loss": 0.7}])
+    write_keras_csv(f, [{"loss": 0.5}, {"loss": 0.4}, {"loss": 0.35}], append=True)
+    cut = tmp_path / "cut.log"
+    line, _ = _cut_mid_last_number(f, cut)
+    first, second = discover(cut)
+    assert values_of(second, "loss")[0] == [0, 1]
+    assert not [a for a in first.annotations if a.kind == "truncated"]
+    assert [a.location for a in second.annotations if a.kind == "truncated"] == [f"line {line}"]
+
+
+def test_generic_csv_cut_mid_number_and_the_edges(tmp_path):
+    f = tmp_path / "log.csv"
+    with f.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "lr", "loss"])
+        w.writerows([s, 0.001, 2.0 / (s + 1.5)] for s in range(51))
+    [intact] = discover(f)
+    cut = tmp_path / "cut.csv"
+    line, text = _cut_mid_last_number(f, cut)
+    assert (line, text) == (52, "50,0.001,0.0")  # 0.0388...
+    _check_cut(cut, intact, line, text, "loss", lambda p: discover(p, strict=True))
+    # blanks after the last line end are no line: nothing to report
+    (tmp_path / "blank.csv").write_bytes(f.read_bytes() + b"  ")
+    [run] = discover(tmp_path / "blank.csv")
+    assert len(run.scalars) == len(intact.scalars) and not [a for a in run.annotations if a.kind == "truncated"]
+    # a header that is the only line is kept as the header: no row is left out, there is none
+    (tmp_path / "head.csv").write_bytes(b"step,loss")
+    with pytest.raises(LogFormatError, match="no scalar values"):
+        discover(tmp_path / "head.csv")
+
+
+def test_utf16_csv_cut_mid_number(tmp_path):
+    f = tmp_path / "log.csv"
+    rows = "step,loss\r\n" + "".join(f"{s},{1 / (s + 1.5)!r}\r\n" for s in range(6))
+    f.write_bytes(rows.encode("utf-16"))
+    [intact] = discover(f)
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes(rows[:-8].encode("utf-16"))
+    _check_cut(cut, intact, 7, rows[:-8].rsplit("\n", 1)[1], "loss", lambda p: discover(p, strict=True))

@@ -26,12 +26,13 @@ from .tabular import (
     numeric_column,
     one_line,
     pick,
+    short_repr,
     text_column,
     to_steps,
     wall_time_column,
     wide_to_tidy,
 )
-from .textfile import check_regular, encoding_of, first_bad_byte, read_bytes, where
+from .textfile import check_regular, cut_line, encoding_of, first_bad_byte, read_bytes, where
 
 #: Step-axis column names, most specific first (case-insensitive).
 STEP_NAMES = ("step", "global_step", "globalstep", "steps", "iteration", "iter", "iterations", "it",
@@ -86,24 +87,25 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def load_csv(path: Path) -> pd.DataFrame:
+def load_csv(path: Path, source: Path | bytes | None = None) -> pd.DataFrame:
     """Parse a CSV log: headers stripped of padding, values of leading spaces; empty cells NA.
 
     Bytes the file's encoding cannot decode become U+FFFD: the cell holding one is then no
-    number (reported by :func:`tabular.text_column`), the rest of the file is read.
+    number (reported by :func:`tabular.text_column`), the rest of the file is read. ``source``
+    is what to parse when not the whole file (its complete lines, see :func:`csv_source`).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # mixed columns: see text_column
-        return _read_csv(path)
+        return _read_csv(path, path if source is None else source)
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def _read_csv(path: Path, source: Path | bytes) -> pd.DataFrame:
     check_regular(path)
     with path.open("rb") as fh:
         encoding = encoding_of(fh.read(4))
     try:
         df = pd.read_csv(
-            path, keep_default_na=False, na_values=[""], skipinitialspace=True,
+            _readable(source), keep_default_na=False, na_values=[""], skipinitialspace=True,
             encoding=encoding, encoding_errors="replace",
         )
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -164,10 +166,12 @@ def csv_columns(path: Path, *, strict: bool, missing: Sequence[str] = (), text: 
     Columns named in ``text`` come back as a Column whose ``values`` is an object array of the
     stripped strings (for a long table's tag column).
     """
-    got = _arrow_columns(path, strict=strict, missing=missing, text=text) if USE_ARROW else None
+    source, notes = csv_source(path, strict=strict)
+    got = _arrow_columns(path, source, strict=strict, missing=missing, text=text) if USE_ARROW else None
     if got is None:
-        got = _pandas_columns(path, strict=strict, missing=missing, text=text)
-    columns, n, locs, notes = got
+        got = _pandas_columns(path, source, strict=strict, missing=missing, text=text)
+    columns, n, locs, more = got
+    notes += more
     # (a prefix match: also pandas' "Unnamed: 0_level_0" of a multi-row header)
     headless = [name for name in columns if not name or _UNNAMED.match(name)]
     for name in headless:
@@ -179,21 +183,45 @@ def csv_columns(path: Path, *, strict: bool, missing: Sequence[str] = (), text: 
     return columns, n, locs, notes
 
 
-def _pandas_columns(path: Path, *, strict: bool, missing: Sequence[str], text: Sequence[str]):
+def csv_source(path: Path, *, strict: bool) -> tuple[Path | bytes, list[Annotation]]:
+    """What to parse: the file, or when its last line has no line end (a log still being written,
+    or cut), every line before that one, and an annotation naming it (under ``strict`` an error).
+
+    The cut text of a row (``50,15`` of ``50,15.0812``) would parse as a plausible point. A header
+    that is the only line is kept: no row comes from it either way.
+    """
+    cut = cut_line(path)
+    if cut is None or cut.line == 1:
+        return path, []
+    what = f"the last line has no line end (a file still being written, or cut): {short_repr(cut.text)}"
+    if strict:
+        raise LogFormatError(what, path=str(path), location=f"line {cut.line}")
+    return cut.complete, [Annotation("truncated", f"{what}; not read", path=str(path),
+                                                 location=f"line {cut.line}")]
+
+
+def _readable(source: Path | bytes) -> Path | io.BytesIO:
+    """A parser's input: the file, or a fresh buffer of its complete lines (one per parse: a
+    failed pyarrow attempt leaves a shared buffer at its end)."""
+    return source if isinstance(source, Path) else io.BytesIO(source)
+
+
+def _pandas_columns(path: Path, source: Path | bytes, *, strict: bool, missing: Sequence[str],
+                    text: Sequence[str]):
     spath = str(path)
-    df = load_csv(path)
+    df = load_csv(path, source)
     locs = np.arange(len(df), dtype=np.int64) + 2  # line numbers: the header is line 1
     df, locs, notes = drop_repeated_headers(df, locs, spath)
-    notes = _undecodable(path, strict) + notes
+    notes = _undecodable(path, source, strict) + notes
     texts = {name: _text_values(df[name]) for name in text if name in df.columns}
     columns, more = frame_columns(df.drop(columns=list(texts)), spath, locs, strict=strict, missing=missing)
     return {**texts, **columns}, len(df), locs, notes + more
 
 
-def _undecodable(path: Path, strict: bool) -> list[Annotation]:
+def _undecodable(path: Path, source: Path | bytes, strict: bool) -> list[Annotation]:
     """Where the first byte that is not UTF-8 was (load_csv read it as U+FFFD): one note, or
     under ``strict`` an error."""
-    data = read_bytes(path)
+    data = read_bytes(path) if isinstance(source, Path) else source
     if encoding_of(data[:4]) != "utf-8-sig":
         return []
     bom = 3 if data.startswith(codecs.BOM_UTF8) else 0
@@ -214,7 +242,8 @@ def _text_values(raw: pd.Series) -> Column:
     return Column(str(raw.name), s.to_numpy(dtype=object), present)
 
 
-def _arrow_columns(path: Path, *, strict: bool, missing: Sequence[str], text: Sequence[str]):
+def _arrow_columns(path: Path, source: Path | bytes, *, strict: bool, missing: Sequence[str],
+                   text: Sequence[str]):
     """The fast path: pyarrow's CSV parser keeps an empty cell (null) apart from a logged ``nan``
     (NaN) while parsing floats natively. None when pyarrow is absent or the file needs pandas'
     leniency (ragged rows, every column text, e.g. repeated header rows)."""
@@ -227,18 +256,19 @@ def _arrow_columns(path: Path, *, strict: bool, missing: Sequence[str], text: Se
         if encoding_of(fh.read(4)) != "utf-8-sig":
             return None  # pandas decodes UTF-16
     try:
-        return _arrow_table_columns(path, strict=strict, missing=missing, text=text)
+        return _arrow_table_columns(path, source, strict=strict, missing=missing, text=text)
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None  # bytes that are not UTF-8 in a name or text column: pandas reads them as U+FFFD
 
 
-def _arrow_table_columns(path: Path, *, strict: bool, missing: Sequence[str], text: Sequence[str]):
+def _arrow_table_columns(path: Path, source: Path | bytes, *, strict: bool, missing: Sequence[str],
+                         text: Sequence[str]):
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pcsv
 
     try:
-        table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
+        table = pcsv.read_csv(_readable(source), convert_options=pcsv.ConvertOptions(
             null_values=["", *missing], strings_can_be_null=True, quoted_strings_can_be_null=True))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
         return None
@@ -301,8 +331,9 @@ def read_wide_csv(path: Path, *, strict: bool, step_names: Sequence[str] = STEP_
     if rows is not None:
         columns = {k: Column(c.name, c.values[rows], c.present[rows]) for k, c in columns.items()}
         lines = {f"line {int(x)}" for x in locs[rows]}
+        # the note of a cut last line goes with the last attempt
         notes = [a for a in notes if not (a.location or "").startswith("line ")
-                 or a.location.split(",")[0] in lines]
+                 or a.location.split(",")[0] in lines or (a.kind == "truncated" and rows.stop >= n)]
         locs = locs[rows]
         n = len(locs)
     step_name = pick(list(columns), step_names)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (code
 #: Python refuses int("9" * 4301) (CVE-2020-10735); a longer integer in a log is beyond float
 #: range anyway and reads as the infinity it is.
 _MAX_INT_DIGITS = 4000
+_LINE_ENDS = re.compile(r"\r\n|\r|\n")
 
 
 def check_regular(path: Path) -> os.stat_result:
@@ -57,6 +60,48 @@ def read_bytes(path: Path) -> bytes:
             return fh.read(size)
     except OSError as exc:
         raise LogFormatError(f"cannot read: {exc.strerror or exc}", path=str(path)) from exc
+
+
+@dataclass(frozen=True)
+class CutLine:
+    """A file whose last line has no line end (a log still being written, or cut short)."""
+
+    line: int  # that line's 1-based number
+    text: str  # what it holds (for the annotation)
+    complete: bytes  # the file's bytes without it: every line up to and with its line end
+
+
+def cut_line(path: Path) -> CutLine | None:
+    """The file's last line when it has no line end and holds more than blanks, else None.
+
+    A row cut mid-number (``50,15`` of ``50,15.0812``) parses as a plausible value, so a table
+    reader must not read that line. Only the last bytes are read when the file ends with a line
+    end (the usual case); UTF-16/32 files are decoded whole to find their last character.
+    """
+    size = check_regular(path).st_size
+    try:
+        with open(path, "rb") as fh:
+            codec = encoding_of(fh.read(4))
+            if codec == "utf-8-sig":
+                fh.seek(max(size - 1, 0))
+                if fh.read(1) in (b"\n", b"\r", b""):
+                    return None
+    except OSError as exc:
+        raise LogFormatError(f"cannot read: {exc.strerror or exc}", path=str(path)) from exc
+    data = read_bytes(path)
+    if codec == "utf-8-sig":
+        start = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+        complete, rest = data[:start], data[start:].decode("utf-8", errors="replace")
+        # "\r\n", "\n" and a lone "\r" each end one line
+        ends = complete.count(b"\n") + complete.count(b"\r") - complete.count(b"\r\n")
+    else:
+        text = data.decode(codec, errors="replace")
+        start = max(text.rfind("\n"), text.rfind("\r")) + 1
+        complete, rest = text[:start].encode(codec), text[start:]
+        ends = len(_LINE_ENDS.findall(text, 0, start))
+    if not rest.strip():
+        return None
+    return CutLine(ends + 1, rest, complete)
 
 
 def encoding_of(head: bytes) -> str:

@@ -112,8 +112,11 @@ class TextLogReader:
             notes.append(Annotation("damaged_line", f"{len(damaged)} line(s) with undecodable bytes or control "
                                     "characters skipped", path=spath, location=f"line {damaged[0]}"))
         if cut is not None:
-            notes.append(Annotation("truncated", "the last line has no line end (the file may still be "
-                                    "being written); not read", path=spath, location=f"line {len(lines) + 1}"))
+            what = "the last line has no line end (a file still being written, or cut)"
+            got = parse_line(clean(cut))
+            if options.strict and got is not None and got.pairs:  # a metric line left out, not a bar's redraw
+                raise LogFormatError(what, path=spath, location=f"line {len(lines) + 1}")
+            notes.append(Annotation("truncated", f"{what}; not read", path=spath, location=f"line {len(lines) + 1}"))
         return _to_run(source, spath, parsed, skipped, notes)
 
 
