@@ -69,3 +69,28 @@ def test_watch_bad_input_is_one_line_exit_2(tmp_path, capsys):
     code = main(["watch", str(tmp_path), "--idle", "0", "--format", "nope"])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "nope" in err
+
+
+def test_watch_waits_for_an_empty_file_and_says_when_no_run_ever_appeared(tmp_path, capsys):
+    """A training that has just created its log (empty) is waited for, not an error; a path where
+    no run appears before --idle is exit 2 naming it (a job script must not take a wrong path for
+    a clean run)."""
+    import threading
+
+    log = tmp_path / "metrics.csv"
+    log.write_text("")
+
+    def write_later():
+        time.sleep(0.5)
+        log.write_text("step,train_loss\n" + "".join(f"{s},{1.0 / (s + 1)}\n" for s in range(40)))
+
+    t = threading.Thread(target=write_later)
+    t.start()
+    code = main(["watch", str(log), "--idle", "1.5", "--interval", "0.1"])
+    t.join()
+    assert code == 0, capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["watch", str(empty), "--idle", "0.3", "--interval", "0.1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no run appeared" in err and str(empty) in err

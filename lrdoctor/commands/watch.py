@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import click
 
+from ..errors import NoRunsFoundError
 from .common import role_overrides, rule_selection_options, run_input_options, selected_rules
 
 EXIT_ON = ("error", "warning", "info", "never")
@@ -34,7 +36,8 @@ def watch_cmd(path, fmt, strict, roles, roles_config, as_json, exit_on, interval
     --idle seconds the log is taken as complete: the last check gives diagnose's findings.
 
     Exit status: 0 when idle (or interrupted), 1 at the first finding at or above --exit-on,
-    2 usage or input error.
+    2 usage or input error, or no run appeared under PATH before it went idle. An empty file
+    (a training that has just created it) is waited for.
     """
     from ..live.engine import EventKind, LiveEngine, at_least
     from ..live.follow import TreeFollower
@@ -55,9 +58,11 @@ def watch_cmd(path, fmt, strict, roles, roles_config, as_json, exit_on, interval
                     and at_least(e.finding.severity, exit_on))
         return hit
 
+    started = time.monotonic()
     try:
         while True:
-            grown = tree.poll()
+            # a file the training has just created, still empty, is a run not written yet
+            grown = [] if _empty_file(path) else tree.poll()
             for follower, points in grown:
                 eng = engines.get(follower.name)
                 if eng is None:
@@ -76,11 +81,25 @@ def watch_cmd(path, fmt, strict, roles, roles_config, as_json, exit_on, interval
                 break
             time.sleep(interval)
     except KeyboardInterrupt:
-        pass
+        if not engines:
+            click.echo(f"lrdoctor: no run appeared under {path}", err=True)
+            return 0
+    if not engines:
+        # a job script must not take a wrong path, or a training that never wrote, for a clean run
+        raise NoRunsFoundError(f"no run appeared in the {time.monotonic() - started:.0f} s it was watched "
+                               f"(--idle {idle:g})", path=str(path))
     hit = False
     for eng in engines.values():
         hit |= emit(eng.finish())
     return 1 if hit else 0
+
+
+def _empty_file(path) -> bool:
+    p = Path(path)
+    try:
+        return p.is_file() and p.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _print(e, as_json: bool) -> None:
