@@ -1,6 +1,6 @@
-"""Regenerate tests/data/text/{lightning_tqdm,lightning_rich,keras_fit}/ with the real printers.
+"""Regenerate tests/data/text/{lightning_tqdm,lightning_tqdm_diverge,lightning_rich,keras_fit}/ with the real printers.
 
-    python scripts/make_textlog_fixtures.py [--only lightning|keras]
+    python scripts/make_textlog_fixtures.py [--only lightning|lightning-diverge|keras]
 
 Each is what a training script printed, as ``nohup python train.py > train.log 2>&1`` keeps it
 (stdout and stderr, not a terminal), and ``expected.json`` what the script logged, which the
@@ -15,6 +15,9 @@ session (a Lightning or Keras start takes 10-30 s here), so the small output is 
   (one finished bar per epoch) on a 200- and an 80-column console; on 80 columns rich wraps the
   metrics onto the next line. expected.json: ``trainer.progress_bar_metrics`` at each epoch end,
   with the epoch and ``trainer.global_step``.
+- ``lightning_tqdm_diverge/train.log``: the tqdm run with the LR raised to 1e6 from epoch 2, so
+  the loss overflows: the bar prints ``train_loss=inf.0`` / ``nan.0`` (Lightning pads each number
+  to 5 characters).
 - ``keras_fit/verbose1.log`` and ``verbose2.log``: Keras 3 (torch backend) ``model.fit`` of a
   one-layer regression, 3 epochs with a validation split, ``verbose=1`` and ``verbose=2``;
   expected.json is the returned ``History.history``. Needs ``pip install keras`` (with
@@ -47,6 +50,9 @@ class Model(L.LightningModule):
         self.lin = torch.nn.Linear(4, 1)
     def training_step(self, batch, i):
         x, y = batch
+        if DIVERGE and self.current_epoch >= 2:  # an LR far too high: the loss overflows to inf, then NaN
+            for group in self.optimizers().optimizer.param_groups:
+                group["lr"] = 1e6
         loss = torch.nn.functional.mse_loss(self.lin(x), y)
         self.log("train_loss", loss, prog_bar=True)
         return loss
@@ -55,6 +61,8 @@ class Model(L.LightningModule):
         self.log("val_loss", torch.nn.functional.mse_loss(self.lin(x), y), prog_bar=True)
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.05)
+
+DIVERGE = sys.argv[3:] == ["diverge"]
 
 class Record(Callback):  # what the bar shows at each epoch's end, unrounded
     def __init__(self):
@@ -115,6 +123,14 @@ def make_lightning() -> None:
         (out / "expected.json").write_text(json.dumps(expected[0], indent=1) + "\n")
 
 
+def make_lightning_diverge() -> None:
+    out = DATA / "lightning_tqdm_diverge"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    _run(LIGHTNING_SCRIPT, ["tqdm", str(out / "expected.json"), "diverge"], out / "train.log",
+         {"COLUMNS": "200", "TQDM_MININTERVAL": "0"})
+
+
 def make_keras() -> None:
     out = DATA / "keras_fit"
     shutil.rmtree(out, ignore_errors=True)
@@ -125,10 +141,12 @@ def make_keras() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--only", choices=["lightning", "keras"])
+    p.add_argument("--only", choices=["lightning", "lightning-diverge", "keras"])
     args = p.parse_args(argv)
     if args.only in (None, "lightning"):
         make_lightning()
+    if args.only in (None, "lightning", "lightning-diverge"):
+        make_lightning_diverge()
     if args.only in (None, "keras"):
         make_keras()
     return 0

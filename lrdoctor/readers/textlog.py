@@ -28,7 +28,7 @@ from ..errors import LogFormatError
 from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
 from .tabular import backwards_annotations, cap, duplicate_annotations, one_line, tidy_frame
-from .textlog_shapes import BAR_SHAPES, RICH_WRAPPED, Parsed, clean, parse_line, rich_pairs
+from .textlog_shapes import BAR_SHAPES, NONFINITE, RICH_WRAPPED, Parsed, clean, parse_line, rich_pairs
 
 #: How much of a file sniffing looks at, and how many metric lines it must find there.
 SNIFF_BYTES = 256 * 1024
@@ -185,8 +185,8 @@ def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], ski
     notes.append(Annotation("line_shapes", f"recognised {sum(shapes.values())} lines ({listed}); "
                             f"{skipped + lone} lines skipped", path=spath))
     codes, names = pd.factorize(pd.Series(tag), sort=False)
-    values = pd.to_numeric(pd.Series(text).str.lower().str.replace("infinity", "inf"), errors="coerce").to_numpy(
-        dtype=np.float64)
+    values = pd.to_numeric(pd.Series(text).str.lower().str.replace(*NONFINITE, regex=True),
+                           errors="coerce").to_numpy(dtype=np.float64)
     steps = np.asarray(step, dtype=np.int64)
     loc = np.asarray(locs, dtype=np.int64)
     free = steps < 0

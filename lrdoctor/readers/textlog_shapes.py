@@ -14,7 +14,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-NUM = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf(?:inity)?)"
+#: NaN and infinity as printers write them: ``nan``/``inf`` (Python, Keras, HF Trainer, rich bars),
+#: ``nan.0``/``inf.0``/``-inf.`` (Lightning's tqdm bar pads every number to 5 characters), ``NaN``/
+#: ``Infinity`` (JavaScript, Java); :data:`NONFINITE` strips the padding before conversion.
+NUM = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf(?:inity)?)(?:\.0*)?)"
+#: ``nan.0`` -> ``nan``, ``-Infinity`` -> ``-inf`` (applied to lower-cased text).
+NONFINITE = (r"^([-+]?)(nan|inf)(?:inity)?\.?0*$", r"\1\2")
 #: A number that is a whole token (not the "100" of "100/600" nor part of a time "00:01").
 _VALUE = rf"({NUM})(?:%|ms|s|it/s|s/it)?(?![\w/:.])"
 #: Counter names: a pair with one of these names is the line's step, not a metric.
