@@ -30,6 +30,18 @@ class LogFormatError(LrdoctorError):
     """A log file is malformed, corrupt, or of no supported format."""
 
 
+class LeftOut(LogFormatError):
+    """Something under a searched tree that is left out for a reason that is no fault of the
+    tree while other runs in it are read: a run that logged no metrics (an MLflow parent run that
+    only groups its nested runs, a run that crashed before its first log), a file named like a
+    log that no reader knows. The commands print it as a note and keep their exit status; when
+    nothing else under the path can be read it is the error (exit 2)."""
+
+
+class EmptyRunError(LeftOut):
+    """A run that holds no metric values."""
+
+
 class NoRunsFoundError(LrdoctorError):
     """A path holds no training run lrdoctor can read."""
 

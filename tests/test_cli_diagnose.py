@@ -228,15 +228,15 @@ def test_set_scientific_notation_on_the_command_line(sweep, capsys):
 
 def test_unreadable_run_is_reported_and_exits_2_after_the_rest(sweep, capsys):
     (sweep / "broken").mkdir()
-    (sweep / "broken" / "metrics.csv").write_text("step,loss\n")  # a header, no points
+    (sweep / "broken" / "trainer_state.json").write_text('{"log_history": [{"step": 1, "loss"')  # cut mid-write
     assert main(["diagnose", str(sweep), "--json"]) == 2
     cap = capsys.readouterr()
     doc = json.loads(cap.out)
     assert {r["name"] for r in doc["runs"]} == {"overfit", "healthy", "diverged"}
     (err,) = doc["errors"]
-    assert err["path"].endswith("metrics.csv") and err["message"]
+    assert err["path"].endswith("trainer_state.json") and err["message"]
     lines = cap.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lrdoctor: error: run not read: ") and "metrics.csv" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("lrdoctor: error: run not read: ") and "trainer_state.json" in lines[0]
     assert main(["diagnose", str(sweep), "--fail-on", "never"]) == 2
     cap = capsys.readouterr()
     assert "3 runs diagnosed" in cap.out and "run not read" in cap.err

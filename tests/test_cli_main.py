@@ -49,9 +49,9 @@ def test_report_names_unreadable_runs_and_exits_2_after_writing_the_rest(tmp_pat
     root = tmp_path / "sweep"
     shutil.copytree(SAMPLES / "healthy-mlp-tensorboard", root / "good")
     (root / "broken").mkdir()
-    (root / "broken" / "metrics.csv").write_text("step,loss\n")  # a header, no points
+    (root / "broken" / "trainer_state.json").write_text('{"log_history": [{"step": 1, "loss"')  # cut mid-write
     out = tmp_path / "r.html"
     assert main(["report", str(root), "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert out.exists() and "good" in out.read_text()
-    assert [ln for ln in err.splitlines() if ln.startswith("lrdoctor: error: run not read:") and "metrics.csv" in ln]
+    assert [ln for ln in err.splitlines() if ln.startswith("lrdoctor: error: run not read:") and "trainer_state.json" in ln]

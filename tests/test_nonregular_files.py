@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from tb_writers import write_torch
 
+from lrdoctor.errors import LeftOut
 from lrdoctor.readers import discover, discover_with_errors
 from lrdoctor.readers.tensorboard import read_event_file
 
@@ -125,7 +126,10 @@ def test_directory_with_100000_entries(tmp_path):
         os.close(os.open(big / f"f{i:06d}.out", os.O_CREAT | os.O_WRONLY, 0o644))
     _csv(big / "zz" / "log.csv")
     runs, errors = discover_with_errors(big)
-    assert [r.name for r in runs] == ["zz"] and errors == []
+    assert [r.name for r in runs] == ["zz"]
+    # named like logs (.out) but empty: 20 named in notes, the rest counted in one
+    assert len(errors) == 21 and all(isinstance(e, LeftOut) for e in errors)
+    assert str(errors[-1]) == f"{big}: 99980 more files named like logs not read"
 
 
 def test_event_file_growing_while_read(tmp_path):

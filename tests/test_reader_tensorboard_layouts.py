@@ -65,3 +65,22 @@ def test_add_hparams_metric_keeps_logged_name_without_clash(tmp_path):
     assert run.series("hparam/final")["value"].tolist() == [pytest.approx(6.5)]
     assert run.step_axis == "step"
     assert not [a for a in run.annotations if a.kind == "restart"]
+
+
+def test_run_whose_event_file_holds_no_scalar_is_left_out_with_a_note(tmp_path, capsys):
+    """A run directory whose only event file holds no scalar (text only) beside one that logged:
+    a note naming it, exit 0; an extra scalar-less event file inside a run is simply part of it."""
+    from tb_writers import linear_points, write_torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    write_torch(tmp_path / "a", linear_points(["loss"], 30))
+    write_torch(tmp_path / "c", linear_points(["loss"], 30))
+    for d in ("b", "c"):
+        w = SummaryWriter(str(tmp_path / d), filename_suffix=".text")
+        w.add_text("note", "started", 0)
+        w.close()
+    assert main(["diagnose", str(tmp_path), "--fail-on", "never"]) == 0
+    cap = capsys.readouterr()
+    assert "2 runs diagnosed" in cap.out
+    (note,) = [ln for ln in cap.err.splitlines() if ln.startswith("lrdoctor:")]
+    assert note.startswith("lrdoctor: note: left out: ") and str(tmp_path / "b") in note

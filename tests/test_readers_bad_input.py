@@ -10,7 +10,7 @@ import pytest
 from reader_fixtures import write_history_json, write_mlflow_run, write_trainer_state
 
 from lrdoctor.cli import main
-from lrdoctor.errors import LogFormatError, NoRunsFoundError
+from lrdoctor.errors import EmptyRunError, LeftOut, LogFormatError, NoRunsFoundError
 from lrdoctor.readers import discover, discover_with_errors
 
 
@@ -108,21 +108,40 @@ def test_run_without_scalars_is_an_error(tmp_path, kind):
 def test_tree_reports_unreadable_runs(tmp_path, capsys):
     (tmp_path / "good").mkdir()
     (tmp_path / "good" / "log.csv").write_text("step,loss\n0,1.0\n1,0.5\n")
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "empty" / "metrics.csv").write_text("step,loss\n")
+    (tmp_path / "broken").mkdir()
+    write_trainer_state(tmp_path / "broken" / "trainer_state.json", [{"step": 1, "loss": 1.0}], global_step=1)
+    text = (tmp_path / "broken" / "trainer_state.json").read_text()
+    (tmp_path / "broken" / "trainer_state.json").write_text(text[: len(text) // 2])  # cut mid-write
     runs, errors = discover_with_errors(tmp_path)
     assert [r.name for r in runs] == ["good"]
-    assert len(errors) == 1 and "no scalar values" in str(errors[0])
-    assert str(tmp_path / "empty" / "metrics.csv") in str(errors[0])
+    assert len(errors) == 1 and "cannot parse" in str(errors[0]) and not isinstance(errors[0], LeftOut)
+    assert str(tmp_path / "broken" / "trainer_state.json") in str(errors[0])
     assert [r.name for r in discover(tmp_path)] == ["good"]  # the old API still works
     with pytest.raises(LogFormatError):
         discover(tmp_path, strict=True)
     # inspect prints what it read and exits 2 naming the unreadable run, even with -q
     assert main(["-q", "inspect", str(tmp_path)]) == 2
     cap = capsys.readouterr()
-    assert "run good" in cap.out and "metrics.csv" in cap.err and "no scalar values" in cap.err
+    assert "run good" in cap.out and "trainer_state.json" in cap.err and "cannot parse" in cap.err
     assert main(["export", str(tmp_path), "-o", str(tmp_path / "x.csv")]) == 2
     assert (tmp_path / "x.csv").is_file()
+
+
+def test_run_without_metrics_beside_others_is_a_note(tmp_path, capsys):
+    """A run created and crashed before its first log (a CSV with its header only) among runs
+    that logged is left out with a note naming it, not an error; under --strict too."""
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "log.csv").write_text("step,loss\n0,1.0\n1,0.5\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metrics.csv").write_text("step,loss\n")
+    for strict in (False, True):
+        runs, errors = discover_with_errors(tmp_path, strict=strict)
+        assert [r.name for r in runs] == ["good"]
+        (note,) = errors
+        assert isinstance(note, EmptyRunError) and str(tmp_path / "empty" / "metrics.csv") in str(note)
+    assert main(["-q", "inspect", str(tmp_path)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lrdoctor: note: left out: ") and "metrics.csv" in err[0]
 
 
 def test_tree_with_only_unreadable_runs(tmp_path):
@@ -174,3 +193,25 @@ def test_strict_corrupt_record_error_does_not_say_skipped(tmp_path):
     with pytest.raises(LogFormatError) as err:
         discover(tmp_path, strict=True)
     assert "skipped" not in str(err.value) and "--strict" in str(err.value)
+
+
+def test_files_named_like_logs_that_no_reader_knows_are_noted_in_a_tree(tmp_path, capsys):
+    """In a tree, a file named like a log (by any of its suffixes) that is empty or of no known
+    format is named once in a note, the others still read; images, weights and code stay silent."""
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "log.csv").write_text("step,loss\n0,1.0\n1,0.5\n")
+    (tmp_path / "empty.csv").write_bytes(b"")
+    (tmp_path / "train.log").write_bytes(bytes(range(256)) * 8)  # binary junk
+    (tmp_path / "metrics.csv.junk").write_bytes(b"\x00\x01garbage")
+    for quiet in ("plot.png", "model.pt", "train.py", "vocab.txt"):
+        (tmp_path / quiet).write_bytes(b"\x89PNG\x00\x00 junk")
+    assert main(["diagnose", str(tmp_path), "--fail-on", "never"]) == 0
+    cap = capsys.readouterr()
+    notes = sorted(ln for ln in cap.err.splitlines() if ln.startswith("lrdoctor:"))
+    assert [n.split(": ")[3].rsplit("/", 1)[-1] for n in notes] == ["empty.csv", "metrics.csv.junk", "train.log"]
+    assert all(n.startswith("lrdoctor: note: not read: ") for n in notes)
+    assert "empty file (0 bytes)" in notes[0] and "not a log format lrdoctor knows" in notes[2]
+    # with nothing readable beside them, the error says what was there
+    (tmp_path / "good" / "log.csv").unlink()
+    with pytest.raises(NoRunsFoundError, match="3 files named like logs not read"):
+        discover(tmp_path)

@@ -150,7 +150,7 @@ def test_unreadable_run_reported_and_exit_2_after_verifying_the_rest(script_run,
     runs = tmp_path / "runs"
     shutil.copytree(script_run, runs / "lr0.5")
     (runs / "broken").mkdir()
-    (runs / "broken" / "metrics.csv").write_text("step,train_loss\n")  # a header, no points
+    (runs / "broken" / "trainer_state.json").write_text('{"log_history": [{"step": 1, "loss"')  # cut mid-write
     rc = main(["verify", str(runs), "--rule", "divergence", "--seeds", "3", "--jobs", "1",
                "--train", f"{PY} {shlex.quote(SCRIPT)} --fail --logdir {{logdir}}", "--out", str(tmp_path / "v"),
                "--json"])
@@ -158,7 +158,7 @@ def test_unreadable_run_reported_and_exit_2_after_verifying_the_rest(script_run,
     (run,) = json.loads(cap.out)["runs"]
     assert rc == 2 and "lr0.5" in run["name"] and [v["verdict"] for v in run["verdicts"]] == ["ERROR"]
     (line,) = [x for x in cap.err.splitlines() if x.startswith("lrdoctor: error:")]
-    assert line.startswith("lrdoctor: error: run not read: ") and str(runs / "broken" / "metrics.csv") in line
+    assert line.startswith("lrdoctor: error: run not read: ") and str(runs / "broken" / "trainer_state.json") in line
 
 
 def test_command_that_writes_no_logs_names_the_logdir(script_run, tmp_path, capsys):

@@ -77,7 +77,17 @@ def load_runs(path: str, fmt: str | None, strict: bool, progress: bool | None = 
 
 
 def report_unreadable(errors: list) -> int:
-    """One stderr line per run that could not be read (shown even with -q); exit code 2 if any."""
+    """One stderr line per run that could not be read (shown even with -q); exit code 2 if any.
+    What was left out for no fault of the input (:class:`~lrdoctor.errors.LeftOut`: a run with no
+    metrics beside others, a file named like a log that no reader knows) is a note line instead,
+    and leaves the exit code alone."""
+    from ..errors import EmptyRunError, LeftOut
+
     for exc in errors:
+        if isinstance(exc, LeftOut):
+            click.echo(f"lrdoctor: note: {'left out' if isinstance(exc, EmptyRunError) else 'not read'}: {exc}",
+                       err=True)
+    failed = [exc for exc in errors if not isinstance(exc, LeftOut)]
+    for exc in failed:
         click.echo(f"lrdoctor: error: run not read: {exc}", err=True)
-    return 2 if errors else 0
+    return 2 if failed else 0

@@ -69,6 +69,7 @@ def diagnose_cmd(path, fmt, strict, roles, roles_config, as_json, fail_on, rule_
 
         from ..report import write_report
 
-        write_report(diagnoses, html_path, workers=min(4, jobs or os.cpu_count() or 1))
+        write_report(diagnoses, html_path, workers=min(4, jobs or os.cpu_count() or 1), source_path=str(path),
+                     not_read=errors)
     # after the rest, one line each (shown even with -q)
     return report_unreadable(errors) or exit_code(diagnoses, fail_on)

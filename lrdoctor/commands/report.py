@@ -57,7 +57,7 @@ def report_cmd(path, fmt, strict, roles, roles_config, output, title, rule_dirs,
 
     workers = min(4, jobs or os.cpu_count() or 1)
     out = write_report(diagnoses, output, verdicts=verdicts, title=title, source_path=str(path), max_figures=max_figures, max_points=max_points,
-                       figure_format=figure_format, workers=workers)
+                       figure_format=figure_format, workers=workers, not_read=errors)
     n = len(diagnoses)
     click.echo(f"wrote {out} ({n} run{'' if n == 1 else 's'}, {out.stat().st_size / 1e6:.1f} MB)", err=True)
     # The page holds the runs that could be read; the ones that could not are named, and exit 2.

@@ -10,7 +10,9 @@ Shape (stable; tested)::
 
 A finding whose proposal planner failed also has ``"proposal_errors": ["kind: Error: message"]``
 (the key is absent otherwise). When runs under the path could not be read, the document also has
-``"errors": [{"path", "message"}]`` (one per unreadable run; the key is absent otherwise).
+``"errors": [{"path", "message"}]`` (one per unreadable run; the key is absent otherwise), and
+``"left_out": [{"path", "message"}]`` for what was left out without being an error (a run that
+logged no metrics beside runs that did, a file named like a log that no reader knows).
 ``annotations`` are what the reader noticed and kept (non-numeric cells, restarts, repeated
 steps, skipped corrupt records); ``path``/``location`` are ``null`` when not known.
 
@@ -46,11 +48,15 @@ def diagnosis_dict(d: Diagnosis) -> dict[str, Any]:
 
 def diagnoses_document(diagnoses: Iterable[Diagnosis], errors: Iterable[Exception] = ()) -> dict[str, Any]:
     doc: dict[str, Any] = {"runs": [diagnosis_dict(d) for d in diagnoses]}
+    from ..errors import LeftOut
+
     errors = list(errors)
-    if errors:
-        doc["errors"] = [
-            {"path": getattr(e, "path", None), "message": getattr(e, "message", None) or str(e)} for e in errors
-        ]
+    failed = [e for e in errors if not isinstance(e, LeftOut)]
+    left_out = [e for e in errors if isinstance(e, LeftOut)]
+    for key, items in (("errors", failed), ("left_out", left_out)):
+        if items:
+            doc[key] = [{"path": getattr(e, "path", None), "message": getattr(e, "message", None) or str(e)}
+                        for e in items]
     return json_safe(doc)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import LogFormatError, LrdoctorError, NoRunsFoundError, UsageError
+from ..errors import EmptyRunError, LeftOut, LogFormatError, LrdoctorError, NoRunsFoundError, UsageError
 from ..model import Annotation, Run
 from ..origin import ORIGIN_FILE, RunOrigin
 from .base import FINDINGS_FILE, Reader, ReadOptions, RunSource
@@ -32,6 +32,8 @@ from .textlog import TextLogReader
 from .wandb_run import WandbReader
 
 log = logging.getLogger(__name__)
+#: Files named like logs that no reader knows listed one by one; the rest are counted.
+MAX_NOT_READ = 20
 
 #: Readers in sniffing priority order: the most specific content signature first.
 READERS: list[Reader] = [
@@ -65,12 +67,15 @@ def get_reader(name: str) -> Reader:
 
 
 def find_run_sources(path: str | Path, format: str | None = None, *,
-                     expand_formats: Collection[str] | None = None) -> list[RunSource]:
+                     expand_formats: Collection[str] | None = None,
+                     not_read: list[LeftOut] | None = None) -> list[RunSource]:
     """The runs under ``path`` (a log file, a run directory, or a tree of runs), not yet read.
 
     Files of formats that hold several runs are split into them (an MLflow SQLite store, a Keras
     CSV with restarts, TensorBoard attempts); ``expand_formats`` limits that to those formats
-    (``lrdoctor watch`` follows files as they grow and splits only stores that must be)."""
+    (``lrdoctor watch`` follows files as they grow and splits only stores that must be).
+    ``not_read`` receives one note per file in the tree that is named like a log but that no
+    reader knows (or that cannot be opened)."""
     path = Path(path)
     forced = get_reader(format) if format else None
     finder = Finder(READERS, forced=forced)
@@ -85,7 +90,15 @@ def find_run_sources(path: str | Path, format: str | None = None, *,
         if finder.lfs_pointers:
             msg += f" ({len(finder.lfs_pointers)} Git LFS pointer files instead of logs, e.g. " \
                    f"{finder.lfs_pointers[0]}: run 'git lfs pull')"
+        elif finder.not_read:
+            first, why = finder.not_read[0]
+            msg += f" ({len(finder.not_read)} files named like logs not read, e.g. {first}: {why})"
         raise NoRunsFoundError(msg)
+    if not_read is not None:
+        not_read += [LeftOut(why, path=str(p)) for p, why in finder.not_read[:MAX_NOT_READ]]
+        more = len(finder.not_read) - MAX_NOT_READ
+        if more > 0:  # a directory of 100,000 empty .out files is one more line, not 100,000
+            not_read.append(LeftOut(f"{more} more files named like logs not read", path=str(path)))
     return sources
 
 
@@ -104,9 +117,7 @@ def read_source(source: RunSource, options: ReadOptions) -> Run:
     reader = get_reader(source.format)
     run = reader.read(source, options)
     if not len(run.scalars):
-        # A run with nothing to diagnose must not read as a healthy one.
-        where = source.files[0] if len(source.files) == 1 else source.root
-        raise LogFormatError(f"no scalar values (read as {source.format})", path=str(where))
+        raise _empty(reader, source)
     changes: dict = {}
     if run.name != source.name:
         changes["name"] = source.name
@@ -124,6 +135,19 @@ def read_source(source: RunSource, options: ReadOptions) -> Run:
             Annotation("lfs_pointer", "a Git LFS pointer, not the log file itself ('git lfs pull' fetches it); "
                        "skipped", path=p) for p in lfs)
     return replace(run, **changes) if changes else run
+
+
+def _empty(reader: Reader, source: RunSource) -> EmptyRunError:
+    """A run with nothing to diagnose must not read as a healthy one. Runs of a store (opaque ids,
+    or many runs in one file) are named, with what the store says of them (an MLflow parent run
+    of nested runs) when its reader can tell (``describe``)."""
+    where = source.files[0] if len(source.files) == 1 else source.root
+    what = ""
+    if source.run_id is not None or source.path_name is not None:
+        describe = getattr(reader, "describe", None)
+        about = describe(source) if describe is not None else None
+        what = f"run {source.name}" + (f" ({about})" if about else "") + ": "
+    return EmptyRunError(f"{what}no scalar values (read as {source.format})", path=str(where))
 
 
 def read_origin(source: RunSource) -> tuple[RunOrigin | None, Annotation | None]:
@@ -170,42 +194,60 @@ def discover_with_errors(path: str | Path, *, format: str | None = None, strict:
     """Find and read every run under ``path``: the runs that could be read, and one error per run
     that could not (each names its file; nothing is logged here, the caller reports them).
 
+    Errors that are :class:`~lrdoctor.errors.LeftOut` are notes, not failures: a run with no
+    metric values while others have some (an MLflow parent run), a file named like a log that
+    no reader knows.
+
     Raises when nothing can be read: a single file that cannot be read, any unreadable run under
     ``strict``, or a tree whose every run fails (the only error, or a summary naming the first).
     """
-    sources = find_run_sources(path, format)
+    not_read: list[LeftOut] = []
+    sources = find_run_sources(path, format, not_read=not_read)
     options = ReadOptions(strict=strict)
-    single = Path(path).is_file()
+    single = Path(path).is_file() and len(sources) == 1  # one file can hold many runs (mlflow.db)
     runs: list[Run] = []
     errors: list[LrdoctorError] = []
     for source in _progress(sources, progress):
         try:
             runs.append(read_source(source, options))
         except LogFormatError as exc:
-            if strict or single:
+            if single or (strict and not isinstance(exc, EmptyRunError)):
                 raise
             errors.append(exc)
     if not runs:
-        if len(errors) == 1:
-            raise errors[0]
-        if errors:
-            raise LogFormatError(f"none of the {len(errors)} runs found could be read (first: {errors[0]})",
-                                 path=str(path))
-        raise NoRunsFoundError(f"no runs found under {path}")
-    return runs, errors
+        raise _nothing_read(path, errors)
+    return runs, errors + list(not_read)
+
+
+def _nothing_read(path: str | Path, errors: list[LrdoctorError]) -> LrdoctorError:
+    if len(errors) == 1:
+        return errors[0]
+    if errors and all(isinstance(e, EmptyRunError) for e in errors):
+        files = {e.path for e in errors}
+        where = files.pop() if len(files) == 1 else str(path)  # one store file: name it
+        return EmptyRunError(f"none of the {len(errors)} runs holds a metric value (first: {errors[0]})",
+                             path=where)
+    if errors:
+        return LogFormatError(f"none of the {len(errors)} runs found could be read (first: {errors[0]})",
+                              path=str(path))
+    return NoRunsFoundError(f"no runs found under {path}")
 
 
 def discover(path: str | Path, *, format: str | None = None, strict: bool = False,
              progress: bool = False) -> list[Run]:
     """Find and read every run under ``path``.
 
-    In a tree, a run that cannot be read is skipped with a warning (an error under ``strict``);
-    a single file that cannot be read is always an error. :func:`discover_with_errors` returns
+    In a tree, a run that cannot be read is skipped with a warning (an error under ``strict``),
+    one left out (no metric values beside runs that have some) with an info line; a single file
+    that cannot be read is always an error. :func:`discover_with_errors` returns
     the skipped runs' errors instead of only logging them.
     """
     runs, errors = discover_with_errors(path, format=format, strict=strict, progress=progress)
     for exc in errors:
-        log.warning("run skipped: %s", exc)
+        if isinstance(exc, LeftOut):
+            log.info("left out: %s", exc)
+        else:
+            log.warning("run skipped: %s", exc)
     return runs
 
 

@@ -44,6 +44,13 @@ SKIP_SUFFIXES = frozenset({
     ".md", ".rst", ".py", ".html", ".ipynb", ".parquet", ".model", ".msgpack", ".lock",
 })
 SKIP_DIRS = frozenset({"__pycache__", "node_modules", ".git", ".trash"})
+#: Files named like a log: in a tree, one that no reader knows is named in a note instead of
+#: skipped silently (any suffix counts: ``metrics.csv.1``, ``train.log.old``).
+LOG_SUFFIXES = frozenset({".csv", ".jsonl", ".log", ".out", ".wandb"})
+LOG_NAMES = frozenset({"mlflow.db"})  # not any .db: an Optuna study.db beside the runs is no log
+#: ``.txt`` also holds vocabularies, requirements and merges beside a checkpoint: only names that
+#: say "log" count.
+_LOG_WORDS = re.compile(r"log|stdout|stderr|train|metric|history|output", re.IGNORECASE)
 #: File names fixed by their format: such a run is named by its directory alone.
 FIXED_NAMES = frozenset({"metrics.csv", HF_FILE, "trainer_log.jsonl", "history.json", "results.csv"})
 #: A W&B run directory holds ``run-<id>.wandb``; ``wandb/`` holds one directory per run.
@@ -54,6 +61,12 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 def is_event_file_name(name: str) -> bool:
     return "tfevents" in name
+
+
+def named_like_log(path: Path) -> bool:
+    suffixes = {x.lower() for x in path.suffixes}
+    return (bool(suffixes & LOG_SUFFIXES) or path.name in LOG_NAMES
+            or (".txt" in suffixes and bool(_LOG_WORDS.search(path.stem))))
 
 
 def _head(path: Path) -> bytes:
@@ -69,6 +82,15 @@ def _head(path: Path) -> bytes:
     except OSError as exc:
         log.warning("%s: cannot read (%s); skipped", path, exc.strerror or exc)
         return b""
+
+
+def _is_empty(path: Path) -> bool:
+    """A regular file of 0 bytes (an unreadable one was already warned about by :func:`_head`)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
 def _head_of_file(path: Path) -> bytes:
@@ -96,6 +118,8 @@ class Finder:
         self.forced = forced
         self.is_lfs = is_lfs_pointer
         self.lfs_pointers: list[Path] = []
+        #: files named like logs that no reader knows: (file, why), for the caller to note
+        self.not_read: list[tuple[Path, str]] = []
 
     def wants(self, fmt: str) -> bool:
         return self.forced is None or self.forced.name == fmt
@@ -161,6 +185,8 @@ class Finder:
                     continue
                 head = _head(path)
                 if not head:
+                    if self.forced is None and named_like_log(path) and _is_empty(path):
+                        self.not_read.append((path, "empty file (0 bytes)"))
                     continue
                 if self.is_lfs(head):
                     what = "an event file" if is_event_file_name(fname) else "a log file"
@@ -173,6 +199,9 @@ class Finder:
                 if fmt is None and is_event_file_name(fname) and self.wants("tensorboard"):
                     fmt = "tensorboard"  # a truncated/corrupt start: the reader reports it
                 if fmt is None:
+                    if self.forced is None and named_like_log(path):
+                        self.not_read.append((path, "named like a log, but not a log format lrdoctor knows "
+                                                    "(pass the file alone, or with --format, to see why)"))
                     continue
                 if fmt == "tensorboard":
                     if tb_root is None:

@@ -50,6 +50,39 @@ def run_name(run_dir: Path) -> str | None:
     return None
 
 
+#: The tag MLflow sets on a nested run (``start_run(nested=True)``): its parent run's id.
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def relation(experiment: str | None, parent: str | None, children: list[str]) -> str | None:
+    """A run's place in its store in words: its experiment, and its parent or nested runs (a
+    sweep's parent run usually logs no metrics of its own)."""
+    parts = [f"experiment {experiment}"] if experiment else []
+    if children:
+        shown = ", ".join(children[:3]) + (", ..." if len(children) > 3 else "")
+        parts.append(f"MLflow parent of {len(children)} nested run{'s' if len(children) > 1 else ''}: {shown}")
+    if parent:
+        parts.append(f"nested in run {parent}")
+    return "; ".join(parts) or None
+
+
+def _tag_value(run_dir: Path, key: str) -> str | None:
+    try:
+        return (run_dir / "tags" / key).read_text(encoding="utf-8", errors="replace").strip() or None
+    except OSError:
+        return None
+
+
+def _experiment_name(exp_dir: Path) -> str | None:
+    import yaml
+
+    try:
+        data = yaml.safe_load((exp_dir / "meta.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return str(data["name"]) if isinstance(data, dict) and data.get("name") else None
+
+
 class MLflowReader:
     name = "mlflow"
     description = "MLflow file store (mlruns/<experiment>/<run_id>/metrics/<name>, params/)"
@@ -57,6 +90,24 @@ class MLflowReader:
     def sniff(self, path: Path, head: bytes) -> bool:
         """A metric file inside a run directory (discovery finds run directories itself)."""
         return "metrics" in path.parts and bool(_LINE.match(head.split(b"\n", 1)[0] or b"x"))
+
+    def describe(self, source: RunSource) -> str | None:
+        """The run's experiment and parent or nested runs (``mlflow.parentRunId`` tags of the runs
+        beside it), for naming a run left out. Only read for such runs: it lists the experiment."""
+        run_dir = source.root
+        if not run_dir.is_dir():
+            return None
+        exp_dir = run_dir.parent
+        parent_id = _tag_value(run_dir, PARENT_TAG)
+        parent = None
+        if parent_id:
+            parent = run_name(exp_dir / parent_id) if (exp_dir / parent_id).is_dir() else parent_id
+        try:
+            siblings = sorted(d for d in exp_dir.iterdir() if d.is_dir() and d != run_dir)
+        except OSError:
+            siblings = []
+        children = [run_name(d) or d.name for d in siblings if _tag_value(d, PARENT_TAG) == run_dir.name]
+        return relation(_experiment_name(exp_dir), parent, children)
 
     def read(self, source: RunSource, options: ReadOptions) -> Run:
         run_dir = source.root if source.root.is_dir() else source.root.parent

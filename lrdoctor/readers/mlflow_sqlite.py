@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import LogFormatError
 from ..model import Annotation, Run
 from .base import Appended, ReadOptions, RunSource
-from .mlflow import _scalar
+from .mlflow import PARENT_TAG, _scalar, relation
 from .tabular import backwards_annotations, cap, duplicate_annotations, one_line, tidy_frame
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -127,6 +127,31 @@ class MLflowSQLiteReader:
             out.append(replace(source, name=f"{source.name}/{own}", run_id=uuid,
                                path_name=f"{source.name}/{path.name}/{exp_id}/{uuid}"))
         return out
+
+    def describe(self, source: RunSource) -> str | None:
+        """The run's experiment and parent or nested runs (``mlflow.parentRunId`` tags), for
+        naming a run left out; None when the store cannot tell."""
+        if source.run_id is None:
+            return None
+        try:
+            con, _ = connect(source.files[0])
+        except LogFormatError:
+            return None
+        try:
+            exp = con.execute("SELECT e.name FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id "
+                              "WHERE r.run_uuid = ?", (source.run_id,)).fetchone()
+            parent = con.execute("SELECT coalesce(p.name, t.value) FROM tags t LEFT JOIN runs p "
+                                 "ON p.run_uuid = t.value WHERE t.key = ? AND t.run_uuid = ?",
+                                 (PARENT_TAG, source.run_id)).fetchone()
+            children = [str(n) for (n,) in con.execute(
+                "SELECT coalesce(r.name, r.run_uuid) FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid "
+                "WHERE t.key = ? AND t.value = ? AND r.lifecycle_stage = 'active' ORDER BY r.start_time",
+                (PARENT_TAG, source.run_id))]
+        except _DB_ERRORS:  # a store without a tags table (or a damaged one): no relation to tell
+            return None
+        finally:
+            con.close()
+        return relation(str(exp[0]) if exp and exp[0] else None, str(parent[0]) if parent else None, children)
 
     def read(self, source: RunSource, options: ReadOptions) -> Run:
         return self._read(source, None)[0]

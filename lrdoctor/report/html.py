@@ -128,6 +128,7 @@ def render_report(
     max_figures: int = 100,
     figure_format: str = "png",
     workers: int = 1,
+    not_read: Sequence[Exception] = (),
 ) -> str:
     """The report as one self-contained HTML string.
 
@@ -138,6 +139,8 @@ def render_report(
     learning-curve figures (drawing is ~0.2 s a run), the rest keep their table row and findings.
     ``workers > 1`` draws figures in a process pool when there are many (call it under an
     ``if __name__ == "__main__":`` guard: the workers start by forkserver and import ``__main__``).
+    ``not_read`` are the errors of the runs under the path that were not read or left out (the
+    second list of :func:`~lrdoctor.readers.discover_with_errors`): listed on the page with why.
     """
     if figure_format not in ("png", "svg"):
         raise ValueError(f"figure_format must be 'png' or 'svg', not {figure_format!r}")
@@ -202,6 +205,7 @@ def render_report(
         verification_run=verdicts is not None,
         verified_runs=sum(1 for v in views if v.verdicts is not None),
         unmatched_verdicts=unmatched,
+        not_read=[_not_read_row(e) for e in not_read],
         source_path=source_path,
         sweep=sweep,
         overlay_count=overlay_count,
@@ -234,6 +238,17 @@ def write_report(
     os.replace(tmp, path)
     log.info("wrote %s (%.1f MB)", path, len(html) / 1e6)
     return path
+
+
+def _not_read_row(exc: Exception) -> dict[str, str]:
+    """One line of the page's list of what under the path is not in the report, and why."""
+    from ..errors import EmptyRunError, LeftOut
+
+    status = "left out" if isinstance(exc, EmptyRunError) else "not read" if isinstance(exc, LeftOut) else "error"
+    where = str(getattr(exc, "path", None) or "")
+    if where and getattr(exc, "location", None):
+        where += f" ({exc.location})"  # type: ignore[attr-defined]
+    return {"status": status, "where": where, "why": getattr(exc, "message", None) or str(exc)}
 
 
 def _rank(d: Diagnosis) -> int:
