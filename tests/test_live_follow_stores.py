@@ -143,3 +143,140 @@ def test_mlflow_sqlite_rows_renumbered_are_read_again_and_only_new_points_delive
     (_, new), = tree.poll()
     assert tree.rows_read - before == len(pts)  # and followed from there
     pd.testing.assert_frame_equal(_frame(new), _expected(pts), check_dtype=False)
+
+
+WANDB_WRITER = r'''
+import os, sys, wandb
+run = wandb.init(project="live", mode="offline", dir=".", settings=wandb.Settings(console="off"))
+print(os.path.abspath(run.dir), flush=True)
+for line in sys.stdin:  # one batch of steps per line the test sends
+    b = int(line)
+    for s in range(300 * b, 300 * (b + 1)):
+        run.log({"loss": float("nan") if s == 7 else 2.0 / (1 + s), "val": {"acc": s / 1200}, "lr": 1e-3})
+    run.summary["best"] = b
+    if b == 1:
+        run.summary["gone"] = 1
+    if b == 2:
+        del run.summary["gone"]
+    print("logged", flush=True)
+run.finish()
+'''
+
+
+def _settled(path: Path, size: int, timeout: float = 30.0) -> int:
+    """The file's size once wandb's writer (its Go core, writing behind the script) has grown it
+    past ``size`` and then left it alone for a moment."""
+    import time
+
+    end = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < end:
+        now = path.stat().st_size if path.exists() else 0
+        if now != last:
+            last, since = now, time.monotonic()
+        elif now > size and time.monotonic() - since > 0.3:
+            return now
+        time.sleep(0.02)
+    raise AssertionError(f"{path} did not grow past {size} bytes")
+
+
+def test_wandb_poll_reads_only_the_appended_records(tmp_path):
+    """wandb (offline) logs in batches; after each, what it wrote so far is appended to the
+    watched file in two parts (the first ends inside a record: a poll while a write is under
+    way). Each poll must deliver exactly the points the file holds beyond those delivered
+    before, read only the appended bytes (and the record they complete, from the start of its
+    32 KiB block), and keep the run's summary equal to a whole read's."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    from lrdoctor.readers import ReadOptions, find_run_sources, get_reader
+    from lrdoctor.readers._wandb_log import BLOCK
+
+    pytest.importorskip("wandb")
+    writer = tmp_path / "writer"
+    writer.mkdir()
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(writer)}
+    proc = subprocess.Popen([sys.executable, "-c", WANDB_WRITER], cwd=writer, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    watchdog = threading.Timer(120, proc.kill)  # a writer that hangs fails the test (its pipe closes)
+    watchdog.start()
+    try:
+        run_dir = Path(proc.stdout.readline().strip()).parent  # .../wandb/offline-run-*/files -> the run
+        (live,) = run_dir.glob("*.wandb")
+        watched = tmp_path / "watched" / run_dir.name / live.name
+        watched.parent.mkdir(parents=True)
+        watched.write_bytes(b"")
+        tree = TreeFollower(tmp_path / "watched")
+        delivered: list[pd.DataFrame] = []
+        copied = 0
+
+        def append_and_poll(data: bytes) -> None:
+            nonlocal copied
+            f = next(iter(tree.runs.values()), None)
+            unread = copied - f.cursor.offset if f is not None else 0  # a record the file ended inside
+            with open(watched, "ab") as fh:
+                fh.write(data)
+            copied += len(data)
+            before = tree.bytes_read
+            got = tree.poll()
+            delivered.extend(p for _, p in got)
+            (src,) = find_run_sources(watched)
+            whole = get_reader("wandb").read(src, ReadOptions())
+            so_far = pd.concat(delivered) if delivered else whole.scalars.iloc[:0]
+            pd.testing.assert_frame_equal(_frame(so_far), _frame(whole.scalars), check_dtype=False)
+            # not the file again: what was appended, the record it completes, and the rest of the
+            # block that record starts in
+            assert tree.bytes_read - before <= len(data) + unread + BLOCK
+            if got:
+                assert got[0][0].summary == whole.summary
+
+        for b in range(4):
+            proc.stdin.write(f"{b}\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "logged"
+            size = _settled(live, copied)
+            data = live.read_bytes()[copied:size]
+            cut = len(data) // 2 + 3  # ~50-byte records: most likely inside one
+            append_and_poll(data[:cut])
+            append_and_poll(data[cut:])
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    append_and_poll(live.read_bytes()[copied:])  # what finish() wrote: the summary, the exit
+    (f,) = tree.runs.values()
+    assert f.summary["best"] == 3 and "gone" not in f.summary
+    assert copied > 2 * BLOCK and tree.bytes_read < 2 * copied  # the file was not read again per poll
+    assert len(pd.concat(delivered)) == 1200 * 3  # the NaN loss at step 7 is a point too
+
+
+def test_wandb_file_that_shrank_or_was_replaced_is_read_again_whole(tmp_path):
+    from lrdoctor.readers import ReadOptions, find_run_sources, get_reader
+    from lrdoctor.readers._wandb_log import BLOCK
+
+    files = sorted((DATA / "wandb").rglob("*.wandb"), key=lambda p: -p.stat().st_size)
+    big, other = files[0].read_bytes(), files[1].read_bytes()
+    dest = tmp_path / "run-x.wandb"
+    reader, opts = get_reader("wandb"), ReadOptions()
+
+    def whole_read():
+        return reader.read(find_run_sources(dest)[0], opts).scalars
+
+    dest.write_bytes(big[:len(big) // 2])
+    (src,) = find_run_sources(dest)
+    first = reader.read_appended(src, opts)
+    assert first.whole and first.bytes_read == len(big) // 2
+    pd.testing.assert_frame_equal(_frame(first.run.scalars), _frame(whole_read()))
+    again = reader.read_appended(src, opts, first.cursor)  # nothing appended: nothing new
+    assert not again.whole and not len(again.run.scalars) and again.bytes_read <= BLOCK
+    dest.write_bytes(big[:len(big) // 4])  # shorter than what was read
+    got = reader.read_appended(src, opts, first.cursor)
+    assert got.whole
+    pd.testing.assert_frame_equal(_frame(got.run.scalars), _frame(whole_read()))
+    dest.write_bytes(other + big[len(other):])  # another run's file, as long as the one read
+    got = reader.read_appended(src, opts, first.cursor)
+    assert got.whole and got.bytes_read == len(big)

@@ -12,12 +12,13 @@ temporary copy of the run holding only the complete units appended since (plus t
   from its start, and only the points beyond those already delivered are kept;
 * files a writer rewrites whole (HF ``trainer_state.json``, a Keras history JSON): read again
   when their size or modification time changes, keeping the points beyond those already
-  delivered; a copy caught half written is left for the next poll. W&B ``.wandb`` files (framed
-  in 32 KiB blocks whose records span blocks) are likewise read again, in place, when they change;
-* stores whose reader follows a run itself (``read_appended``: an MLflow SQLite store, read past
-  the run's last row) are asked, when they change, for what was added since the reader's
-  cursor; when the reader had to read the run again from its start (rows renumbered), only the
-  points beyond those already delivered are kept.
+  delivered; a copy caught half written is left for the next poll;
+* formats whose reader follows a run itself (``read_appended``): a W&B ``.wandb`` file, framed in
+  32 KiB blocks whose records span blocks, is read on from the first record not read whole;
+  an MLflow SQLite store past the run's last row. The reader is asked, when the file changes,
+  for what was added since its cursor; when it had to read the run again from its start (rows
+  renumbered, another file in place of the one followed), only the points beyond those
+  already delivered are kept.
 
 The temporary copy mirrors the run's layout (subdirectories of a TensorBoard run name tags), so
 each reader reads it exactly as it reads the real run.
@@ -29,8 +30,10 @@ import logging
 import shutil
 import struct
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,18 +46,15 @@ log = logging.getLogger(__name__)
 
 _LINE_FORMATS = frozenset({"lightning_csv", "keras_csv", "csv", "jsonl", "mlflow", "text"})
 _CSV_FORMATS = frozenset({"lightning_csv", "keras_csv", "csv"})
-#: read again whole when they change: JSON rewritten whole; a W&B .wandb file (appended, but in
-#: 32 KiB blocks whose records span blocks, so it cannot be read from an arbitrary offset)
-_WHOLE_FORMATS = frozenset({"hf_trainer_state", "keras_history", "wandb"})
-#: whole formats read in place rather than from a copy (the W&B reader stops at a half-written block)
-_IN_PLACE = frozenset({"wandb"})
+#: read again whole when they change: JSON rewritten whole
+_WHOLE_FORMATS = frozenset({"hf_trainer_state", "keras_history"})
 #: files holding several runs, split into them by discovery while following (the runs of an
 #: MLflow SQLite store); their reader follows each run (``read_appended``)
 _STORES = frozenset({"mlflow_sqlite"})
 
 
 def _by_reader(fmt: str) -> bool:
-    """The reader reads what was added since its own cursor (a database, read past a row)."""
+    """The reader reads what was added since its own cursor (W&B, MLflow SQLite)."""
     return fmt in supported_formats() and hasattr(get_reader(fmt), "read_appended")
 
 
@@ -107,6 +107,7 @@ class RunFollower:
     files: dict[Path, _FileState] = field(default_factory=dict)
     delivered: dict[str, int] = field(default_factory=dict)  # points per tag handed out so far
     hparams: dict = field(default_factory=dict)
+    summary: Mapping[str, Any] = field(default_factory=dict)  # the tracker's run summary (W&B), as of the last poll
     step_axis: str = "step"
     bytes_read: int = 0
     rows_read: int = 0  # database rows fetched (an MLflow SQLite store)
@@ -136,7 +137,7 @@ class RunFollower:
                 chunks[path] = data
         if not chunks:
             return None
-        run = self._read_in_place() if fmt in _IN_PLACE else self._read_chunks(chunks)
+        run = self._read_chunks(chunks)
         if run is None:
             return None
         self.hparams.update(run.hparams)
@@ -159,6 +160,7 @@ class RunFollower:
         self.rows_read += got.rows_read
         self.bytes_read += got.bytes_read
         self.hparams.update(got.run.hparams)
+        self.summary = got.run.summary
         self.step_axis = got.run.step_axis
         return self._only_new(got.run.scalars, got.whole)
 
@@ -171,10 +173,6 @@ class RunFollower:
             stamp = (stat.st_size, stat.st_mtime_ns)
             if stamp == st.stamp:
                 return None
-            if fmt in _IN_PLACE:
-                st.stamp = stamp
-                self.bytes_read += stat.st_size
-                return b"-", True  # the reader reads the file itself
             data = path.read_bytes()
             self.bytes_read += len(data)
             return data, True  # st.stamp is set once the copy parses (see _read_chunks)
@@ -206,9 +204,6 @@ class RunFollower:
             return (st.header + body if body else b""), reset
         st.offset += end
         return data, reset
-
-    def _read_in_place(self) -> Run:
-        return get_reader(self.source.format).read(self.source, ReadOptions(strict=self.strict))
 
     def _read_chunks(self, chunks: dict[Path, bytes]) -> Run | None:
         src = self.source

@@ -50,14 +50,15 @@ class Problems:
     path: str
     strict: bool
     annotations: list[Annotation] = field(default_factory=list)
+    origin: int = 0  # added to every offset reported (a file read from a later offset on)
 
     def corrupt(self, offset: int, message: str, action: str = "record skipped") -> None:
         """``message`` says what is wrong; ``action`` what reading does about it (not under strict,
         where it is an error: "(--strict)" instead)."""
         if self.strict:
-            raise LogFormatError(f"{message} (--strict)", path=self.path, location=f"byte {offset}")
+            raise LogFormatError(f"{message} (--strict)", path=self.path, location=f"byte {self.origin + offset}")
         self.annotations.append(Annotation(kind="corrupt_record", message=f"{message}; {action}",
-                                           path=self.path, location=f"byte {offset}"))
+                                           path=self.path, location=f"byte {self.origin + offset}"))
 
     def truncated(self, offset: int, size: int) -> None:
         self.annotations.append(
@@ -66,7 +67,7 @@ class Problems:
                 message=f"last record is incomplete ({size - offset} bytes; the file may still be "
                 "being written); everything before it was read",
                 path=self.path,
-                location=f"byte {offset}",
+                location=f"byte {self.origin + offset}",
             )
         )
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,50 +54,65 @@ class Scan:
     start: np.ndarray
     length: np.ndarray
     crc: np.ndarray
+    resume: int = 0  # where a later scan of the grown file starts: the first record not read whole
+    bytes_read: int = 0
 
 
-def scan(path: Path, problems: Problems, pad: int = 64) -> Scan:
-    """Find every intact record of ``path``; damage goes to ``problems`` (see the module docstring)."""
+def scan(path: Path, problems: Problems, pad: int = 64, start: int = 0) -> Scan:
+    """Find every intact record of ``path``; damage goes to ``problems`` (see the module docstring).
+
+    ``start``: read only the records from that offset on, the start of a record's first
+    fragment (``Scan.resume`` of an earlier scan: ``lrdoctor watch`` follows a file as it is
+    written). The bytes are read from the start of its block, so that block boundaries, where
+    every block's first fragment starts, fall where they do in the file."""
     spath = str(path)
+    base = start - start % BLOCK
     try:
         with open(path, "rb") as fh:
+            head = fh.read(HEADER)
             size = os.fstat(fh.fileno()).st_size
-            buf = bytearray(size + pad)  # zero padding: header gathers may read past a short tail
-            size = fh.readinto(memoryview(buf)[:size])
+            n = max(size - base, 0)
+            buf = bytearray(n + pad)  # zero padding: header gathers may read past a short tail
+            fh.seek(base)
+            n = fh.readinto(memoryview(buf)[:n])
     except OSError as exc:
         raise LogFormatError(f"cannot read: {exc.strerror or exc}", path=spath) from exc
-    head = bytes(buf[:min(size, HEADER)])
     if not head.startswith(MAGIC[:6]):
         raise LogFormatError("not a W&B run file (no ':W&B' header)", path=spath, location="byte 0")
-    if size < HEADER:
+    if len(head) < HEADER:
         raise LogFormatError("W&B run file cut off inside its header", path=spath, location="byte 0")
     if head[6] != MAGIC[6]:
         raise LogFormatError(f"W&B run file format version {head[6]} is not known (expected 0)",
                              path=spath, location="byte 6")
     arr = np.frombuffer(buf, dtype=np.uint8)
-    off, kind, length, crc, stops = _follow_blocks(arr, size)
+    # offsets below are into ``buf``, file offset - base; problems are told file offsets
+    # (``origin``; the copy shares the caller's list of annotations)
+    local = replace(problems, origin=problems.origin + base)
+    off, kind, length, crc, stops = _follow_blocks(arr, n, max(start, HEADER) - base)
     bad = np.flatnonzero(_crcs(buf, off, length) != crc)
     if len(bad):  # a CRC mismatch: the rest of its block is not read (nor its stop reported)
         block = off // BLOCK
-        first_bad = np.full(-(-size // BLOCK), np.iinfo(np.int64).max)
+        first_bad = np.full(-(-n // BLOCK), np.iinfo(np.int64).max)
         np.minimum.at(first_bad, block[bad], off[bad])
         stops = [s for s in stops if s[0] < first_bad[s[0] // BLOCK]]
-        stops += [(at, "CRC mismatch", min((at // BLOCK + 1) * BLOCK, size))
+        stops += [(at, "CRC mismatch", min((at // BLOCK + 1) * BLOCK, n))
                   for at in off[bad][off[bad] == first_bad[block[bad]]].tolist()]
         keep = off < first_bad[block]
         off, kind, length, crc = off[keep], kind[keep], length[keep], crc[keep]
     cut = next((at for at, why, _ in stops if why is None), -1)
     damage = sorted(s for s in stops if s[1] is not None)
-    offsets, starts, lengths, crcs, joined, pending = _assemble(off, kind, length, crc, damage, buf, problems)
+    offsets, starts, lengths, crcs, joined, pending = _assemble(off, kind, length, crc, damage, buf, local)
     if pending >= 0 or cut >= 0:  # cut off mid-record: the record being written is lost
-        problems.truncated(pending if pending >= 0 else cut, size)
+        local.truncated(pending if pending >= 0 else cut, n)
     tail = starts < 0
     if tail.any():  # records split across blocks go after the file's bytes, in order
         starts[tail] = len(buf) + np.concatenate([[0], np.cumsum(lengths[tail])[:-1]])
         del arr  # no view of the bytearray may be left for it to grow (in place: realloc, no copy)
         buf += b"".join([*joined, bytes(pad)])
         arr = np.frombuffer(buf, dtype=np.uint8)
-    return Scan(arr, offsets, starts, lengths, crcs)
+    # the next scan resumes at the record the file ends inside, or at the end
+    resume = base + (pending if pending >= 0 else cut if cut >= 0 else n)
+    return Scan(arr, offsets + base, starts, lengths, crcs, resume=resume, bytes_read=n)
 
 
 def _crcs(buf: bytearray, off: np.ndarray, length: np.ndarray) -> np.ndarray:
@@ -108,12 +123,14 @@ def _crcs(buf: bytearray, off: np.ndarray, length: np.ndarray) -> np.ndarray:
     return np.fromiter(map(zlib.crc32, data), dtype=np.int64, count=len(off))
 
 
-def _follow_blocks(arr: np.ndarray, size: int):
+def _follow_blocks(arr: np.ndarray, size: int, first: int = HEADER):
     """Fragments (offset, type, length) whose header is sound, in file order, and where blocks
     stop early: ``(offset, why, next offset read)``, ``why`` None where the file ends inside a
-    fragment. Every block is followed at once: one numpy pass per fragment position."""
+    fragment. Every block is followed at once: one numpy pass per fragment position. ``arr``
+    starts at a block boundary; its first fragment is at ``first``."""
     cur = np.arange(-(-size // BLOCK), dtype=np.int64) * BLOCK
-    cur[0] = HEADER
+    if len(cur):
+        cur[0] = first
     block_end = np.minimum(cur - cur % BLOCK + BLOCK, size)
     live = np.flatnonzero(cur < block_end)
     u32 = loads(arr, "<u4")
@@ -182,7 +199,7 @@ def _assemble(off: np.ndarray, kind: np.ndarray, length: np.ndarray, crc: np.nda
         prev = e
         if k == 0:
             problems.corrupt(at, f"corrupt W&B record ({why[at][1]})",
-                             f"rest of its block skipped, reading resumes at byte {why[at][2]}")
+                             f"rest of its block skipped, reading resumes at byte {problems.origin + why[at][2]}")
             if start >= 0:
                 problems.corrupt(start, "a record split across blocks lost a fragment", "record dropped")
                 start, parts = -1, []

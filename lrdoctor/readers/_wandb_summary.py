@@ -84,16 +84,18 @@ def _reread(path: str, offsets: np.ndarray, crcs: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def decode(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, problems: Problems
-           ) -> dict[str, Any]:
+def decode(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, problems: Problems,
+           base: dict[str, Any] | None = None) -> dict[str, Any]:
     """The last update of each key over the summary records ``recs`` (payloads at ``start``,
-    ``length``), applied in record order, a record's removes after its updates (as wandb does)."""
+    ``length``), applied in record order, a record's removes after its updates (as wandb does),
+    to ``base`` (the summary of the records before these, when a followed file is read on from
+    where it was; not changed)."""
     buf = sc.buffer
     inner = walk(buf, start, start + length)
     for j in np.flatnonzero(inner.bad):
         problems.corrupt(int(sc.offset[recs[j]]), "W&B summary record is not a valid protobuf message")
-    out: dict[str, Any] = {}
-    updated_in: dict[str, int] = {}
+    out: dict[str, Any] = dict(base or {})
+    updated_in: dict[str, int] = dict.fromkeys(out, -1)  # before every record read here
     for field in (1, 2):  # update, then remove
         sel = inner.field == field
         if not sel.any():

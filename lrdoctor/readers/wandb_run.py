@@ -16,20 +16,23 @@ in README, ``benchmarks/ingest_speed.py``).
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from ..errors import LogFormatError
 from ..model import Annotation, Run
 from . import _wandb_items
 from ._pbwalk import varints, walk
 from ._tfrecord import Problems
-from ._wandb_log import Scan, is_wandb_file, scan
+from ._wandb_log import HEADER, Scan, is_wandb_file, scan
 from ._wandb_proto import Record
 from ._wandb_summary import Summary, decode, json_value
-from .base import ReadOptions, RunSource
+from .base import Appended, ReadOptions, RunSource
 from .tabular import backwards_annotations, cap, duplicate_annotations, short_repr, tidy_frame
 from .wandb_steps import to_global_steps
 
@@ -51,22 +54,97 @@ class WandbReader:
         spath = str(path)
         problems = Problems(spath, options.strict)
         sc = scan(path, problems)
-        top = walk(sc.buffer, sc.start, sc.start + sc.length)
-        for i in np.flatnonzero(top.bad):
-            problems.corrupt(int(sc.offset[i]), "W&B record is not a valid protobuf message")
-        kinds = {k: _field_of(top, k) for k in (HISTORY, SUMMARY, CONFIG, RUN)}
-        scalars, notes = _history(sc, *kinds[HISTORY], problems, spath)
+        scalars, notes, kinds = _records(sc, problems, spath)
         scalars, axis = to_global_steps(scalars, spath)
         notes = [*notes, *([axis] if axis is not None else [])]
-        hparams, initial = _config(sc, kinds[RUN][0], kinds[CONFIG][0])
+        config, initial = _config(sc, kinds[RUN][0], kinds[CONFIG][0])
         recs = kinds[SUMMARY][0]
         if options.strict:  # a damaged summary is an error now, not when it is first used
-            summary = Summary.decoded({**initial, **decode(sc, *kinds[SUMMARY], problems)})
+            summary = Summary.decoded({**_own(initial), **decode(sc, *kinds[SUMMARY], problems)})
         else:
-            summary = Summary(spath, sc.offset[recs], sc.crc[recs], initial)
-        return Run(name=source.name, source=spath, format=self.name, scalars=scalars, hparams=hparams,
+            summary = Summary(spath, sc.offset[recs], sc.crc[recs], _own(initial))
+        return Run(name=source.name, source=spath, format=self.name, scalars=scalars, hparams=_hparams(config),
                    summary=summary, step_axis="step",
                    annotations=tuple(problems.annotations + cap(notes)))
+
+    def read_appended(self, source: RunSource, options: ReadOptions, cursor: object = None) -> Appended:
+        """The records appended since ``cursor`` (None: all of them), for ``lrdoctor watch``.
+
+        wandb only appends to the file, so a read resumes at the first record the last one did
+        not read whole (``Scan.resume``: a record the file ended inside, perhaps one split
+        across blocks; the scan starts at the start of its block, where the framing can be
+        followed from). The config and the summary are carried over in the cursor and updated by
+        the new records, in order, so they stay what a whole read gives. A file that no longer
+        starts as it did (another run's file in its place) or is shorter than what was read is
+        read again whole. The summary records read are decoded at once (a poll's are few), not
+        when the summary is first used."""
+        path = source.files[0]
+        spath = str(path)
+        whole = not isinstance(cursor, FileCursor) or not _continues(path, cursor)
+        prev = _START if whole else cursor
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(_HEAD)
+        except OSError as exc:
+            raise LogFormatError(f"cannot read: {exc.strerror or exc}", path=spath) from exc
+        problems = Problems(spath, options.strict)
+        sc = scan(path, problems, start=prev.offset)
+        scalars, notes, kinds = _records(sc, problems, spath)
+        steps_by_key = prev.steps_by_key
+        if steps_by_key is not False:
+            scalars, axis = to_global_steps(scalars, spath)
+            notes += [axis] if axis is not None else []
+            if steps_by_key is None and len(scalars):
+                steps_by_key = axis is not None
+        config, initial = _config(sc, kinds[RUN][0], kinds[CONFIG][0], prev.config, prev.initial)
+        summary = decode(sc, *kinds[SUMMARY], problems, base=prev.summary)
+        run = Run(name=source.name, source=spath, format=self.name, scalars=scalars, hparams=_hparams(config),
+                  summary=Summary.decoded({**_own(initial), **summary}), step_axis="step",
+                  annotations=tuple(problems.annotations + cap(notes)))
+        return Appended(run=run, cursor=FileCursor(sc.resume, head, config, initial, summary, steps_by_key),
+                        whole=whole, bytes_read=sc.bytes_read)
+
+
+#: the file's header and its first fragment's (whose CRC is the run record's): another run's file
+#: put in place of a followed one differs here
+_HEAD = HEADER + HEADER
+
+
+@dataclass(frozen=True)
+class FileCursor:
+    """Where a followed ``.wandb`` file was read up to (:meth:`WandbReader.read_appended`), and
+    what the records before it set."""
+
+    offset: int  # the first record not read whole
+    head: bytes  # the file's first bytes then
+    config: dict[str, Any]  # run and config records applied so far (nested, as wandb keeps it)
+    initial: dict[str, Any]  # the run record's summary
+    summary: dict[str, Any]  # summary records applied so far
+    #: whether an integration's step key is the step (:mod:`.wandb_steps`), decided by the first
+    #: points read (a whole read decides by all of them; None: no points yet)
+    steps_by_key: bool | None
+
+
+_START = FileCursor(0, b"", {}, {}, {}, None)
+
+
+def _continues(path: Path, cursor: FileCursor) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(cursor.head))
+            return head == cursor.head and os.fstat(fh.fileno()).st_size >= cursor.offset
+    except OSError:
+        return False
+
+
+def _records(sc: Scan, problems: Problems, spath: str):
+    """The points of the history records, their notes, and the records of each kind read."""
+    top = walk(sc.buffer, sc.start, sc.start + sc.length)
+    for i in np.flatnonzero(top.bad):
+        problems.corrupt(int(sc.offset[i]), "W&B record is not a valid protobuf message")
+    kinds = {k: _field_of(top, k) for k in (HISTORY, SUMMARY, CONFIG, RUN)}
+    scalars, notes = _history(sc, *kinds[HISTORY], problems, spath)
+    return scalars, notes, kinds
 
 
 def _field_of(top, field: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,11 +208,13 @@ def _history(sc: Scan, recs: np.ndarray, start: np.ndarray, length: np.ndarray, 
     return tidy_frame(codes, names, steps, wall[recs_k], values), notes
 
 
-def _config(sc: Scan, run_recs: np.ndarray, config_recs: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
-    """hparams from the run and config records (in file order: later updates win), and the
-    summary the run record starts with (a resumed run's)."""
-    config: dict[str, Any] = {}
-    initial: dict[str, Any] = {}
+def _config(sc: Scan, run_recs: np.ndarray, config_recs: np.ndarray, config: dict[str, Any] | None = None,
+            initial: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The config after the run and config records (in file order: later updates win), applied
+    to ``config`` (a followed file's so far; not changed), and the summary the run record starts
+    with (a resumed run's)."""
+    config = dict(config or {})
+    initial = dict(initial or {})
     for i in sorted({*run_recs.tolist(), *config_recs.tolist()}):
         raw = sc.buffer[sc.start[i]:sc.start[i] + sc.length[i]].tobytes()
         try:
@@ -147,8 +227,16 @@ def _config(sc: Scan, run_recs: np.ndarray, config_recs: np.ndarray) -> tuple[di
                 initial[_wandb_items.name_of(it)] = json_value(it.value_json)
         else:
             _apply(config, r.config)
-    config.pop("_wandb", None)
-    return _flatten(config), {k: v for k, v in initial.items() if not k.startswith("_")}
+    return config, initial
+
+
+def _hparams(config: dict[str, Any]) -> dict[str, Any]:
+    return _flatten({k: v for k, v in config.items() if k != "_wandb"})
+
+
+def _own(summary: dict[str, Any]) -> dict[str, Any]:
+    """Without wandb's own keys (``_step``, ``_runtime``, ...)."""
+    return {k: v for k, v in summary.items() if not k.startswith("_")}
 
 
 def _apply(config: dict[str, Any], rec) -> None:
