@@ -181,22 +181,29 @@ def test_controller_stops_a_rerun_at_the_first_nonfinite_loss(tmp_path):
     assert all(math.isfinite(r["train_loss"]) for r in got[:-1])
 
 
-def test_a_patched_lr_is_the_new_peak_of_the_original_runs_curve_under_the_scripts_own_schedule(tmp_path):
-    """The script's LambdaLR multiplies its LR 0.05 by 20 from step 5: the original run peaked at
-    1.0, and a proposal "peak LR 1 -> 0.05" (patch lr 0.05, LRDOCTOR_BASE_LR 1.0) must give a
-    curve that peaks at 0.05, not the unchanged run (lr 0.05 over a starting LR of 0.05)."""
-    from lrdoctor.verify.env import ENV_BASE_LR
+def test_a_patched_lr_is_the_new_peak_of_the_scripts_own_lr_curve(tmp_path):
+    """The patch's lr is the new peak of the curve the script's own scheduler draws: the larger
+    of the optimizer's starting LR and the largest LR the original run logged
+    (LRDOCTOR_LOGGED_PEAK_LR). A LambdaLR that multiplies 0.05 by 20 from step 5 peaked at 1.0:
+    "peak 1 -> 0.05" must peak at 0.05 (before, it reran unchanged); a warmup to 1.0 that died at
+    0.319 must peak at the proposed 0.065, not 0.2."""
+    from lrdoctor.verify.env import ENV_LOGGED_PEAK_LR
 
-    for base_lr, want_peak in (("1.0", 0.05), (None, 1.0)):
+    def run(tag, start_lr, lam, logged_peak, patch_lr):
         model, x, y = problem()
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 20.0 if s >= 5 else 1.0)
-        e = env(tmp_path / str(base_lr), {"lr": 0.05}, max_steps=10)
-        if base_lr is not None:
-            e[ENV_BASE_LR] = base_lr
+        opt = torch.optim.SGD(model.parameters(), lr=start_lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lam)
+        e = env(tmp_path / tag, {"lr": patch_lr}, max_steps=10)
+        if logged_peak is not None:
+            e[ENV_LOGGED_PEAK_LR] = str(logged_peak)
         ctl = Controller.from_env(opt, model, scheduler=sched, env=e)
         loop(ctl, model, x, y)
         ctl.close()
-        lrs = [r["lr"] for r in rows(tmp_path / str(base_lr))]
-        # without the original run's LR the patch is read against the optimizer's (as before)
-        assert max(lrs) == pytest.approx(want_peak) and lrs[0] == pytest.approx(want_peak / 20), (base_lr, lrs)
+        return [r["lr"] for r in rows(tmp_path / tag)], ctl.scheduler
+
+    lrs, _ = run("x20", 0.05, lambda s: 20.0 if s >= 5 else 1.0, 1.0, 0.05)
+    assert max(lrs) == pytest.approx(0.05) and lrs[0] == pytest.approx(0.0025), lrs
+    lrs, _ = run("x20-unknown", 0.05, lambda s: 20.0 if s >= 5 else 1.0, None, 0.05)
+    assert max(lrs) == pytest.approx(1.0), lrs  # without the logged peak: against the starting LR, as before
+    lrs, sched = run("warmup", 1.0, lambda s: min(1.0, (s + 1) / 100), 0.319, 0.065)
+    assert sched.base_lrs == [pytest.approx(0.065)] and lrs[-1] == pytest.approx(0.065 * 10 / 100), lrs

@@ -41,6 +41,7 @@ from .env import (
     ENV_CONFIG,
     ENV_DEVICE,
     ENV_LOGDIR,
+    ENV_LOGGED_PEAK_LR,
     ENV_MAX_STEPS,
     ENV_RESUME_FROM,
     ENV_SEED,
@@ -419,6 +420,8 @@ class CommandBackend:
         })
         if self.base.get("lr") is not None:
             env[ENV_BASE_LR] = _num(float(self.base["lr"]))
+        if self.base.get("logged_peak_lr") is not None:
+            env[ENV_LOGGED_PEAK_LR] = _num(float(self.base["logged_peak_lr"]))
         return env
 
     def require(self) -> None:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..patch import IN_LOOP, OUTSIDE_LOOP, ConfigPatch
-from .env import ENV_BASE_LR, ENV_CONFIG, ENV_LOGDIR, ENV_MAX_STEPS, ENV_RESUME_FROM, ENV_SEED
+from .env import ENV_CONFIG, ENV_LOGDIR, ENV_LOGGED_PEAK_LR, ENV_MAX_STEPS, ENV_RESUME_FROM, ENV_SEED
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ class Controller:
         self._keeper = _keeper(checkpoint_every, keep, checkpoint_dir, logdir)
         self._nonfinite = False
         self.stop_on_nonfinite = stop_on_nonfinite  # verify's reruns: a NaN/inf loss decides the outcome
-        #: the original run's LR (LRDOCTOR_BASE_LR): what a patch's ``lr`` was proposed against
+        #: the largest LR the original run logged (LRDOCTOR_LOGGED_PEAK_LR): with the optimizer's
+        #: starting LR, what a patch's ``lr`` (a new peak) is measured against
         self.reference_lr = reference_lr
         if resume_from:
             from ..workloads.checkpointing import resume_script
@@ -147,7 +148,7 @@ class Controller:
             logdir=env.get(ENV_LOGDIR) or logdir, scheduler=scheduler, seed=seed,
             raise_at_budget=raise_at_budget, log_every=log_every, live=live,
             resume_from=env.get(ENV_RESUME_FROM) or None, stop_on_nonfinite=True,
-            reference_lr=_positive(env.get(ENV_BASE_LR)),
+            reference_lr=_positive(env.get(ENV_LOGGED_PEAK_LR)),
         )
 
     def _base_config(self, max_steps: int):
@@ -185,11 +186,11 @@ class Controller:
         else:
             factor = cfg.lr / base.lr
             if "lr" in patch and self.reference_lr and not ("warmup_steps" in patch or "scheduler" in patch):
-                # the script's own schedule stays, and the patch's lr is the new peak of the original
-                # run's LR curve (what the proposal computed it from: its logged peak, or its configured
-                # LR), not of the optimizer's starting LR: a schedule that multiplies the LR (x20 at
-                # some step) would otherwise keep the original peak. The whole curve scales by it.
-                factor = float(patch["lr"]) / self.reference_lr
+                # the script's own schedule stays, and the patch's lr is the new peak of its LR curve:
+                # the larger of the optimizer's starting LR (a warmup, or a run that died during it,
+                # never logged its peak) and the largest LR the original run logged (a schedule that
+                # multiplies the LR, x20 at some step, peaks above its start). The curve scales by it.
+                factor = float(patch["lr"]) / max(base.lr, self.reference_lr)
             for g in self.optimizer.param_groups:
                 peak = float(g.get("initial_lr", g["lr"]))
                 # resumed mid-run: the current LR moves by the factor (a chainable schedule goes on

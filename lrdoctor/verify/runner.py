@@ -130,6 +130,9 @@ def backend_for(run: Run, train: str | None, *, fmt: str | None = None, cwd: str
         clip = clip_threshold(run)
         if clip is not None:
             base["clip_grad_norm"] = clip
+        lr_series = RoleView.of(run).get("lr")
+        if lr_series is not None and np.isfinite(lr_series.values).any():
+            base["logged_peak_lr"] = float(np.nanmax(np.where(np.isfinite(lr_series.values), lr_series.values, np.nan)))
         return CommandBackend(train, base=base, cwd=cwd)
     if run.origin is not None and run.origin.config is not None:
         return WorkloadBackend(run.origin, fmt=fmt)
