@@ -13,6 +13,7 @@ from .base import (
     finite_part,
     listed,
     median_of,
+    noise_sigma,
     odd_window,
     param_ranges,
     rolling_median,
@@ -163,23 +164,27 @@ class _Collapse:
     end_level: float  # the smoothed loss's median over the sustained tail
 
 
-def _collapse(x: np.ndarray, *, smooth_window: int, sustain: int, min_drop: float,
-              back: float) -> _Collapse | None:
-    """A positive loss that learned (its smoothed minimum at most ``1 - min_drop`` of its early
-    level: the median of its first 2.5%, one point at least) and then went back at least ``back`` of
+def _collapse(x: np.ndarray, *, smooth_window: int, sustain: int, min_drop: float, back: float,
+              min_drop_sigmas: float) -> _Collapse | None:
+    """A positive loss that learned (its smoothed minimum after its first 2.5% at most
+    ``1 - min_drop`` of its early level, the median of that first 2.5%, one point at least, and
+    below it by ``min_drop_sigmas`` noise units at least) and then went back at least ``back`` of
     the way to that level for good (the last ``sustain`` points at least): a network that lost
     what it had learned, often to chance level (ln k), which a 5x blow-up test misses when the
-    loss never fell 5x in the first place."""
+    loss never fell 5x in the first place. The noise test keeps a flat noisy loss, whose smoothed
+    minimum can lie a third below its level, from "falling"."""
     n = len(x)
-    if not bool(np.all(x > 0)):
+    k = early_points(n)
+    if n <= k or not bool(np.all(x > 0)):
         return None  # "fell by a share" needs the loss's own zero
-    s = rolling_median(x, odd_window(n, smooth_window, fraction=0.1))
+    w = odd_window(n, smooth_window, fraction=0.1)
+    s = rolling_median(x, w)
     # the raw values, not the smoothed ones: the first smoothed point of a padded window is the
-    # first value itself, noise and all
-    start = median_of(x[: early_points(n)])
-    b = int(np.argmin(s))
+    # first value itself, noise and all; the minimum is looked for after them, for the same reason
+    start = median_of(x[:k])
+    b = k + int(np.argmin(s[k:]))
     best = float(s[b])
-    if not best <= (1.0 - min_drop) * start:
+    if not best <= (1.0 - min_drop) * start or start - best < min_drop_sigmas * noise_sigma(x, w, s):
         return None
     level = best + back * (start - best)
     up = s >= level
@@ -225,7 +230,7 @@ def _collapse_evidence(col: _Collapse, steps: np.ndarray, x: np.ndarray) -> Evid
 @param_ranges(smooth_window=">=1", ratio_over_best=">0", linear_rise_over_range=">0", min_sustain_fraction="0..1",
               min_sustain_points=">=1", min_rise_to_start=">=0", recovered_share="(0..1]", grad_skip_start_points=">=0",
               grad_max_skipped_run=">=0", grad_end_points=">=1", min_points=">=0",
-              collapse_min_drop="[0..1)", collapse_return="(0..1]")
+              collapse_min_drop="[0..1)", collapse_return="(0..1]", collapse_min_drop_sigmas=">=0")
 def divergence(
     train_loss: Series,
     grad_norm: Series | None = None,
@@ -239,6 +244,7 @@ def divergence(
     recovered_share: float = 0.5,
     collapse_min_drop: float = 0.3,
     collapse_return: float = 0.8,
+    collapse_min_drop_sigmas: float = 10.0,
     grad_skip_start_points: int = 25,
     grad_max_skipped_run: int = 10,
     grad_end_points: int = 3,
@@ -268,8 +274,8 @@ def divergence(
     that jumps x7000 and decays back over 200 steps did not "stay there".
 
     A *collapse* is the other way a too-high LR ends a run: a positive loss that learned (its
-    smoothed minimum at most ``1 - collapse_min_drop`` of its early level, the median of its first
-    2.5%) and then went back at least ``collapse_return`` of the way to that level
+    smoothed minimum after its first 2.5% at most ``1 - collapse_min_drop`` of its early level, the
+    median of that first 2.5%, and ``collapse_min_drop_sigmas`` noise units below it) and then went back at least ``collapse_return`` of the way to that level
     and stayed there (the same sustained tail): the network lost what it had learned, typically
     to the cross-entropy of a constant guess (ln k), which is rarely 5x the best loss (a 4-class
     CNN at lr 0.5 falls from 1.39 to 0.39 and returns to 1.40: 3.6x).
@@ -293,7 +299,7 @@ def divergence(
     bu = _blow_up(x, sustain=sustain, **params)
     if bu is None:
         col = _collapse(x, smooth_window=smooth_window, sustain=sustain, min_drop=collapse_min_drop,
-                        back=collapse_return)
+                        back=collapse_return, min_drop_sigmas=collapse_min_drop_sigmas)
         return None if col is None else _collapse_evidence(col, steps, x)
     best, peak = bu.smooth_best, float(x[bu.peak])
     ratio = peak / best if bu.positive and best > 0 else float("nan")

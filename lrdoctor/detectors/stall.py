@@ -116,7 +116,7 @@ def _lr_decay(lr: Series | None, from_step: int) -> float | None:
               flat_relative_change=">=0", max_relative_change=">=0", stall_drop_sigmas=">=0",
               max_stall_trend="-1..1", min_stall_fraction="(0..1]", lr_decay_ratio=">=0", min_points=">=0",
               chance_max_classes=">=0", chance_tolerance=">=0", chance_relative_change=">=0",
-              chance_accuracy_tolerance=">=0")
+              chance_accuracy_tolerance=">=0", dip_relative_change=">=0")
 def plateau(
     train_loss: Series,
     lr: Series | None = None,
@@ -138,6 +138,7 @@ def plateau(
     chance_tolerance: float = 0.01,
     chance_relative_change: float = 0.05,
     chance_accuracy_tolerance: float = 0.3,
+    dip_relative_change: float = 0.3,
     min_points: int = 8,
 ) -> Evidence | None:
     """The training loss never moves from where it started (``flag_never_moves``), or stops
@@ -159,6 +160,11 @@ def plateau(
     downward rank trend (Spearman > ``max_stall_trend``), for at least ``min_stall_fraction`` of
     the run, while the LR (when logged) ends above ``lr_decay_ratio`` x its value at the onset.
     Without a logged LR the stall must cover twice ``min_stall_fraction`` (capped at 0.9).
+
+    A loss whose running median (whole windows only) went below the start by ``flat_drop_sigmas``
+    noise units and ``dip_relative_change`` of its level in between moved, whatever its ends say:
+    it learned and lost it (a collapse, which divergence reports, or a loss oscillating under a
+    far too high LR). A short shallower dip of a loss stuck at chance does not count.
 
     *At chance level*: a loss that ends within ``chance_tolerance`` (relative) of ln k for
     k = 2 .. ``chance_max_classes`` -- the cross-entropy of a uniform guess over k classes -- and
@@ -199,9 +205,11 @@ def plateau(
     # |drop|: a loss that climbs far above its start moves too (divergence territory, not a plateau)
     within_noise = abs(total_drop) < flat_drop_sigmas * sigma
     # and so does one that went far below both ends in between (learned, then lost it: a collapse)
-    low = float(np.min(rolling_median(rest, w))) if len(rest) else start_value
+    # the padded ends of a running median are the end points themselves: only whole windows count
+    inner = rolling_median(rest, w)[w // 2: len(rest) - w // 2]
+    low = float(np.min(inner)) if len(inner) else start_value
     dip_rel = moved_rel(start_value, low)
-    dipped = start_value - low >= flat_drop_sigmas * sigma and (dip_rel is None or dip_rel >= max_relative_change)
+    dipped = start_value - low >= flat_drop_sigmas * sigma and (dip_rel is None or dip_rel >= dip_relative_change)
     if rel is None:
         never_moves = within_noise
     else:
