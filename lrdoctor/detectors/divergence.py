@@ -154,6 +154,11 @@ def _blow_up(x: np.ndarray, *, smooth_window: int, ratio_over_best: float, linea
                    spearman_trend(x[max(tail, n - 20):]) if n - tail >= 3 else 0.0)
 
 
+#: a collapse stands for this many smoothed points at least: on a short noisy run three points
+#: above the level happen by chance (about 1% of 20-point lognormal losses with 30% noise)
+COLLAPSE_MIN_POINTS = 5
+
+
 @dataclass(frozen=True)
 class _Collapse:
     onset: int  # index from which the smoothed loss stays back near its starting level
@@ -193,7 +198,7 @@ def _collapse(x: np.ndarray, *, smooth_window: int, sustain: int, min_drop: floa
         return None
     down = np.nonzero(~up)[0]
     onset = int(down[-1]) + 1  # down is never empty: the minimum is below the level
-    if n - onset < sustain:
+    if n - onset < max(sustain, COLLAPSE_MIN_POINTS):
         return None
     return _Collapse(onset, b, start, best, level, float(np.median(s[onset:])))
 
