@@ -105,3 +105,15 @@ def test_screens_never_hide_a_finding_near_the_thresholds(tally):
         assert quiet > through, (rule, tally[rule])
         assert found >= 20, (rule, tally[rule])
 
+
+
+def test_a_subnormal_loss_is_never_screened_out():
+    """Below the smallest normal float the screens' margins round away: the detector judges it."""
+    rule = _rules()["divergence"]
+    fn = get_detector(rule.kind)
+    params = {**detector_info(rule.kind).params, **rule.params}
+    x = np.array([1e-323] * 40 + [5e-323] * 60)
+    screen = fn.__lrdoctor_screen__(params)
+    screen.feed("train_loss", x.tolist())
+    assert fn(train_loss=Series("l", np.arange(100), x), **rule.params) is not None
+    assert not screen.quiet({})

@@ -75,3 +75,24 @@ def test_a_rerun_with_a_few_nan_losses_or_none_runs_to_its_budget(tmp_path):
     out, logged, _, d = _rerun(tmp_path / "clean", 120)
     assert out.ok and not (d / EARLY_STOP_FILE).exists()
     assert int(logged["step"].max()) == 120  # ran by itself to its budget
+
+
+def test_stopping_reaches_the_training_a_shell_started(tmp_path):
+    """A template like ``sh -c "python train.py ..."``: the stop must reach the shell's child,
+    the training itself, or it keeps writing into a rerun already counted as finished."""
+    import shlex
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    inner = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))} --max-steps {{max_steps}} --logdir {{logdir}} --nan-from 30"
+    backend = CommandBackend(f"sh -c {shlex.quote(inner)}")
+    d = tmp_path / "rerun"
+    task = RerunTask(key=str(d), arm="baseline", seed=0, max_steps=1000, patch={}, rerun_dir=str(d), device="cpu",
+                     backend=backend, digest=task_digest(backend, {}, 1000, 0, "cpu"))
+    out = run_rerun(task)
+    assert out.ok and (d / EARLY_STOP_FILE).exists(), out.stderr_tail
+    log = Path(task.logdir) / "metrics.csv"
+    size = log.stat().st_size
+    time.sleep(0.5)  # 25 steps' worth of writing, were the training still running
+    assert log.stat().st_size == size

@@ -19,6 +19,7 @@ microseconds of fixed overhead per check.
 from __future__ import annotations
 
 import math
+import sys
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -151,8 +152,8 @@ class BlowUpScreen:
             return False
         if self.n < self.min_points:
             return True
-        if not self.low > 0:
-            return False
+        if not self.low >= sys.float_info.min:
+            return False  # zero or negative: judged linearly; subnormal: the margins round away
         w = odd_window(self.n, self.smooth_window, fraction=0.1)
         recent = list(self.recent)[-(w // 2 + 1):]
         if max(recent) > self.ratio * self.low * (1.0 - _MARGIN):

@@ -16,6 +16,7 @@ rerun finished, so that a repeated ``lrdoctor verify`` does not redo it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -465,15 +466,59 @@ def _run_until_nonfinite(proc: subprocess.Popen, logdir: str) -> str | None:
         except subprocess.TimeoutExpired:
             why = watch.poll()
         if why is not None:
-            # SIGTERM lets the script flush its logs; whatever it started dies with the worker's
-            # process group when the rerun is over (lrdoctor.verify.procs)
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_tree(proc)
             return why
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process started by ``pid``, its children's children included (Linux: /proc; elsewhere
+    none, and only the command itself is stopped)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # gone meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, the rest does not
+        fields = text[text.rfind(")") + 2:].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _stop_tree(proc: subprocess.Popen) -> None:
+    """SIGTERM the command and everything it started (``sh -c "python train.py ..."``: the shell's
+    training child too), so the script can flush its logs; SIGKILL what is left after the grace."""
+    import signal
+
+    tree = _descendants(proc.pid)
+    for pid in [proc.pid, *tree]:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    try:
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pid in tree:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
 
 
 def python_command(script: str, *args: str) -> str:

@@ -7,9 +7,11 @@ and a baseline that reproduces a divergence halfway spends the other half for no
 command runs, :class:`NonfiniteWatch` follows the rerun's log directory with ``lrdoctor watch``'s
 follower (only what was appended since the last poll) and says when the train loss has been
 non-finite at its last ``points`` logged points; the harness then stops the command. A run of
-that many NaN/inf losses does not come back (a mixed-precision scaler skips steps whose
-*gradients* overflow, with a finite loss); the divergence rule's own test of a persistent
-non-finite series asks for fewer (:func:`lrdoctor.detectors.nonfinite.persistent_nonfinite`).
+that many NaN/inf losses does not come back: a mixed-precision scaler skips steps whose
+*gradients* overflow, with a finite loss, and a script that skips a batch whose loss is NaN
+logs a few such batches, not 25 in a row (a diverged network logs NaN at every step); the
+divergence rule's own test of a persistent non-finite series asks for fewer
+(:func:`lrdoctor.detectors.nonfinite.persistent_nonfinite`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..roles import resolve_roles
 log = logging.getLogger(__name__)
 
 #: consecutive non-finite train-loss points after which a rerun is stopped
-NONFINITE_POINTS = 10
+NONFINITE_POINTS = 25
 #: seconds between polls of a running rerun's logs
 POLL_S = 1.0
 
