@@ -236,15 +236,23 @@ def test_a_step_metric_logged_in_every_row_is_the_step():
     assert spike.start_step == 100
 
 
-def test_a_step_metric_missing_from_some_rows_leaves_wandbs_step():
+def test_a_step_metric_in_few_rows_or_not_integral_leaves_wandbs_step_and_fills_the_odd_row():
     import pandas as pd
 
     from lrdoctor.readers.wandb_steps import to_global_steps
 
-    scal = pd.DataFrame({"tag": ["loss", "trainer/global_step", "loss"], "step": [0, 0, 1],
-                         "wall_time": [0.0] * 3, "value": [1.0, 5.0, 0.9]})
+    def table(tags, steps, values):
+        return pd.DataFrame({"tag": tags, "step": steps, "wall_time": [0.0] * len(tags), "value": values})
+
+    # the key in 1 of 3 rows: W&B's _step stays
+    scal = table(["loss", "trainer/global_step", "loss", "loss"], [0, 0, 1, 2], [1.0, 5.0, 0.9, 0.8])
     out, note = to_global_steps(scal, "x.wandb")
-    assert note is None and out["step"].tolist() == [0, 0, 1]
-    scal["step"] = [0, 0, 1]
-    scal.loc[2, "tag"] = "trainer/global_step"  # now in every row: 0 -> 5, 1 -> 0.9 (not integral)
+    assert note is None and out["step"].tolist() == [0, 0, 1, 2]
+    # in every row but not integral: stays too
+    scal = table(["loss", "trainer/global_step", "loss", "trainer/global_step"], [0, 0, 1, 1], [1.0, 5.0, 0.9, 5.5])
     assert to_global_steps(scal, "x.wandb")[1] is None
+    # in 2 of 3 rows: the row without it (a direct experiment.log) takes the step logged before it
+    scal = table(["loss", "trainer/global_step", "extra", "loss", "trainer/global_step"], [0, 0, 1, 2, 2],
+                 [1.0, 7.0, 3.0, 0.9, 8.0])
+    out, note = to_global_steps(scal, "x.wandb")
+    assert out["step"].tolist() == [7, 7, 7, 8, 8] and "2 of 3 rows" in note.message
