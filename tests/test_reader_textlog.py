@@ -197,6 +197,19 @@ def test_truncated_last_line_under_strict(tmp_path):
     assert [a.location for a in run.annotations if a.kind == "truncated"] == ["line 4"]
 
 
+def test_enormous_lines_are_skipped_not_a_hang(tmp_path):
+    """The line shapes' patterns are quadratic on some text ("a a a ...", a run of blanks): a
+    damaged file's 400 KB line took hours (found by the fuzz test on a damaged .wandb file).
+    Lines over MAX_LINE characters are no metric line: skipped and counted."""
+    f = tmp_path / "train.log"
+    f.write_text("step=1 loss=2.5\nstep=2 loss=2.4\nstep=3 loss=2.3\n" + "a " * 200_000 + "\n"
+                 + " " * 400_000 + "x\nstep=4 loss=2.2\n")
+    [run] = discover(f)
+    assert points(run, "loss")[0] == [1, 2, 3, 4]
+    [shapes] = [a for a in run.annotations if a.kind == "line_shapes"]
+    assert shapes.message.endswith("; 2 lines skipped")
+
+
 @pytest.mark.parametrize("strict", [False, True])
 def test_damaged_line_annotated_or_error(tmp_path, strict):
     f = tmp_path / "train.log"

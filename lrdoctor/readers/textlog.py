@@ -28,7 +28,16 @@ from ..errors import LogFormatError
 from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
 from .tabular import backwards_annotations, cap, duplicate_annotations, one_line, tidy_frame
-from .textlog_shapes import BAR_SHAPES, NONFINITE, RICH_WRAPPED, Parsed, clean, parse_line, rich_pairs
+from .textlog_shapes import (
+    BAR_SHAPES,
+    MAX_LINE,
+    NONFINITE,
+    RICH_WRAPPED,
+    Parsed,
+    clean,
+    parse_line,
+    rich_pairs,
+)
 
 #: How much of a file sniffing looks at, and how many metric lines it must find there.
 SNIFF_BYTES = 256 * 1024
@@ -88,7 +97,7 @@ class TextLogReader:
                 continue
             cleaned = clean(line)
             got = parse_line(cleaned)
-            if got is None and wrapped == lineno - 1 and RICH_WRAPPED.match(cleaned):
+            if got is None and wrapped == lineno - 1 and len(cleaned) <= MAX_LINE and RICH_WRAPPED.match(cleaned):
                 parsed[-1] = (parsed[-1][0], rich_pairs(parsed[-1][1], cleaned))  # a rich bar's
                 wrapped = lineno  # metrics, wrapped onto the next lines by a narrow console
                 continue

@@ -41,7 +41,8 @@ _KERAS_PAIR = re.compile(rf"\s-\s+([A-Za-z_][\w]*):\s*{_VALUE}")
 _LEAD = re.compile(r"^\s*(step|iter|iteration|it|global_step|epoch)\s*[:=]?\s*(\d+)(?:\s*/\s*\d+)?\s*[:,|\]]\s*(.*)$",
                    re.IGNORECASE)
 _NAMED_PAIR = re.compile(rf"([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*)?)\s*[:=]?\s+{_VALUE}")
-_BAR = re.compile(r"^\s*(?:Epoch\s+(\d+)\s*:)?\s*\d+%\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]")
+# (one \s* before the percentage: "\s*(...)?\s*" splits a run of blanks every way, quadratic)
+_BAR = re.compile(r"^\s*(?:Epoch\s+(\d+)\s*:\s*)?\d+%\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]")
 #: Lightning's RichProgressBar: ``Epoch 3/9 ━━━━━╸━━ 32/32 0:00:01 • 0:00:00 45.2it/s v_num: 0 loss: 0.512``
 _RICH = re.compile(r"^\s*Epoch\s+(\d+)/\S+\s+[\u2500-\u257f]+\s+(\d+)/(\d+)\s+(.*)$")
 _RICH_PAIR = re.compile(rf"(?:^|\s)([A-Za-z_][\w./-]*):\s*{_VALUE}")
@@ -189,7 +190,15 @@ SHAPES: tuple[Callable[[str], Parsed | None], ...] = (
     _dict_line, _torch_line, _keras_line, _bar_line, _rich_line, _lead_line, _eq_line, _colon_line)
 
 
+#: Longer lines are no metric line (an HF dict of 50 metrics is ~2,500 characters). The shapes'
+#: findall patterns cost O(n^2) on some text (``"a " * n``: 1.6 s at n = 8,000 here), so a
+#: damaged or binary file's megabyte "line" would hang the reader.
+MAX_LINE = 4096
+
+
 def parse_line(line: str) -> Parsed | None:
+    if len(line) > MAX_LINE:
+        return None
     for shape in SHAPES:
         got = shape(line)
         if got is not None:
