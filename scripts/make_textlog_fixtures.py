@@ -21,7 +21,7 @@ session (a Lightning or Keras start takes 10-30 s here), so the small output is 
 - ``keras_fit/verbose1.log`` and ``verbose2.log``: Keras 3 (torch backend) ``model.fit`` of a
   one-layer regression, 3 epochs with a validation split, ``verbose=1`` and ``verbose=2``;
   expected.json is the returned ``History.history``. Needs ``pip install keras`` (with
-  ``KERAS_BACKEND=torch`` it uses the installed torch; it is not in the dev extra).
+  ``KERAS_BACKEND=torch`` it uses the installed torch; the dev extra installs it).
 """
 
 from __future__ import annotations
