@@ -26,13 +26,17 @@ def to_global_steps(scalars: pd.DataFrame, path: str) -> tuple[pd.DataFrame, Ann
     """``scalars`` with ``step`` taken from a step key logged in most rows (see the module doc)."""
     if scalars.empty:
         return scalars, None
-    tags = scalars["tag"].astype(str).to_numpy()
+    col = scalars["tag"]
+    # the reader's tag column is categorical: look the keys up among its categories, never turn a
+    # million tags into strings (that alone cost a fifth of reading a 1M-point file)
+    names = list(col.cat.categories) if isinstance(col.dtype, pd.CategoricalDtype) else list(pd.unique(col))
+    keys = [k for k in STEP_KEYS if k in names]
+    if not keys:
+        return scalars, None
     steps = scalars["step"].to_numpy(dtype=np.int64)
     rows = np.unique(steps)
-    for key in STEP_KEYS:
-        mine = tags == key
-        if not mine.any():
-            continue
+    for key in keys:
+        mine = (col == key).to_numpy()
         at, value = steps[mine], scalars["value"].to_numpy(dtype=np.float64)[mine]
         order = np.argsort(at, kind="stable")
         at, value = at[order], value[order]
