@@ -121,10 +121,12 @@ class BlowUpScreen:
             i = self.n - 1 - self.half  # the point whose window this value completes
             if i >= self.half:  # the window is the last 2 * half + 1 values: the deque itself
                 m = sorted(self.recent)[self.half]
-                if m < self.best:
-                    self.best = m
             elif i >= 0:
-                self._smoothed(_median(self._window(i)))
+                m = _median(self._window(i))
+            else:
+                continue
+            if m < self.best:
+                self.best = m
 
     def _window(self, i: int) -> list[float]:
         """The values of point i's window (its start padded with the first value), i's window
@@ -132,10 +134,6 @@ class BlowUpScreen:
         lo, hi = i - self.half, i + self.half
         base = self.n - len(self.recent)
         return [self.first] * max(0, -lo) + list(self.recent)[max(lo, 0) - base:hi - base + 1]
-
-    def _smoothed(self, m: float) -> None:
-        if m < self.best:
-            self.best = m
 
     def _early_bounds(self) -> tuple[float, float]:
         """Bounds of the early level (the median of the first early_points(n) values): their
@@ -155,13 +153,12 @@ class BlowUpScreen:
         if not self.low >= sys.float_info.min:
             return False  # zero or negative: judged linearly; subnormal: the margins round away
         w = odd_window(self.n, self.smooth_window, fraction=0.1)
-        recent = list(self.recent)[-(w // 2 + 1):]
-        if max(recent) > self.ratio * self.low * (1.0 - _MARGIN):
+        tail = list(self.recent)  # the last 2 * half + 1 values (fewer early on)
+        if max(tail[-(w // 2 + 1):]) > self.ratio * self.low * (1.0 - _MARGIN):
             return False  # a blow-up is not ruled out
         if w != self.width:
             return False
         # the last half-window of smoothed points, their windows padded past the end
-        tail = list(self.recent)[-(2 * self.half + 1):]
         last = tail[-1]
         ends = [_median(tail[j:] + [last] * j) for j in range(1, self.half + 1)] if self.half else []
         end = ends[-1] if ends else last
