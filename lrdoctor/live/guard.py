@@ -117,14 +117,14 @@ class Guard:
     records: list[dict[str, Any]] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
-        from ..engine.spec import load_rules
+        from ..engine.spec import apply_overrides, load_rules
 
         o = self.options
         # only the rules that can give a finding this guard acts on (and their superseders): the
-        # others' findings would be dropped below ``severity`` anyway, at a cost every check
-        every = list(o.rules) if o.rules is not None else load_rules()
-        rules = rules_reaching(every, o.severity)
-        self.engine = LiveEngine(name=self.name, rules=rules, overrides=_known(o.overrides, every, rules),
+        # others' findings would be dropped below ``severity`` anyway, at a cost every check.
+        # --set values are applied to every rule first, so a typo is an error whatever it names
+        every = apply_overrides(list(o.rules) if o.rules is not None else load_rules(), o.overrides)
+        self.engine = LiveEngine(name=self.name, rules=rules_reaching(every, o.severity),
                                  role_overrides=o.role_overrides)
         self._next_check: int | None = None
         self._snapshots: list[_Snapshot] = []
@@ -316,20 +316,6 @@ class Guard:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(json_safe(rec), allow_nan=False) + "\n")
-
-
-def _known(overrides: Mapping[str, Mapping[str, Any]] | None, every: Sequence[Any],
-           rules: Sequence[Any]) -> dict | None:
-    """The ``--set`` values of the ``rules`` a guard runs, after checking them all against
-    ``every`` rule: a value for a rule below the guard's severity is not used, but a typo in it
-    is still an error."""
-    if not overrides:
-        return None
-    from ..engine.spec import apply_overrides
-
-    apply_overrides(every, overrides)  # raises on an unknown rule or parameter
-    names = {r.name for r in rules}
-    return {k: v for k, v in overrides.items() if k in names}
 
 
 def state_copy(state: Any) -> Any:
