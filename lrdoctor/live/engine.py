@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,8 +176,7 @@ class _PrefixView:
         self.run = run
         self.roles = roles
         self._buffers = buffers
-        self._families = families if families is not None else {
-            role: family_tags(role, buffers) for role in FAMILY_ROLES}
+        self._families = families if families is not None else _families(buffers)
 
     def __contains__(self, role: str) -> bool:
         if role in FAMILY_ROLES:
@@ -222,6 +221,11 @@ class _Screened:
     screen: Any = None
     tags: dict[str, str] = field(default_factory=dict)
     fed: dict[str, int] = field(default_factory=dict)
+
+
+def _families(tags: Iterable[str]) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Each multi-tag role's (member tags, names) among ``tags``."""
+    return {role: family_tags(role, tags) for role in FAMILY_ROLES}
 
 
 def _screen_factory(kind: str) -> Any:
@@ -272,7 +276,7 @@ class LiveEngine:
         self._roles: dict[str, str] = {}
         self._roles_stale = True
         self._families: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        self._screens: dict[str, _Screened] = {}
+        self._screens: dict[str, _Screened | None] = {}
         self._state: dict[str, _State] = {}
         self._last: dict[str, tuple[int, Finding | None]] = {}  # per rule: points, answer at its last run
         self._run = Run(name=self.name, source=self.source, format="live", hparams=self.hparams,
@@ -337,7 +341,7 @@ class LiveEngine:
     def roles(self) -> dict[str, str]:
         if self._roles_stale:
             self._roles = resolve_roles(list(self._buffers), self.role_overrides, run_name=self.name)
-            self._families = {role: family_tags(role, self._buffers) for role in FAMILY_ROLES}
+            self._families = _families(self._buffers)
             self._roles_stale = False
         return self._roles
 
@@ -388,14 +392,15 @@ class LiveEngine:
         since the last check, proves that its detector finds nothing on the prefix. False when
         the detector has no screen, or a watched series is not one point per step in order, or
         is an epoch mean (a screen judges per-step values)."""
-        st = self._screens.get(rule.name)
-        if st is None:
-            factory = _screen_factory(rule.kind)
-            if factory is None:
-                return False
+        if rule.name not in self._screens:  # looked up once per rule; None: its detector has none
             from ..engine.registry import detector_info
 
-            st = self._screens[rule.name] = _Screened(factory, {**detector_info(rule.kind).params, **rule.params})
+            factory = _screen_factory(rule.kind)
+            self._screens[rule.name] = None if factory is None else _Screened(
+                factory, {**detector_info(rule.kind).params, **rule.params})
+        st = self._screens[rule.name]
+        if st is None:
+            return False
         roles = self.roles
         tags = {role: roles[role] for role in st.factory.roles if role in roles}
         if st.screen is None or tags != st.tags:  # new, or the roles moved to other tags: from the start
