@@ -168,8 +168,11 @@ def base_lr(run: Run) -> float | None:
     """The run's LR: the configured one, else the logged LR's peak (a warmup starts low; a run
     stopped during its warmup logged less than its peak, see :func:`peak_lr_unseen`)."""
     lr = configured_lr(run)
-    if lr is not None:
-        return lr
+    return lr if lr is not None else logged_peak_lr(run)
+
+
+def logged_peak_lr(run: Run) -> float | None:
+    """The largest finite LR the run logged, or None."""
     s = RoleView.of(run).get("lr")
     if s is not None and len(s):
         finite = s.values[np.isfinite(s.values)]

@@ -27,7 +27,15 @@ from ..jsonsafe import json_safe
 from ..model import Diagnosis, Finding, Proposal, Run, Verdict, VerdictKind
 from ..patch import ConfigPatch
 from ..roles import RoleView
-from ..runfacts import base_lr, clip_threshold, configured, hparams_of, peak_lr_unseen, planned_steps
+from ..runfacts import (
+    base_lr,
+    clip_threshold,
+    configured,
+    hparams_of,
+    logged_peak_lr,
+    peak_lr_unseen,
+    planned_steps,
+)
 from .backends import (
     CommandBackend,
     RerunOutcome,
@@ -130,9 +138,9 @@ def backend_for(run: Run, train: str | None, *, fmt: str | None = None, cwd: str
         clip = clip_threshold(run)
         if clip is not None:
             base["clip_grad_norm"] = clip
-        lr_series = RoleView.of(run).get("lr")
-        if lr_series is not None and np.isfinite(lr_series.values).any():
-            base["logged_peak_lr"] = float(np.nanmax(np.where(np.isfinite(lr_series.values), lr_series.values, np.nan)))
+        peak = logged_peak_lr(run)
+        if peak is not None:
+            base["logged_peak_lr"] = peak
         return CommandBackend(train, base=base, cwd=cwd)
     if run.origin is not None and run.origin.config is not None:
         return WorkloadBackend(run.origin, fmt=fmt)
