@@ -34,8 +34,15 @@ _EPOCH_TAG = re.compile(r"(^|/)epoch_|_epoch$")
 def steps_per_point(series: Series, *, step_axis: str = "step", epoch: Series | None = None,
                     steps_per_epoch: int | None = None) -> float:
     """Steps each point of ``series`` averages (see the module doc); 1.0 when not an epoch mean."""
+    if not averaged(series, step_axis=step_axis, epoch=epoch):
+        return 1.0
+    return _averaged_steps(series, step_axis, steps_per_epoch)
+
+
+def _averaged_steps(series: Series, step_axis: str, steps_per_epoch: int | None) -> float:
+    """:func:`steps_per_point` of a series already known to hold epoch means."""
     steps = np.asarray(series.steps, dtype=np.int64)
-    if not averaged(series, step_axis=step_axis, epoch=epoch) or len(steps) < 2:
+    if len(steps) < 2:
         return 1.0
     if steps_per_epoch is not None and steps_per_epoch > 1:
         return float(steps_per_epoch)
@@ -77,6 +84,5 @@ def with_averaging(view: Any, s: Series) -> Series:
     if not averaged(s, step_axis=run.step_axis, epoch=epoch):
         return s  # the common case, decided without flattening the run's hparams
     hit = configured(run, "steps_per_epoch")
-    k = steps_per_point(s, step_axis=run.step_axis, epoch=epoch,
-                        steps_per_epoch=as_int(hit[1]) if hit is not None else None)
+    k = _averaged_steps(s, run.step_axis, as_int(hit[1]) if hit is not None else None)
     return s if k == 1.0 else replace(s, averages=k)
