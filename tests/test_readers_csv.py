@@ -7,6 +7,7 @@ import csv
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -430,3 +431,118 @@ def test_utf16_csv_cut_mid_number(tmp_path):
     cut = tmp_path / "cut.csv"
     cut.write_bytes(rows[:-8].encode("utf-16"))
     _check_cut(cut, intact, 7, rows[:-8].rsplit("\n", 1)[1], "loss", lambda p: discover(p, strict=True))
+
+
+# --- tab- and semicolon-separated files, decimal commas -------------------------------------------
+
+def _pandas_frame(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    loss = rng.lognormal(size=n) * 10.0 ** rng.integers(-8, 8, n)
+    loss[[3, 7]] = [np.nan, np.inf]
+    lr = np.float32(rng.uniform(1e-5, 1e-1, n)).astype(np.float64)  # a float32 LR's many digits
+    return pd.DataFrame({"step": np.arange(n) * 10, "loss": loss, "lr": lr})
+
+
+@pytest.mark.parametrize(("name", "sep", "decimal"), [
+    ("metrics.tsv", "\t", "."), ("metrics.csv", "\t", "."), ("metrics.csv", ";", "."),
+    ("metrics.csv", ";", ","), ("metrics.tsv", "\t", ","), ("metrics.txt", ";", ","),
+])
+def test_pandas_to_csv_with_any_separator_and_decimal_read_exactly(tmp_path, name, sep, decimal):
+    df = _pandas_frame()
+    f = tmp_path / name
+    df.to_csv(f, sep=sep, decimal=decimal, index=False, na_rep="nan")
+    if decimal == ",":
+        assert b"0," in f.read_bytes() and sep.encode() in f.read_bytes()
+    [run] = discover(f)
+    assert run.format == "csv" and run.tags == ["loss", "lr"] and not run.annotations
+    for tag in ("loss", "lr"):
+        steps, vals = values_of(run, tag)
+        assert steps == df["step"].tolist() and same(vals, df[tag])
+
+
+def test_pandas_index_column_and_empty_cells_with_semicolons(tmp_path):
+    df = _pandas_frame(20)
+    df.loc[df.index % 3 == 0, "lr"] = np.nan  # written as an empty cell: not logged at that row
+    f = tmp_path / "log.csv"
+    df.to_csv(f, sep=";", decimal=",")  # with the index, as to_csv writes by default
+    [run] = discover(f)
+    steps, vals = values_of(run, "lr")
+    want = df[df.index % 3 != 0]
+    assert steps == want["step"].tolist() and same(vals, want["lr"])
+    assert [a.kind for a in run.annotations] == ["unnamed_column"]
+
+
+@pytest.mark.parametrize("delimiter", ["\t", ";"])
+def test_stdlib_csv_writer_with_tab_or_semicolon(tmp_path, delimiter):
+    f = tmp_path / "train_log.csv"
+    rows = [(i, 1.0 / (i + 1), 0.1 * 0.5 ** i) for i in range(30)]
+    with f.open("w", newline="") as fh:
+        w = csv.writer(fh, delimiter=delimiter)
+        w.writerow(["iteration", "train loss", "learning rate"])
+        w.writerows(rows)
+    [run] = discover(f)
+    assert run.tags == ["train loss", "learning rate"]
+    steps, vals = values_of(run, "learning rate")
+    assert steps == list(range(30)) and same(vals, [r[2] for r in rows])
+
+
+def test_comma_csv_whose_text_holds_semicolons_and_tabs_is_read_as_commas(tmp_path):
+    f = tmp_path / "log.tsv"  # the name says tab; the content says comma, and wins
+    with f.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["step", "loss", "note"])
+        for i in range(10):
+            w.writerow([i, 0.5 + i, f"lr=0.1;bs=32\tseed {i}" if i % 2 else "a;b;c"])
+    f.write_bytes(f.read_bytes() + b"10,0.25,unquoted;with\ttab\r\n")
+    [run] = discover(f)
+    steps, vals = values_of(run, "loss")
+    assert steps == list(range(11)) and same(vals, [0.5 + i for i in range(10)] + [0.25])
+    assert [a.kind for a in run.annotations] == ["non_numeric_column"]
+
+
+def test_semicolon_header_and_decimal_commas_in_the_first_rows_never_split_on_commas(tmp_path):
+    f = tmp_path / "export.csv"
+    f.write_text("epoch;loss;val_loss\n1;0,123;1,5\n2;0,1;1,25e-3\n3;2;3\n")
+    [run] = discover(f)
+    assert run.tags == ["loss", "val_loss"] and run.step_axis == "epoch"
+    assert same(values_of(run, "loss")[1], [0.123, 0.1, 2.0])
+    assert same(values_of(run, "val_loss")[1], [1.5, 1.25e-3, 3.0])
+
+
+def test_decimal_comma_and_decimal_point_in_one_file_is_an_error_naming_the_lines(tmp_path, capsys):
+    f = tmp_path / "mixed.csv"
+    f.write_text("step;loss;lr\n0;0,5;3\n1;0,25;4\n2;0,125;1.500\n")
+    with pytest.raises(LogFormatError) as err:
+        discover(f)
+    assert err.value.path == str(f) and err.value.location == "lines 2 and 4"
+    assert "'0,5'" in str(err.value) and "'1.500'" in str(err.value)
+    from lrdoctor.cli import main
+    assert main(["export", str(f), "-o", str(tmp_path / "out.csv")]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert str(f) in line and "lines 2 and 4" in line and "Traceback" not in line
+
+
+def test_a_thousands_separated_cell_is_no_point_but_a_note(tmp_path):
+    f = tmp_path / "export.csv"
+    f.write_text("step;loss\n0;1.234,5\n1;0,25\n")
+    [run] = discover(f)
+    steps, vals = values_of(run, "loss")
+    assert steps == [1] and same(vals, [0.25])
+    [note] = run.annotations
+    assert note.kind == "non_numeric" and "'1.234,5'" in note.message and note.location.startswith("line 2")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.lists(finite_or_not, min_size=2, max_size=2), min_size=1, max_size=30),
+       dialect=st.sampled_from([(",", "."), ("\t", "."), (";", "."), (";", ","), ("\t", ",")]))
+def test_pandas_floats_round_trip_exactly_with_any_dialect(tmp_path, values, dialect):
+    sep, decimal = dialect
+    f = tmp_path / "prop.csv"
+    df = pd.DataFrame(values, columns=["loss", "grad_norm"], dtype=np.float64)
+    df.insert(0, "step", np.arange(len(values)))
+    df.to_csv(f, sep=sep, decimal=decimal, index=False, na_rep="nan")
+    [run] = discover(f)
+    for tag in ("loss", "grad_norm"):
+        steps, vals = values_of(run, tag)
+        assert steps == list(range(len(values))) and same(vals, df[tag])
+    assert not run.annotations

@@ -86,6 +86,24 @@ def _csv_long(d: Path) -> tuple[str, str]:
     return "points.csv", "points.csv"
 
 
+def _csv_tab(d: Path) -> tuple[str, str]:
+    with (d / "log.tsv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, delimiter="\t")
+        w.writerow(["step", "train loss", "lr", "note; é"])
+        for i in range(N):
+            w.writerow([i, _loss(i), 1e-3 * (1 + i % 3), "a, b" if i % 3 else 0.1 * i])
+    return "log.tsv", "log.tsv"
+
+
+def _csv_semicolon(d: Path) -> tuple[str, str]:
+    import pandas as pd  # a spreadsheet export in a European locale: ";" between cells, "0,5"
+
+    df = pd.DataFrame({"epoch": range(N), "loss": [_loss(i) for i in range(N)],
+                       "val_loss": [0.5 + i / 7 if i % 2 else None for i in range(N)]})
+    df.to_csv(d / "export.csv", sep=";", decimal=",", index=False)
+    return "export.csv", "export.csv"
+
+
 def _hf(d: Path) -> tuple[str, str]:
     hist = [{"epoch": i / N, "grad_norm": 1.5 + i, "learning_rate": 1e-4, "loss": _loss(i), "step": i + 1}
             for i in range(N)]
@@ -139,6 +157,7 @@ def _mlflow_sqlite(d: Path) -> tuple[str, str]:
 DATA = Path(__file__).parent / "data"
 BUILDERS: dict[str, Callable[[Path], tuple[str, str]]] = {
     "lightning_csv": _lightning, "keras_csv": _keras_csv, "csv_wide": _csv_wide, "csv_long": _csv_long,
+    "csv_tab": _csv_tab, "csv_semicolon": _csv_semicolon,
     "hf_trainer_state": _hf, "keras_history": _history, "jsonl": _jsonl, "mlflow": _mlflow,
     "tensorboard": _tensorboard, "wandb": _wandb, "mlflow_sqlite": _mlflow_sqlite,
 }
@@ -207,14 +226,15 @@ def _written_in(value: float, numbers: np.ndarray) -> bool:
     return bool(len(finite) and np.min(np.abs(finite - value)) <= 4 * np.spacing(abs(value)))
 
 
-def _assert_held(got: set, truth: set, data: bytes, how: tuple) -> None:
+def _assert_held(got: set, truth: set, data: bytes, how: tuple, decimal_comma: bool = False) -> None:
     if how[0] in SAME_TEXT:
         if how[0] == "latin1":  # "é" is one byte that is not UTF-8: a CSV tag holding it reads "\ufffd"
             truth = truth | {("".join(c if c.isascii() else "\ufffd" for c in t), s, v) for t, s, v in truth}
         assert got <= truth, f"points not in the intact file: {sorted(got - truth)[:5]}"
         return
     text = data.decode("utf-8", errors="replace")
-    numbers = _numbers_in(text)
+    # a decimal-comma file writes 0.5 as "0,5"; only that format may read a comma as a point
+    numbers = _numbers_in(text.replace(",", ".") + "\n" + text if decimal_comma else text)
     true_tags = {t for t, _, _ in truth}
     # a step may be a row's or a list element's position (no step column; Keras history)
     positions = text.count("\n") + text.count("\r") + text.count(",") + 2
@@ -253,7 +273,7 @@ def _check(fmt: str, how: tuple, strict: bool) -> None:
         if fmt in CHECKSUMMED:
             assert got <= truth, f"points not in the intact file: {sorted(got - truth)[:5]}"
         elif fmt not in UNCHECKED:
-            _assert_held(got, truth, data, how)
+            _assert_held(got, truth, data, how, decimal_comma=fmt == "csv_semicolon")
 
 
 @pytest.mark.parametrize("fmt", sorted(BUILDERS))  # one test per reader: each its own example count

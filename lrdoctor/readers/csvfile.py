@@ -8,7 +8,6 @@ its column as text and goes through :func:`tabular.text_column`.
 from __future__ import annotations
 
 import codecs
-import csv
 import io
 import re
 import warnings
@@ -21,6 +20,7 @@ import pandas as pd
 
 from ..errors import LogFormatError
 from ..model import Annotation
+from .csv_dialect import COMMA, Dialect, dialect_of
 from .tabular import (
     Column,
     numeric_column,
@@ -44,50 +44,7 @@ EPOCH_NAMES = ("epoch", "epochs")
 USE_ARROW = True
 
 
-def header_of(head: bytes) -> list[str] | None:
-    """The stripped column names of a comma-separated file from its first bytes, or None."""
-    codec = encoding_of(head)
-    if codec != "utf-8-sig":  # Windows tools write UTF-16
-        width = 4 if codec == "utf-32" else 2
-        text = head[: len(head) // width * width].decode(codec, errors="ignore")
-        return _header_names(text)
-    if b"\x00" in head or not head.strip():
-        return None
-    # A byte that is not UTF-8 (a Latin-1 "é") is read as U+FFFD, as the whole file will be.
-    return _header_names(head.decode("utf-8-sig", errors="replace"))
-
-
-def _header_names(text: str) -> list[str] | None:
-    first = text.lstrip("\r\n").splitlines()[0] if text.strip() else ""
-    if "," not in first:
-        return None
-    try:
-        names = next(csv.reader(io.StringIO(first)))
-    except (csv.Error, StopIteration):
-        return None
-    names = [n.strip() for n in names]
-    if len(names) < 2 or sum(1 for n in names if n) < len(names) - 1:
-        return None
-    # A header row has names, not numbers, and not a printed line that happens to hold commas
-    # ("step 100: train loss 2.31, val loss 2.40", "Epoch [1/10], Step [100/600], Loss: 0.23").
-    if any(_is_number(n) or _PRINTED.search(n) for n in names if n):
-        return None
-    return names
-
-
-#: "Loss: 0.23", "step=100", "loss 2.3456", "[1/10]"; not "metrics/mAP_0.5:0.95" (a YOLO column name)
-_PRINTED = re.compile(r"[A-Za-z_)\]]\s*(?::\s+|=\s*)[-+]?\.?\d|\s[-+]?\d+\.\d+\S*$|\[\s*\d+\s*/\s*\d+\s*\]")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def load_csv(path: Path, source: Path | bytes | None = None) -> pd.DataFrame:
+def load_csv(path: Path, source: Path | bytes | None = None, dialect: Dialect = COMMA) -> pd.DataFrame:
     """Parse a CSV log: headers stripped of padding, values of leading spaces; empty cells NA.
 
     Bytes the file's encoding cannot decode become U+FFFD: the cell holding one is then no
@@ -96,17 +53,17 @@ def load_csv(path: Path, source: Path | bytes | None = None) -> pd.DataFrame:
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", pd.errors.DtypeWarning)  # mixed columns: see text_column
-        return _read_csv(path, path if source is None else source)
+        return _read_csv(path, path if source is None else source, dialect)
 
 
-def _read_csv(path: Path, source: Path | bytes) -> pd.DataFrame:
+def _read_csv(path: Path, source: Path | bytes, dialect: Dialect) -> pd.DataFrame:
     check_regular(path)
     with path.open("rb") as fh:
         encoding = encoding_of(fh.read(4))
     try:
         df = pd.read_csv(
             _readable(source), keep_default_na=False, na_values=[""], skipinitialspace=True,
-            encoding=encoding, encoding_errors="replace",
+            encoding=encoding, encoding_errors="replace", sep=dialect.delimiter, decimal=dialect.decimal,
         )
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         m = re.search(r"\bline (\d+)", str(exc))
@@ -138,7 +95,8 @@ def drop_repeated_headers(df: pd.DataFrame, locs: np.ndarray, path: str
 
 
 def frame_columns(df: pd.DataFrame, path: str, locs: np.ndarray, *, strict: bool,
-                  missing: Sequence[str] = ()) -> tuple[dict[str, Column], list[Annotation]]:
+                  missing: Sequence[str] = (), decimal: str = "."
+                  ) -> tuple[dict[str, Column], list[Annotation]]:
     """Every column of a parsed CSV as numbers (text columns reported and left out)."""
     out: dict[str, Column] = {}
     notes: list[Annotation] = []
@@ -152,7 +110,7 @@ def frame_columns(df: pd.DataFrame, path: str, locs: np.ndarray, *, strict: bool
         elif pd.api.types.is_numeric_dtype(raw):
             out[name] = numeric_column(raw, name)
         else:
-            col, more = text_column(raw, name, path, locs, strict=strict, missing=missing)
+            col, more = text_column(_points(raw, decimal), name, path, locs, strict=strict, missing=missing)
             notes += more
             if col is not None:
                 out[name] = col
@@ -167,9 +125,10 @@ def csv_columns(path: Path, *, strict: bool, missing: Sequence[str] = (), text: 
     stripped strings (for a long table's tag column).
     """
     source, notes = csv_source(path, strict=strict)
-    got = _arrow_columns(path, source, strict=strict, missing=missing, text=text) if USE_ARROW else None
+    dialect = dialect_of(path, source)
+    got = _arrow_columns(path, source, dialect, strict=strict, missing=missing, text=text) if USE_ARROW else None
     if got is None:
-        got = _pandas_columns(path, source, strict=strict, missing=missing, text=text)
+        got = _pandas_columns(path, source, dialect, strict=strict, missing=missing, text=text)
     columns, n, locs, more = got
     notes += more
     # (a prefix match: also pandas' "Unnamed: 0_level_0" of a multi-row header)
@@ -206,15 +165,16 @@ def _readable(source: Path | bytes) -> Path | io.BytesIO:
     return source if isinstance(source, Path) else io.BytesIO(source)
 
 
-def _pandas_columns(path: Path, source: Path | bytes, *, strict: bool, missing: Sequence[str],
-                    text: Sequence[str]):
+def _pandas_columns(path: Path, source: Path | bytes, dialect: Dialect, *, strict: bool,
+                    missing: Sequence[str], text: Sequence[str]):
     spath = str(path)
-    df = load_csv(path, source)
+    df = load_csv(path, source, dialect)
     locs = np.arange(len(df), dtype=np.int64) + 2  # line numbers: the header is line 1
     df, locs, notes = drop_repeated_headers(df, locs, spath)
     notes = _undecodable(path, source, strict) + notes
     texts = {name: _text_values(df[name]) for name in text if name in df.columns}
-    columns, more = frame_columns(df.drop(columns=list(texts)), spath, locs, strict=strict, missing=missing)
+    columns, more = frame_columns(df.drop(columns=list(texts)), spath, locs, strict=strict, missing=missing,
+                                  decimal=dialect.decimal)
     return {**texts, **columns}, len(df), locs, notes + more
 
 
@@ -236,14 +196,28 @@ def _undecodable(path: Path, source: Path | bytes, strict: bool) -> list[Annotat
                        path=str(path), location=where(data, at))]
 
 
+def _points(raw: pd.Series, decimal: str) -> pd.Series:
+    """A text column of a decimal-comma file with its commas as points, for the number parser
+    (a column that also holds text or ``nan`` is parsed cell by cell, not by the CSV parser)."""
+    if decimal == ".":
+        return raw
+    text = raw.astype("str")
+    # only whole numbers with one decimal comma: other text keeps its own words in the annotation
+    number = text.str.fullmatch(_DECIMAL_COMMA).fillna(False).to_numpy(dtype=bool)
+    return raw.where(~number, text.str.replace(",", ".", regex=False))
+
+
+_DECIMAL_COMMA = r"\s*[-+]?\d*,\d+(?:[eE][-+]?\d+)?\s*"
+
+
 def _text_values(raw: pd.Series) -> Column:
     s = raw.astype("str").str.strip()
     present = (s.notna() & (s != "")).to_numpy(dtype=bool)
     return Column(str(raw.name), s.to_numpy(dtype=object), present)
 
 
-def _arrow_columns(path: Path, source: Path | bytes, *, strict: bool, missing: Sequence[str],
-                   text: Sequence[str]):
+def _arrow_columns(path: Path, source: Path | bytes, dialect: Dialect, *, strict: bool,
+                   missing: Sequence[str], text: Sequence[str]):
     """The fast path: pyarrow's CSV parser keeps an empty cell (null) apart from a logged ``nan``
     (NaN) while parsing floats natively. None when pyarrow is absent or the file needs pandas'
     leniency (ragged rows, every column text, e.g. repeated header rows)."""
@@ -256,20 +230,22 @@ def _arrow_columns(path: Path, source: Path | bytes, *, strict: bool, missing: S
         if encoding_of(fh.read(4)) != "utf-8-sig":
             return None  # pandas decodes UTF-16
     try:
-        return _arrow_table_columns(path, source, strict=strict, missing=missing, text=text)
+        return _arrow_table_columns(path, source, dialect, strict=strict, missing=missing, text=text)
     except (pa.ArrowInvalid, UnicodeDecodeError):
         return None  # bytes that are not UTF-8 in a name or text column: pandas reads them as U+FFFD
 
 
-def _arrow_table_columns(path: Path, source: Path | bytes, *, strict: bool, missing: Sequence[str],
-                         text: Sequence[str]):
+def _arrow_table_columns(path: Path, source: Path | bytes, dialect: Dialect, *, strict: bool,
+                         missing: Sequence[str], text: Sequence[str]):
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pcsv
 
     try:
-        table = pcsv.read_csv(_readable(source), convert_options=pcsv.ConvertOptions(
-            null_values=["", *missing], strings_can_be_null=True, quoted_strings_can_be_null=True))
+        table = pcsv.read_csv(
+            _readable(source), parse_options=pcsv.ParseOptions(delimiter=dialect.delimiter),
+            convert_options=pcsv.ConvertOptions(null_values=["", *missing], strings_can_be_null=True,
+                                                quoted_strings_can_be_null=True, decimal_point=dialect.decimal))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError):
         return None
     names = [str(c).strip() for c in table.column_names]
@@ -294,7 +270,7 @@ def _arrow_table_columns(path: Path, source: Path | bytes, *, strict: bool, miss
             columns[name] = Column(name, np.where(present, values, np.nan) if pa.types.is_null(col.type)
                                    else values, present)
         else:
-            raw = pd.Series(pc.cast(col, pa.string()).to_pandas(), name=name)
+            raw = _points(pd.Series(pc.cast(col, pa.string()).to_pandas(), name=name), dialect.decimal)
             got, more = text_column(raw, name, spath, locs, strict=strict, missing=missing)
             notes += more
             if got is not None:

@@ -16,7 +16,8 @@ import pandas as pd
 from ..errors import LogFormatError
 from ..model import Run
 from .base import ReadOptions, RunSource
-from .csvfile import STEP_NAMES, csv_columns, header_of, read_wide_csv
+from .csv_dialect import header_of
+from .csvfile import STEP_NAMES, csv_columns, read_wide_csv
 from .tabular import (
     WALL_TIME_NAMES,
     backwards_annotations,
@@ -46,7 +47,7 @@ class GenericCSVReader:
     def sniff(self, path: Path, head: bytes) -> bool:
         if head.lstrip().startswith((b"{", b"[")):
             return False  # JSON whose other reader declined it: its commas make no CSV header
-        names = header_of(head)
+        names = header_of(head, path)
         if not names:
             return False
         if long_columns(names) or pick(names, STEP_NAMES):
@@ -56,9 +57,9 @@ class GenericCSVReader:
     def read(self, source: RunSource, options: ReadOptions) -> Run:
         path = source.files[0]
         with path.open("rb") as fh:
-            df_head = header_of(fh.read(65536))
+            df_head = header_of(fh.read(65536), path)
         if df_head is None:
-            raise LogFormatError("no CSV header (a first line of comma-separated column names)",
+            raise LogFormatError("no CSV header (a first line of column names separated by commas, tabs or semicolons)",
                                  path=str(path))
         cols = long_columns(df_head)
         if cols is not None:

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..model import Annotation, Run
 from .base import FilePart, ReadOptions, RunSource
-from .csvfile import csv_columns, header_of, read_wide_csv
+from .csv_dialect import header_of
+from .csvfile import csv_columns, read_wide_csv
 
 
 class KerasCSVReader:
@@ -27,7 +28,7 @@ class KerasCSVReader:
     description = "Keras CSVLogger (epoch,<metrics> rows; step axis = epoch; appended runs split)"
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        names = header_of(head)
+        names = header_of(head, path)
         if not names or names[0] != "epoch" or "step" in names:
             return False
         rest = names[1:]

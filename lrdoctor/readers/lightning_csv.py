@@ -13,7 +13,8 @@ from typing import Any
 
 from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
-from .csvfile import header_of, read_wide_csv
+from .csv_dialect import header_of
+from .csvfile import read_wide_csv
 from .tabular import one_line
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ class LightningCSVReader:
     description = "PyTorch Lightning CSVLogger (version_N/metrics.csv + hparams.yaml)"
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        names = header_of(head)
+        names = header_of(head, path)
         if not names or "step" not in names:
             return False
         lightning_named = path.name == "metrics.csv" or (path.parent / HPARAMS_FILE).is_file()
