@@ -41,6 +41,7 @@ import pandas as pd
 from ..errors import LogFormatError, NoRunsFoundError
 from ..model import Run
 from ..readers import ReadOptions, RunSource, find_run_sources, get_reader, supported_formats
+from .repeats import RepeatedWarnings
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,11 @@ class RunFollower:
         reset = False
         for path in self.source.files:
             st = self.files.setdefault(path, _FileState())
-            got = self._read_new(path, st, fmt)
+            try:
+                got = self._read_new(path, st, fmt)
+            except OSError as exc:  # its permissions changed since discovery found it
+                log.warning("%s: cannot read (%s); read again when it can be", path, exc.strerror or exc)
+                continue
             if got is None:
                 continue
             data, was_reset = got
@@ -263,9 +268,15 @@ class TreeFollower:
     format: str | None = None
     strict: bool = False
     runs: dict[str, RunFollower] = field(default_factory=dict)  # by the run's root path
+    repeats: RepeatedWarnings = field(default_factory=RepeatedWarnings)
 
     def poll(self) -> list[tuple[RunFollower, pd.DataFrame]]:
-        """(run, new points) for each run that grew since the last poll."""
+        """(run, new points) for each run that grew since the last poll. A warning given at the
+        poll before (a file it cannot read) is not given again (see :mod:`.repeats`)."""
+        with self.repeats.poll():
+            return self._poll()
+
+    def _poll(self) -> list[tuple[RunFollower, pd.DataFrame]]:
         try:
             # not split by content (TensorBoard attempts, Keras CSV restarts): that reads whole
             # files at every poll, and a split names row ranges of the whole file, not of a chunk
