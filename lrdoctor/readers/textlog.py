@@ -6,7 +6,9 @@ Only lines a shape understands become points; every other line is skipped and co
 line's own counter: ``step``/``iter``/``iteration``/``global_step`` as printed; a batch counter
 that restarts every epoch (``Epoch [2/10], Step [100/600]``, tqdm's ``10/10``) becomes
 ``(epoch - first epoch) * batches + batch``, said in an annotation; Keras's ``Epoch 3/20``
-header gives the epoch of the lines after it (step axis ``epoch``, numbered as printed).
+header gives the epoch of the lines after it (step axis ``epoch``, numbered as printed). A plain
+tqdm bar's ``\r`` updates are read one by one (:func:`_tqdm_points`); Lightning's bars, which show
+epoch-level metrics on every update, only at each epoch's end (:func:`_last_finished_bars`).
 Lines without any counter (HuggingFace Trainer's ``{'loss': ...}`` dicts) are numbered by
 occurrence, per metric, and an annotation says so: no step is ever invented. A counterless
 shape is only read when its set of names recurs (one ``Namespace(lr=0.1, ...)`` is not a series).
@@ -69,11 +71,13 @@ class TextLogReader:
         lines = text.split("\n")[:-1] if len(text) >= SNIFF_BYTES else text.split("\n")
         found = 0
         for line in lines:
-            got = parse_line(clean(line))
-            if got is not None and (got.pairs or got.shape == BAR_SHAPES[1]):  # rich: metrics may wrap
-                found += 1
-                if found >= SNIFF_MIN_LINES:
-                    return True
+            # each "\r" update of a tqdm bar counts: a whole bar is one physical line
+            for part in line.split("\r") if "\r" in line else (line,):
+                got = parse_line(clean(part))
+                if got is not None and (got.pairs or got.shape == BAR_SHAPES[1]):  # rich: metrics may wrap
+                    found += 1
+                    if found >= SNIFF_MIN_LINES:
+                        return True
         return False
 
     def read(self, source: RunSource, options: ReadOptions) -> Run:
@@ -89,6 +93,7 @@ class TextLogReader:
         skipped = 0
         damaged: list[int] = []
         wrapped = -2  # the line a rich bar (or its wrapped metrics) was last seen on
+        lightning = is_lightning(text)
         lines = text.split("\n")
         cut = lines.pop() if lines and lines[-1].strip() else None  # no newline yet: being written
         for lineno, line in enumerate(lines, start=1):
@@ -102,13 +107,20 @@ class TextLogReader:
                 wrapped = lineno  # metrics, wrapped onto the next lines by a narrow console
                 continue
             wrapped = lineno if got is not None and got.shape == BAR_SHAPES[1] else -2
-            if "\r" in line:  # tqdm updates overwrite each other: every finished bar on the line counts
+            if "\r" in line and got is not None and got.shape == BAR_SHAPES[1]:
+                # a rich bar redrawn in a terminal shows an epoch's end before its validation
+                # ran (the previous epoch's val values): only printed, final rich bars are read
+                got = None
+            if "\r" in line and not lightning:  # every update of a plain tqdm bar is considered
+                updates = _bar_updates(line)
+                parsed += [(lineno, p) for p in updates]
+                if got is not None and got.shape == BAR_SHAPES[0]:
+                    got = None  # the last update, already among them
+                if got is None and updates:
+                    continue
+            elif "\r" in line:  # Lightning's updates overwrite each other: every finished bar counts
                 parsed += [(lineno, p) for p in map(parse_line, map(clean, line.split("\r")[:-1]))
                            if p is not None and p.shape == BAR_SHAPES[0] and _finished(p)]
-                if got is not None and got.shape == BAR_SHAPES[1]:
-                    # a rich bar redrawn in a terminal shows an epoch's end before its validation
-                    # ran (the previous epoch's val values): only printed, final rich bars are read
-                    got = None
             if got is None:
                 skipped += int(bool(line.strip()))
             else:
@@ -121,33 +133,94 @@ class TextLogReader:
             notes.append(Annotation("damaged_line", f"{len(damaged)} line(s) with undecodable bytes or control "
                                     "characters skipped", path=spath, location=f"line {damaged[0]}"))
         if cut is not None:
+            if not lightning and "\r" in cut:
+                # a tqdm bar still drawing (or its process killed): the updates before its last
+                # "\r" are whole; only the one being written may be cut
+                parsed += [(len(lines) + 1, p) for p in _bar_updates(cut[:cut.rindex("\r")])]
             what = "the last line has no line end (a file still being written, or cut)"
             got = parse_line(clean(cut))
             if options.strict and got is not None and got.pairs:  # a metric line left out, not a bar's redraw
                 raise LogFormatError(what, path=spath, location=f"line {len(lines) + 1}")
             notes.append(Annotation("truncated", f"{what}; not read", path=spath, location=f"line {len(lines) + 1}"))
-        return _to_run(source, spath, parsed, skipped, notes)
+        return _to_run(source, spath, parsed, skipped, notes, lightning)
+
+
+#: Lightning's own marks: the logger's version on its bar, its validation and sanity-check bars.
+_LIGHTNING_MARKS = ("v_num=", "Validation DataLoader", "Sanity Checking")
+
+
+def is_lightning(text: str) -> bool:
+    """Whether the bars of a log are Lightning's: its bar shows every metric logged so far, also
+    those logged once an epoch, so its updates are read differently from a plain tqdm loop's."""
+    return any(mark in text for mark in _LIGHTNING_MARKS)
+
+
+def _bar_updates(line: str) -> list[Parsed]:
+    """The tqdm bars (with a postfix) among the ``\r``-separated updates of one physical line."""
+    return [p for p in (parse_line(clean(part)) for part in line.split("\r"))
+            if p is not None and p.shape == BAR_SHAPES[0]]
 
 
 def _finished(p: Parsed) -> bool:
     return p.counters.get("batch") == p.counters.get("batches")
 
 
-def _last_finished_bars(parsed: list[tuple[int, Parsed]]) -> list[tuple[int, Parsed]]:
-    """Progress bars show the latest value of each metric at every update, so a metric logged
+def _last_finished_bars(parsed: list[tuple[int, Parsed]], shapes: tuple[str, ...]) -> list[tuple[int, Parsed]]:
+    """Lightning's bars show the latest value of each metric at every update, so a metric logged
     once an epoch sits on every update of the next epoch's bar: only each epoch's last finished
     bar (``a/a``, after that epoch's validation) is read, the others are not points."""
     last: dict[tuple[str, int | None], int] = {}
     for i, (_, p) in enumerate(parsed):
-        if p.shape in BAR_SHAPES and _finished(p) and p.pairs:
+        if p.shape in shapes and _finished(p) and p.pairs:
             last[(p.shape, p.counters.get("epoch"))] = i
     keep = set(last.values())
-    return [lp for i, lp in enumerate(parsed) if lp[1].shape not in BAR_SHAPES or i in keep]
+    return [lp for i, lp in enumerate(parsed) if lp[1].shape not in shapes or i in keep]
+
+
+def _tqdm_points(parsed: list[tuple[int, Parsed]]) -> list[tuple[int, Parsed]]:
+    """The updates of plain tqdm bars that show a value set at their counter.
+
+    tqdm prints the bar at every ``update()`` (the counter moves on, the postfix is the one set
+    before) and at every ``set_postfix()`` (same counter, the new postfix), and once more at
+    ``close()`` (same counter, same postfix). So an update is a point when its postfix differs from
+    the bar's previous update, or when it redraws the same counter (a ``set_postfix``) and is not
+    that closing redraw; a second point at one counter replaces the first. A value set without a
+    redraw (``refresh=False``) is read where the bar next shows it; a value printed identically at
+    two counters under tqdm's default ``mininterval`` (updates not drawn) is one point: the bar
+    shows nothing that tells a new value from a repeated one there. A bar is its description and
+    total; it starts again when its counter goes back."""
+    groups: dict[tuple[str, int], list[list[int]]] = {}  # per bar, the runs of its updates
+    for i, (_, p) in enumerate(parsed):
+        if p.shape != BAR_SHAPES[0]:
+            continue
+        runs = groups.setdefault((p.desc, p.counters["batches"]), [])
+        if not runs or p.counters["batch"] < parsed[runs[-1][-1]][1].counters["batch"]:
+            runs.append([])
+        runs[-1].append(i)
+    keep: set[int] = set()
+    for runs in groups.values():
+        for run in runs:
+            shown: Parsed | None = None
+            point: int | None = None
+            for j, i in enumerate(run):
+                p = parsed[i][1]
+                same = shown is not None and p.counters["batch"] == shown.counters["batch"]
+                changed = shown is None or (p.pairs, p.counters.get("step")) != (shown.pairs, shown.counters.get("step"))
+                if changed or (same and j < len(run) - 1):
+                    if point is not None and parsed[point][1].counters["batch"] == p.counters["batch"]:
+                        keep.discard(point)
+                    keep.add(i)
+                    point = i
+                shown = p
+    return [lp for i, lp in enumerate(parsed) if lp[1].shape != BAR_SHAPES[0] or i in keep]
 
 
 def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], skipped: int,
-            notes: list[Annotation]) -> Run:
-    parsed = _last_finished_bars(parsed)
+            notes: list[Annotation], lightning: bool) -> Run:
+    if lightning:
+        parsed = _last_finished_bars(parsed, BAR_SHAPES)
+    else:
+        parsed = _last_finished_bars(_tqdm_points(parsed), BAR_SHAPES[1:])
     shapes = Counter(p.shape for _, p in parsed)
     # counterless shapes count only when their names recur
     sets = Counter(frozenset(k for k, _ in p.pairs) for _, p in parsed if not p.counters and p.pairs)

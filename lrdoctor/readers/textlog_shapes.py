@@ -41,8 +41,9 @@ _KERAS_PAIR = re.compile(rf"\s-\s+([A-Za-z_][\w]*):\s*{_VALUE}")
 _LEAD = re.compile(r"^\s*(step|iter|iteration|it|global_step|epoch)\s*[:=]?\s*(\d+)(?:\s*/\s*\d+)?\s*[:,|\]]\s*(.*)$",
                    re.IGNORECASE)
 _NAMED_PAIR = re.compile(rf"([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*)?)\s*[:=]?\s+{_VALUE}")
-# (one \s* before the percentage: "\s*(...)?\s*" splits a run of blanks every way, quadratic)
-_BAR = re.compile(r"^\s*(?:Epoch\s+(\d+)\s*:\s*)?\d+%\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]")
+#: A tqdm bar after its ``{desc}: {percentage}%``: ``|{bar}| {n}/{total} [{elapsed}<{remaining}, {rate}{postfix}]``.
+_BAR_TAIL = re.compile(r"\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]")
+_EPOCH_DESC = re.compile(r"\bepoch\s*(\d+)", re.IGNORECASE)
 #: Lightning's RichProgressBar: ``Epoch 3/9 ━━━━━╸━━ 32/32 0:00:01 • 0:00:00 45.2it/s v_num: 0 loss: 0.512``
 _RICH = re.compile(r"^\s*Epoch\s+(\d+)/\S+\s+[\u2500-\u257f]+\s+(\d+)/(\d+)\s+(.*)$")
 _RICH_PAIR = re.compile(rf"(?:^|\s)([A-Za-z_][\w./-]*):\s*{_VALUE}")
@@ -59,6 +60,7 @@ class Parsed:
     counters: dict[str, int]
     pairs: list[tuple[str, str]]
     keras_epoch: int | None = None  # a Keras "Epoch 3/20" header: sets the epoch of later lines
+    desc: str = ""  # a tqdm bar's description (``Epoch 3``): which bar an update belongs to
 
 
 def clean(line: str) -> str:
@@ -127,18 +129,34 @@ def _keras_line(line: str) -> Parsed | None:
 
 
 def _bar_line(line: str) -> Parsed | None:
-    """A tqdm bar (Lightning's ``Epoch 1: 100%|████| 10/10 [00:00<00:00, loss=0.123]``)."""
-    m = _BAR.match(line)
+    """A tqdm bar: ``Epoch 1:  45%|████▌     | 90/200 [00:12<00:15,  7.10it/s, loss=0.312]``
+    (tqdm's own format; Lightning's ``TQDMProgressBar`` uses it too). The epoch is the
+    description's ``Epoch N``; other descriptions name the bar."""
+    pct = line.find("%|")
+    if pct < 0:
+        return None
+    # plain string scans, not a pattern: "(.*):\s*\d+%" backtracks over a long line
+    head = line[:pct]
+    desc = head.rstrip("0123456789")
+    if not 1 <= len(head) - len(desc) <= 3:
+        return None
+    desc = desc.strip()
+    if desc:
+        if not desc.endswith(":") or "|" in desc:
+            return None
+        desc = desc[:-1].rstrip()
+    m = _BAR_TAIL.match(line, pct + 1)
     if not m:
         return None
-    pairs = [(k, v) for k, v in _EQ_PAIR.findall(" " + m.group(4).replace(",", " ")) if k != "v_num"]
+    pairs = [(k, v) for k, v in _EQ_PAIR.findall(" " + m.group(3).replace(",", " ")) if k != "v_num"]
     if not pairs:
         return None
     counters, metrics = _split(pairs)
-    counters.update({"batch": int(m.group(2)), "batches": int(m.group(3))})
-    if m.group(1) is not None:
-        counters["epoch"] = int(m.group(1))
-    return Parsed(BAR_SHAPES[0], counters, metrics) if metrics else None
+    counters.update({"batch": int(m.group(1)), "batches": int(m.group(2))})
+    epoch = _EPOCH_DESC.search(desc)
+    if epoch:
+        counters["epoch"] = int(epoch.group(1))
+    return Parsed(BAR_SHAPES[0], counters, metrics, desc=desc) if metrics else None
 
 
 def _rich_line(line: str) -> Parsed | None:
