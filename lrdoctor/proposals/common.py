@@ -42,6 +42,25 @@ def fmt(x: float | None) -> str:
     return f"{m}e{int(e)}"
 
 
+def as_logged(x: float | None) -> float | None:
+    """A logged number at the precision it was logged with.
+
+    torch's ``SummaryWriter`` (and tensorboardX, and torch tensors' default dtype) log float32:
+    an LR of 0.01 reads back as 0.009999999776482582. Floored to 2 significant digits that is
+    0.0099, and a proposal would say "0.03 -> 0.029" for an LR the user set to 0.03. A value
+    that is exactly a float32 is taken as the shortest decimal that is that same float32 (0.01);
+    any other value is returned as it is. A float64 that happens to be a float32 (0.5, 2**-20)
+    moves by less than float32's precision (6e-8 relative), far below the 2 digits a proposal
+    keeps.
+    """
+    if x is None or not math.isfinite(x) or x == 0:
+        return x
+    f32 = np.float32(x)
+    if float(f32) != x:
+        return x
+    return float(str(f32))  # numpy prints a float32 as its shortest round-tripping decimal
+
+
 def round_sig(x: float, sig: int = 2) -> float:
     if x == 0 or not math.isfinite(x):
         return float(x)

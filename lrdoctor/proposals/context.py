@@ -16,6 +16,7 @@ import numpy as np
 from ..model import Finding
 from ..roles import RoleView
 from ..runfacts import as_float, as_int, as_pair, hparams_of, lookup, optimizer_name
+from .common import as_logged
 from .grads import GradStats, centred_median, grad_blowup, grad_stats
 
 #: Optimizers whose update is normalised per coordinate (warmup 2/(1-beta2), sqrt batch scaling).
@@ -321,7 +322,9 @@ def build_context(finding: Finding, view: RoleView, needs: Needs = Needs()) -> R
         first_step=first, last_step=last, onset=onset, stable_end=stable_end,
         lr_source=lr.source, lr_logged=lr_series is not None and lr.source is not None
         and lr.source.startswith("lr role"),
-        lr_at_onset=lr.at_onset, lr_stable=lr.stable, lr_peak=lr.peak, lr_constant=lr.constant,
+        # logged LRs at the precision they were logged with (float32 0.01 is 0.00999999977)
+        lr_at_onset=as_logged(lr.at_onset), lr_stable=as_logged(lr.stable), lr_peak=as_logged(lr.peak),
+        lr_constant=lr.constant,
         existing_warmup=warm, lr_decayed=lr.decayed,
         optimizer=opt, betas=_betas(params, opt), momentum=get("momentum", as_float),
         weight_decay=get("weight_decay", as_float), batch_size=get("batch_size", as_int),
@@ -331,7 +334,8 @@ def build_context(finding: Finding, view: RoleView, needs: Needs = Needs()) -> R
         grad_at_onset=g_at, grad_median_in_finding=g_med, grad_unstable_from=unstable,
         lr_peak_source=lr.peak_source,
         steps_per_epoch=get("steps_per_epoch", as_int) if epoch else None,
-        lr_peak_before=lr.peak_before, best_step=best, healthy_step=healthy, lr_healthy=lr_healthy,
+        lr_peak_before=as_logged(lr.peak_before), best_step=best, healthy_step=healthy,
+        lr_healthy=as_logged(lr_healthy),
         warmup_foot=foot(onset), grad_logged=view.deduped("grad_norm") is not None,
         epoch_base=_epoch_base(run) if epoch else 0,
     )

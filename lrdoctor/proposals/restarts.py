@@ -6,7 +6,7 @@ own vocabulary (``eta_max`` is the optimizer's LR, ``T_0``, ``T_mult``)."""
 from __future__ import annotations
 
 from ..model import Finding
-from .common import Draft, fmt, nice_steps, round_down
+from .common import Draft, as_logged, fmt, nice_steps, round_down
 from .context import RunContext
 
 #: Re-warmup after a resume: this share of the steps from the resume to the end, at most.
@@ -56,7 +56,7 @@ def rewarmup(f: Finding, ctx: RunContext) -> Draft | None:
 def lower_restart_lr(f: Finding, ctx: RunContext) -> Draft | None:
     if f.evidence.get("kind") != "periodic":
         return None
-    peak = f.evidence.get("lr_peak") or ctx.lr_peak
+    peak = as_logged(f.evidence.get("lr_peak")) or ctx.lr_peak
     if not peak:
         return None
     new = round_down(peak * RESTART_PEAK_SHARE)
