@@ -11,9 +11,9 @@ which the reader tests compare against.
 - ``wandb/``: a ``wandb/`` folder as ``WANDB_MODE=offline`` leaves it, with three runs. wandb only
   writes online runs (``run-<ts>-<id>/``) when it can reach a server; the third run's directory
   is renamed to that layout (the file inside is the same format).
-- ``text/hf_trainer/train.log``: what a HuggingFace ``Trainer`` run on a tiny random GPT-2 printed
-  to stdout/stderr (as ``nohup python train.py > train.log 2>&1`` keeps it: tqdm bars with their
-  carriage returns, the ``{'loss': ...}`` dict lines); expected.json is ``trainer.state.log_history``.
+- ``text/hf_trainer/*.log``: what a HuggingFace ``Trainer`` run on a tiny random GPT-2 printed
+  to stdout/stderr (tqdm bars with their carriage returns, the ``{'loss': ...}`` dict lines),
+  captured three ways (see ``make_hf``); expected.json is ``trainer.state.log_history``.
 - ``mlflow_sqlite/mlflow.db``: MLflow's default store (``sqlite:///mlflow.db`` in the working
   directory) with two experiments, three runs; one diverges.
 """
@@ -208,14 +208,33 @@ with open(sys.argv[2], "w") as fh:
 '''
 
 
+#: HF Trainer's timing metrics: the one thing that differs between two runs of the same seed.
+TIMINGS = ("_runtime", "_per_second")
+
+
 def make_hf() -> None:
+    """Three captures of the same seeded run: ``train.log``, stdout unbuffered (``python -u``,
+    ``PYTHONUNBUFFERED=1``; a terminal's line buffering behaves alike) with stderr in the same
+    file; ``buffered.log``, Python's default block-buffered stdout to a file (``nohup python
+    train.py > out.log 2>&1``): the dicts reach the file in chunks, apart from the bar; and
+    ``stdout.log``, stdout alone (``> out.log``): no bar at all."""
     out = DATA / "text" / "hf_trainer"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    with tempfile.TemporaryDirectory() as tmp, (out / "train.log").open("wb") as log:
-        env = {**os.environ, "TQDM_MININTERVAL": "0", "TRANSFORMERS_VERBOSITY": "warning"}
-        subprocess.run([sys.executable, "-c", HF_SCRIPT, tmp, str(out / "expected.json")], stdout=log,
-                       stderr=subprocess.STDOUT, env=env, check=True)
+    base = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    base.update({"TQDM_MININTERVAL": "0", "TRANSFORMERS_VERBOSITY": "warning"})
+    expected = []
+    for name, unbuffered, stderr in (("train.log", True, subprocess.STDOUT), ("buffered.log", False, subprocess.STDOUT),
+                                     ("stdout.log", False, subprocess.DEVNULL)):
+        env = {**base, "PYTHONUNBUFFERED": "1"} if unbuffered else base
+        with tempfile.TemporaryDirectory() as tmp, (out / name).open("wb") as log:
+            subprocess.run([sys.executable, "-c", HF_SCRIPT, tmp, str(Path(tmp) / "history.json")], stdout=log,
+                           stderr=stderr, env=env, check=True)
+            expected.append(json.loads((Path(tmp) / "history.json").read_text()))
+    # seeded on CPU: the three runs logged the same numbers, but for their timings
+    untimed = [[{k: v for k, v in e.items() if not k.endswith(TIMINGS)} for e in h] for h in expected]
+    assert all(h == untimed[0] for h in untimed), "runs of the same seed differ"
+    (out / "expected.json").write_text(json.dumps(expected[0], indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,24 +30,45 @@ def points(run, tag):
     return s["step"].tolist(), s["value"].to_numpy()
 
 
-def test_hf_trainer_printed_dicts_read_as_logged():
+#: HF Trainer's timing metrics, which differ between the three captures of the same seeded run.
+_TIMINGS = ("_runtime", "_per_second")
+
+
+@pytest.mark.parametrize("log, by_step", [("train.log", True), ("buffered.log", False), ("stdout.log", False)])
+def test_hf_trainer_printed_dicts_read_as_logged(log, by_step):
+    """train.log: stdout unbuffered, stderr in the same file: each dict is printed between
+    tqdm's clearing of the bar and its redraw at the global step, which is the dict's step.
+    buffered.log (nohup's block-buffered stdout) and stdout.log (no bar): occurrence numbering."""
     history = json.loads((HF / "expected.json").read_text())
-    [run] = discover(HF / "train.log")
+    [run] = discover(HF / log)
     assert run.format == "text"
-    # ProgressCallback prints each float as f"{v:.4g}"; each key's values in the order printed,
-    # numbered by occurrence (the dict lines carry no step)
-    # (it leaves out total_flos)
+    # ProgressCallback prints each float as f"{v:.4g}" (it leaves out total_flos)
     keys = {k for entry in history for k, v in entry.items()
             if k not in ("step", "total_flos") and isinstance(v, (int, float))}
     assert set(run.tags) == keys
     for key in keys:
-        want = [float(f"{e[key]:.4g}") if isinstance(e[key], float) else e[key] for e in history if key in e]
+        entries = [e for e in history if key in e]
+        want = [float(f"{e[key]:.4g}") if isinstance(e[key], float) else e[key] for e in entries]
         steps, got = points(run, key)
-        assert steps == list(range(len(want)))
-        assert np.array_equal(got, np.array(want, dtype=float), equal_nan=True), key
+        assert steps == ([e["step"] for e in entries] if by_step else list(range(len(want)))), key
+        if log == "train.log" or not key.endswith(_TIMINGS):
+            assert np.array_equal(got, np.array(want, dtype=float), equal_nan=True), key
     kinds = {a.kind: a for a in run.annotations}
-    assert "no_step_counter" in kinds
+    assert ("bar_step" in kinds) == by_step and ("no_step_counter" in kinds) != by_step
     assert kinds["line_shapes"].message.startswith(f"recognised {len(history)} lines (")
+    if by_step:  # the end-of-training summary sits at the last step, as in trainer_state.json
+        assert points(run, "train_runtime")[0] == [history[-1]["step"]] == [max(points(run, "loss")[0])]
+
+
+def test_hf_trainer_dicts_take_bar_steps_only_when_every_dict_is_framed(tmp_path):
+    """A dict printed by the script itself (not through tqdm.write) is not framed by the bar's
+    clear and redraw: then no dict takes the bar's step (one series numbered two ways is none)."""
+    raw = (HF / "train.log").read_bytes()
+    f = tmp_path / "train.log"
+    f.write_bytes(b"{'loss': 9.5, 'epoch': 0.0}\n" + raw)
+    [run] = discover(f)
+    assert points(run, "loss")[0][:3] == [0, 1, 2] and points(run, "loss")[1][0] == 9.5
+    assert not [a for a in run.annotations if a.kind == "bar_step"]
 
 
 def _print_to(path: Path, body) -> Path:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,12 @@ from .base import ReadOptions, RunSource
 from .tabular import backwards_annotations, cap, duplicate_annotations, one_line, tidy_frame
 from .textlog_shapes import (
     BAR_SHAPES,
+    DICT_SHAPE,
     MAX_LINE,
     NONFINITE,
     RICH_WRAPPED,
     Parsed,
+    bar_parts,
     clean,
     parse_line,
     rich_pairs,
@@ -94,6 +97,7 @@ class TextLogReader:
         damaged: list[int] = []
         wrapped = -2  # the line a rich bar (or its wrapped metrics) was last seen on
         lightning = is_lightning(text)
+        framed: list[tuple[int, int | None]] = []  # each printed dict: its index, the bar's step
         lines = text.split("\n")
         cut = lines.pop() if lines and lines[-1].strip() else None  # no newline yet: being written
         for lineno, line in enumerate(lines, start=1):
@@ -124,8 +128,10 @@ class TextLogReader:
             if got is None:
                 skipped += int(bool(line.strip()))
             else:
+                if got.shape == DICT_SHAPE:
+                    framed.append((len(parsed), _framed_step(line, lines, lineno)))
                 parsed.append((lineno, got))
-        notes = []
+        notes = _dict_steps(parsed, framed, spath)
         if damaged:
             if options.strict:
                 raise LogFormatError("damaged line (undecodable bytes or control characters)", path=spath,
@@ -143,6 +149,42 @@ class TextLogReader:
                 raise LogFormatError(what, path=spath, location=f"line {len(lines) + 1}")
             notes.append(Annotation("truncated", f"{what}; not read", path=spath, location=f"line {len(lines) + 1}"))
         return _to_run(source, spath, parsed, skipped, notes, lightning)
+
+
+def _framed_step(line: str, lines: list[str], lineno: int) -> int | None:
+    """The step of a printed dict when it sits between tqdm's clearing of the bar and the bar's
+    redraw: HF Trainer prints its logs with ``tqdm.write``, which clears the bar (``\\r``, blanks,
+    ``\\r``), prints the dict and redraws the bar at its current counter, the global step the dict
+    was logged at (``on_step_end`` moved it there before ``on_log``). Only then: with stdout
+    block-buffered (Python's default for a file, ``nohup python train.py > out.log 2>&1``) the
+    dicts reach the file in chunks, far from their own redraw, and the bar beside a dict is another
+    step (measured: 8 of 49 right; the redraw before a dict is a throttled, older counter)."""
+    parts = line.split("\r")
+    last = max(k for k, part in enumerate(parts) if part.strip())
+    if last == 0 or clean(parts[last - 1]).strip():
+        return None
+    for following in lines[lineno:lineno + 3]:  # the redraw starts the next line
+        for part in following.split("\r"):
+            shown = clean(part)
+            if shown.strip():
+                bar = bar_parts(shown)
+                return bar[1] if bar is not None else None
+    return None
+
+
+def _dict_steps(parsed: list[tuple[int, Parsed]], framed: list[tuple[int, int | None]],
+                spath: str) -> list[Annotation]:
+    """Printed dicts take the bar's step when every one of them was redrawn-framed (see
+    :func:`_framed_step`); one that was not means stdout reached the file apart from the bar, so
+    none does (a dict numbered by step beside dicts numbered by occurrence is no series)."""
+    if not framed or any(step is None for _, step in framed):
+        return []
+    for k, step in framed:
+        lineno, p = parsed[k]
+        parsed[k] = (lineno, replace(p, counters={**p.counters, "step": step}))
+    return [Annotation("bar_step", f"{len(framed)} printed dicts take the step of the progress bar redrawn "
+                       "right after each (HF Trainer prints its logs with tqdm.write, which clears the bar, "
+                       "prints and redraws it at the global step)", path=spath)]
 
 
 #: Lightning's own marks: the logger's version on its bar, its validation and sanity-check bars.

@@ -49,6 +49,7 @@ _RICH = re.compile(r"^\s*Epoch\s+(\d+)/\S+\s+[\u2500-\u257f]+\s+(\d+)/(\d+)\s+(.
 _RICH_PAIR = re.compile(rf"(?:^|\s)([A-Za-z_][\w./-]*):\s*{_VALUE}")
 #: A line holding only ``name: value`` pairs: the metrics of a rich bar wrapped onto the next line.
 RICH_WRAPPED = re.compile(rf"^\s*(?:[A-Za-z_][\w./-]*:\s*{NUM}\s*)+$")
+DICT_SHAPE = "python dict"
 #: Shapes of progress bars: only each epoch's finished bar is read (see textlog.py).
 BAR_SHAPES = ("progress bar 'a/b [..., name=value]'", "rich progress bar 'Epoch e/E ━━ a/b ... name: value'")
 _EQ_PAIR = re.compile(rf"(?:^|[\s,|;(\[])([A-Za-z_][\w./-]*)\s*=\s*{_VALUE}")
@@ -98,7 +99,7 @@ def _dict_line(line: str) -> Parsed | None:
     counters, metrics = _split(pairs)
     counters.pop("epoch", None)  # HF's fractional epoch is a metric, never a counter
     metrics = [(k, v) for k, v in pairs if COUNTERS.get(k.lower()) != "step"]
-    return Parsed("python dict", counters, metrics)
+    return Parsed(DICT_SHAPE, counters, metrics)
 
 
 def _torch_line(line: str) -> Parsed | None:
@@ -128,10 +129,9 @@ def _keras_line(line: str) -> Parsed | None:
     return Parsed("Keras epoch end ' - name: value'", {}, pairs)
 
 
-def _bar_line(line: str) -> Parsed | None:
-    """A tqdm bar: ``Epoch 1:  45%|████▌     | 90/200 [00:12<00:15,  7.10it/s, loss=0.312]``
-    (tqdm's own format; Lightning's ``TQDMProgressBar`` uses it too). The epoch is the
-    description's ``Epoch N``; other descriptions name the bar."""
+def bar_parts(line: str) -> tuple[str, int, int, str] | None:
+    """A tqdm bar's description, counter ``n``, ``total`` and the text inside its ``[...]``
+    (elapsed, rate, postfix), or None: ``Epoch 1:  45%|████▌     | 90/200 [00:12<00:15, 7.10it/s, loss=0.312]``."""
     pct = line.find("%|")
     if pct < 0:
         return None
@@ -148,11 +148,21 @@ def _bar_line(line: str) -> Parsed | None:
     m = _BAR_TAIL.match(line, pct + 1)
     if not m:
         return None
-    pairs = [(k, v) for k, v in _EQ_PAIR.findall(" " + m.group(3).replace(",", " ")) if k != "v_num"]
+    return desc, int(m.group(1)), int(m.group(2)), m.group(3)
+
+
+def _bar_line(line: str) -> Parsed | None:
+    """A tqdm bar with a postfix (tqdm's own format; Lightning's ``TQDMProgressBar`` uses it
+    too). The epoch is the description's ``Epoch N``; other descriptions name the bar."""
+    parts = bar_parts(line)
+    if parts is None:
+        return None
+    desc, n, total, inside = parts
+    pairs = [(k, v) for k, v in _EQ_PAIR.findall(" " + inside.replace(",", " ")) if k != "v_num"]
     if not pairs:
         return None
     counters, metrics = _split(pairs)
-    counters.update({"batch": int(m.group(1)), "batches": int(m.group(2))})
+    counters.update({"batch": n, "batches": total})
     epoch = _EPOCH_DESC.search(desc)
     if epoch:
         counters["epoch"] = int(epoch.group(1))
