@@ -76,8 +76,8 @@ def _one_per_epoch(steps: np.ndarray, epoch: Series | None) -> bool:
 
 
 def with_averaging(view: Any, s: Series) -> Series:
-    """``s`` with ``averages`` set from its run (``view``: a RoleView, or the live engine's prefix
-    view, which has no tag index and so no epoch tag)."""
+    """``s`` with ``averages`` and ``epoch_means`` set from its run (``view``: a RoleView, or the
+    live engine's prefix view, which has no tag index and so no epoch tag)."""
     run = view.run
     index = getattr(view, "index", None)
     epoch = index.series("epoch") if index is not None and "epoch" in index.tags else None
@@ -85,4 +85,7 @@ def with_averaging(view: Any, s: Series) -> Series:
         return s  # the common case, decided without flattening the run's hparams
     hit = configured(run, "steps_per_epoch")
     k = _averaged_steps(s, run.step_axis, as_int(hit[1]) if hit is not None else None)
-    return s if k == 1.0 else replace(s, averages=k)
+    # only what the tag or the axis says: the live engine's prefix view has no epoch tag to count
+    # points against, and a flag it could not set would make live and offline answers differ
+    means = tag_says_averaged(s.tag, run.step_axis)
+    return s if k == 1.0 and not means else replace(s, averages=k, epoch_means=means)

@@ -124,6 +124,9 @@ class Series:
     wall_time: np.ndarray | None = None
     #: optimizer steps each point averages (an epoch mean: lrdoctor.averaging); 1 = one step's value
     averages: float = 1.0
+    #: its tag or the run's step axis says its points are epoch means, even when how many steps
+    #: each averages is unknown (a Keras log: ``averages`` stays 1); lrdoctor.averaging
+    epoch_means: bool = False
 
     def __len__(self) -> int:
         return len(self.steps)

@@ -54,7 +54,8 @@ def curves(draw):
 #: by itself, so without these overrides the same curve shifted above zero meets tests it did not.
 PLATEAU_NOISE_ONLY = apply_overrides(
     [RULES["plateau"]], {"plateau": {"flat_relative_change": 0.0, "max_relative_change": float("inf"),
-                                     "dip_relative_change": 0.0, "chance_max_classes": 0}}
+                                     "dip_relative_change": 0.0, "chance_max_classes": 0,
+                                     "transient_max_rise": float("inf"), "transient_max_fall": 1.0}}
 )[0]
 #: loss-spike with its ratio tests off (log domain, and the >= 3x "big enough" of a positive
 #: loss): both use the loss's own zero, so what is left is shift-invariant.

@@ -5,7 +5,8 @@ Each file names a rule and holds cases. A case gives series by role -- literal `
 plus ``set: {index: value}`` point overrides -- and what the rule must report: ``fires: false``,
 or ``fires: true`` with any of ``start_step``, ``end_step``, ``start_between``, ``steps``,
 ``steps_include``, ``evidence`` (approximate), ``severity`` (default: the rule's),
-``message_has`` (substrings), or ``skipped: "missing role: ..."``. ``params`` are --set overrides.
+``message_has`` (substrings), or ``skipped: "missing role: ..."``. ``params`` are --set overrides;
+``step_axis: epoch`` makes the case a run indexed by epoch (a Keras log: every point an epoch mean).
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def build_series(spec: dict) -> tuple[np.ndarray, np.ndarray]:
     return steps, values
 
 
-def build_run(series: dict) -> Run:
+def build_run(series: dict, step_axis: str = "step") -> Run:
     parts = [make_scalars(role, *_sv(spec)) for role, spec in series.items()]
-    return Run(name="case", source="case", format="test", scalars=pd.concat(parts, ignore_index=True))
+    return Run(name="case", source="case", format="test", scalars=pd.concat(parts, ignore_index=True),
+               step_axis=step_axis)
 
 
 def _sv(spec):
@@ -64,7 +66,7 @@ def test_rule_case(rule_name: str, case: dict) -> None:
     rule = RULES[rule_name]
     if case.get("params"):
         rule = apply_overrides([rule], {rule_name: case["params"]})[0]
-    out = run_rule(rule, RoleView.of(build_run(case["series"])))
+    out = run_rule(rule, RoleView.of(build_run(case["series"], case.get("step_axis", "step"))))
     if "skipped" in case:
         assert isinstance(out, SkippedRule) and out.reason == case["skipped"], out
         return

@@ -203,39 +203,85 @@ def _collapse(x: np.ndarray, *, smooth_window: int, sustain: int, min_drop: floa
     return _Collapse(onset, b, start, best, level, float(np.median(s[onset:])))
 
 
-def _collapse_evidence(col: _Collapse, steps: np.ndarray, x: np.ndarray) -> Evidence:
-    onset = int(steps[col.onset])
-    share = (col.end_level - col.best_level) / (col.start_level - col.best_level)
+def _sustained_evidence(kind: str, onset: int, steps: np.ndarray, x: np.ndarray, best: int, best_level: float,
+                        start_level: float, end_level: float, detail: str, **extra: float) -> Evidence:
+    """A loss that has stayed up from ``steps[onset]`` to the end (collapse, unstable epoch means)."""
+    step = int(steps[onset])
     return Evidence(
-        start_step=onset,
+        start_step=step,
         end_step=int(steps[-1]),
-        steps=(onset,),
+        steps=(step,),
         values={
-            "kind": "collapse",
-            "step": onset,
+            "kind": kind,
+            "step": step,
             "what": "train loss",
-            "best": col.best_level,
-            "best_step": int(steps[col.best]),
-            "start_level": col.start_level,
+            "best": best_level,
+            "best_step": int(steps[best]),
+            "start_level": start_level,
             "final": float(x[-1]),
-            "end_level": col.end_level,
-            "returned_share": share,
-            "ratio": col.end_level / col.best_level,
-            "sustained_points": int(len(x) - col.onset),
-            "detail": (
-                f"train loss fell to {col.best_level:.4g} at {{axis}} {int(steps[col.best])}, then went back to "
-                f"~{col.end_level:.4g} from {{axis}} {onset} ({share:.0%} of the way back to its early level "
-                f"{col.start_level:.4g}) and stayed there: the model lost what it had learned"
-            ),
+            "end_level": end_level,
+            **extra,
+            "ratio": end_level / best_level,
+            "sustained_points": int(len(x) - onset),
+            "detail": detail,
         },
     )
+
+
+def _collapse_evidence(col: _Collapse, steps: np.ndarray, x: np.ndarray) -> Evidence:
+    share = (col.end_level - col.best_level) / (col.start_level - col.best_level)
+    detail = (f"train loss fell to {col.best_level:.4g} at {{axis}} {int(steps[col.best])}, then went back to "
+              f"~{col.end_level:.4g} from {{axis}} {int(steps[col.onset])} ({share:.0%} of the way back to its "
+              f"early level {col.start_level:.4g}) and stayed there: the model lost what it had learned")
+    return _sustained_evidence("collapse", col.onset, steps, x, col.best, col.best_level, col.start_level,
+                               col.end_level, detail, returned_share=share)
+
+
+@dataclass(frozen=True)
+class _Unstable:
+    best: int  # index of the lowest epoch mean
+    level: float  # the median of the epoch means after it
+    low: float  # their minimum and maximum
+    high: float
+
+
+def _unstable(x: np.ndarray, *, best_within: float, min_drop: float, ratio: float, sustain: int) -> _Unstable | None:
+    """Epoch means of a positive loss that reached their lowest point in the first ``best_within``
+    of the run, at most ``1 - min_drop`` of the first epoch's mean, and then spent the rest of the
+    run (``sustain`` points at least) with a median ``ratio`` x that lowest point or more. The
+    raw points, not a running median: each is already the mean of an epoch's steps, and on a
+    25-epoch log a running median would wipe out the one epoch that shows how far it got."""
+    n = len(x)
+    if n < 2 or not bool(np.all(x > 0)):
+        return None  # "x times its best" needs the loss's own zero
+    b = int(np.argmin(x))
+    after = x[b + 1:]
+    if b == 0 or b >= best_within * n or len(after) < max(sustain, COLLAPSE_MIN_POINTS):
+        return None
+    best = float(x[b])
+    if best > (1.0 - min_drop) * float(x[0]):
+        return None  # never fell far from its first epoch: nothing learned to lose
+    level = float(np.median(after))
+    if level < ratio * best:
+        return None
+    return _Unstable(b, level, float(np.min(after)), float(np.max(after)))
+
+
+def _unstable_evidence(u: _Unstable, steps: np.ndarray, x: np.ndarray) -> Evidence:
+    best, m = float(x[u.best]), len(x) - u.best - 1
+    detail = (f"train loss (epoch means) fell from {float(x[0]):.4g} to {best:.4g} by {{axis}} {int(steps[u.best])}, "
+              f"then never got back down: over the {m} epochs after, it bounced between {u.low:.4g} and "
+              f"{u.high:.4g} (median {u.level:.4g}, {u.level / best:.1f}x its best), where a stable run lowers "
+              f"its epoch means")
+    return _sustained_evidence("unstable", u.best + 1, steps, x, u.best, best, float(x[0]), u.level, detail)
 
 
 @screened_by(BlowUpScreen)
 @param_ranges(smooth_window=">=1", ratio_over_best=">0", linear_rise_over_range=">0", min_sustain_fraction="0..1",
               min_sustain_points=">=1", min_rise_to_start=">=0", recovered_share="(0..1]", grad_skip_start_points=">=0",
               grad_max_skipped_run=">=0", grad_end_points=">=1", min_points=">=0",
-              collapse_min_drop="[0..1)", collapse_return="(0..1]", collapse_min_drop_sigmas=">=0")
+              collapse_min_drop="[0..1)", collapse_return="(0..1]", collapse_min_drop_sigmas=">=0",
+              unstable_best_within="0..1", unstable_min_drop="[0..1)", unstable_ratio=">=1")
 def divergence(
     train_loss: Series,
     grad_norm: Series | None = None,
@@ -250,6 +296,9 @@ def divergence(
     collapse_min_drop: float = 0.3,
     collapse_return: float = 0.8,
     collapse_min_drop_sigmas: float = 10.0,
+    unstable_best_within: float = 0.25,
+    unstable_min_drop: float = 0.3,
+    unstable_ratio: float = 1.5,
     grad_skip_start_points: int = 25,
     grad_max_skipped_run: int = 10,
     grad_end_points: int = 3,
@@ -284,6 +333,18 @@ def divergence(
     and stayed there (the same sustained tail): the network lost what it had learned, typically
     to the cross-entropy of a constant guess (ln k), which is rarely 5x the best loss (a 4-class
     CNN at lr 0.5 falls from 1.39 to 0.39 and returns to 1.40: 3.6x).
+
+    *Unstable* epoch means are the quietest way: a loss whose points are epoch means
+    (``train_loss.epoch_means``: its tag or the run's epoch axis says so, :mod:`lrdoctor.averaging`)
+    that reached its lowest point in the first ``unstable_best_within`` of the run, at most
+    ``1 - unstable_min_drop`` of its first epoch's mean, and then stayed with a median
+    ``unstable_ratio`` x that point or more for the rest of the run. A stable run lowers its
+    epoch means epoch after epoch (or holds them, converged); one whose every later epoch is worse
+    than a level it had reached is bouncing around the basin its LR is too high to descend into
+    (Keras, SGD at a far too high LR: 1.91, 0.40, then 0.47-2.16 for 23 epochs, never NaN). Per-step
+    logs are not judged so: a single step's loss is noisy enough that its lowest point says little.
+    The live engine never screens an epoch-mean loss (lrdoctor.detectors.screens), so this test
+    needs no screen of its own.
     """
     params = dict(smooth_window=smooth_window, ratio_over_best=ratio_over_best,
                   linear_rise_over_range=linear_rise_over_range, min_rise_to_start=min_rise_to_start,
@@ -305,7 +366,13 @@ def divergence(
     if bu is None:
         col = _collapse(x, smooth_window=smooth_window, sustain=sustain, min_drop=collapse_min_drop,
                         back=collapse_return, min_drop_sigmas=collapse_min_drop_sigmas)
-        return None if col is None else _collapse_evidence(col, steps, x)
+        if col is not None:
+            return _collapse_evidence(col, steps, x)
+        if not train_loss.epoch_means:
+            return None
+        un = _unstable(x, best_within=unstable_best_within, min_drop=unstable_min_drop, ratio=unstable_ratio,
+                       sustain=sustain)
+        return None if un is None else _unstable_evidence(un, steps, x)
     best, peak = bu.smooth_best, float(x[bu.peak])
     ratio = peak / best if bu.positive and best > 0 else float("nan")
     onset = int(steps[bu.onset])

@@ -80,6 +80,10 @@ class BlowUpScreen:
     quiet) for every point whose window is complete, their minimum, and at a check the ``W // 2``
     last ones, whose windows are padded with the last value. The early level lies between the
     minimum and the maximum of those first values, kept up to date as their count grows.
+
+    *Unstable* epoch means need no test here: the detector judges them only on a loss whose tag
+    or step axis says its points are epoch means, and the live engine never consults a screen
+    for such a tag (it runs the detector).
     """
 
     roles = ("train_loss", "grad_norm")

@@ -51,6 +51,15 @@ def _transient(x: np.ndarray, max_points: int, fraction: float, noise_tol: float
     return (int(near[0]) if len(near) else m), rel
 
 
+def _transient_moved(head: np.ndarray, level: float, max_rise: float, max_fall: float) -> bool:
+    """Whether the transient ``head`` moved a positive loss a long way into its ``level``: rose
+    into it by more than ``max_rise`` (of the level) or fell into it from more than
+    ``1 / (1 - max_fall)`` x it (see :func:`plateau`)."""
+    if len(head) == 0 or not level > 0 or not bool(np.all(head > 0)):
+        return False
+    return bool(level - float(np.min(head)) > max_rise * level or level < (1.0 - max_fall) * float(head[0]))
+
+
 def _stall_onset(x: np.ndarray, min_len: int, edge_fraction: float, max_drop: float,
                  max_trend: float) -> int | None:
     """The first of _CANDIDATES evenly spaced onsets (leaving at least ``min_len`` points) from
@@ -116,7 +125,8 @@ def _lr_decay(lr: Series | None, from_step: int) -> float | None:
               flat_relative_change=">=0", max_relative_change=">=0", stall_drop_sigmas=">=0",
               max_stall_trend="-1..1", min_stall_fraction="(0..1]", lr_decay_ratio=">=0", min_points=">=0",
               chance_max_classes=">=0", chance_tolerance=">=0", chance_relative_change=">=0",
-              chance_accuracy_tolerance=">=0", dip_relative_change=">=0")
+              chance_accuracy_tolerance=">=0", dip_relative_change=">=0", transient_max_rise=">=0",
+              transient_max_fall="0..1")
 def plateau(
     train_loss: Series,
     lr: Series | None = None,
@@ -139,6 +149,8 @@ def plateau(
     chance_relative_change: float = 0.05,
     chance_accuracy_tolerance: float = 0.3,
     dip_relative_change: float = 0.3,
+    transient_max_rise: float = 0.1,
+    transient_max_fall: float = 0.5,
     min_points: int = 8,
 ) -> Evidence | None:
     """The training loss never moves from where it started (``flag_never_moves``), or stops
@@ -165,6 +177,15 @@ def plateau(
     noise units and ``dip_relative_change`` of its level in between moved, whatever its ends say:
     it learned and lost it (a collapse, which divergence reports, or a loss oscillating under a
     far too high LR). A short shallower dip of a loss stuck at chance does not count.
+
+    The transient itself must not have moved the loss a long way: a positive loss whose level
+    after it is more than ``transient_max_rise`` above the transient's lowest point rose into
+    its plateau, and one whose first point is more than ``1 / (1 - transient_max_fall)`` x that
+    level (halved or more, by default; 1 turns this off) fell into it. An LR too low can do
+    neither: it leaves the loss where it started, while an LR far too high lifts a model that learned in its first
+    epoch back to chance level (a CNN's epoch means 1.13 -> 1.32 -> 1.40 = ln 4) or throws it
+    onto the mean predictor within a few points (MSE 15.9 -> 3.9 -> 1.74, then flat). Raising
+    the LR is the wrong advice for both, so neither is this rule's.
 
     *At chance level*: a loss that ends within ``chance_tolerance`` (relative) of ln k for
     k = 2 .. ``chance_max_classes`` -- the cross-entropy of a uniform guess over k classes -- and
@@ -221,7 +242,8 @@ def plateau(
         chance = by_acc[0]
     if not never_moves and chance is not None and rel < chance_relative_change:
         never_moves = True
-    never_moves = never_moves and not dipped
+    never_moves = never_moves and not dipped and not _transient_moved(x[:k], start_value, transient_max_rise,
+                                                                       transient_max_fall)
     if never_moves and len(rest) >= min_points:
         if not flag_never_moves:
             return None
