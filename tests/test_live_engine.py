@@ -195,3 +195,23 @@ def test_a_guard_runs_the_rules_that_can_reach_its_severity_and_their_superseder
     g = Guard(GuardOptions(severity="error", overrides={"plateau": {"min_points": 30},
                                                          "divergence": {"min_points": 9}}))
     assert {r.name: r.params.get("min_points") for r in g.engine._rules}["divergence"] == 9
+
+
+def test_restated_points_update_a_reported_finding_instead_of_repeating_it():
+    """A W&B run handed out again on its step key (``RunFollower.restated``): the engine forgets the
+    points, keeps what it reported, and the next check says only what changed."""
+    rng = np.random.default_rng(1)
+    losses = np.r_[2.0 * np.exp(-np.arange(200) / 60) + 0.3 + 0.01 * rng.standard_normal(200), [np.nan] * 5]
+    eng = LiveEngine(proposals=False)
+    eng.extend("train_loss", 2 * np.arange(len(losses)) + 7, losses)  # W&B's _step: two log calls a step
+    [first] = eng.check()
+    assert first.kind is EventKind.NEW and first.finding.start_step >= 400
+    eng.restate()
+    assert eng.n_points == 0
+    eng.extend("train_loss", np.arange(len(losses)), losses)  # trainer/global_step
+    [again] = eng.check()
+    assert again.kind is EventKind.UPDATED and again.finding.start_step == 200
+    assert eng.check() == []
+    eng.restate()
+    eng.extend("train_loss", np.arange(200), losses[:200])  # the new axis undoes it: withdrawn
+    assert [e.kind for e in eng.check(final=True)] == [EventKind.WITHDRAWN]

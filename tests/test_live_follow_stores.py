@@ -4,10 +4,15 @@ the whole run again."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -180,25 +185,15 @@ def _settled(path: Path, size: int, timeout: float = 30.0) -> int:
     raise AssertionError(f"{path} did not grow past {size} bytes")
 
 
-def test_wandb_poll_reads_only_the_appended_records(tmp_path):
-    """wandb (offline) logs in batches; after each, what it wrote so far is appended to the
-    watched file in two parts (the first ends inside a record: a poll while a write is under
-    way). Each poll must deliver exactly the points the file holds beyond those delivered
-    before, read only the appended bytes (and the record they complete, from the start of its
-    32 KiB block), and keep the run's summary equal to a whole read's."""
-    import os
-    import subprocess
-    import sys
-    import threading
-
-    from lrdoctor.readers import ReadOptions, find_run_sources, get_reader
-    from lrdoctor.readers._wandb_log import BLOCK
-
+@contextlib.contextmanager
+def _wandb_writer(tmp_path: Path, script: str):
+    """``script`` logging to an offline W&B run, one batch per line sent to it; yields the process,
+    its live ``.wandb`` file and where the test copies it (under ``tmp_path/watched``)."""
     pytest.importorskip("wandb")
     writer = tmp_path / "writer"
     writer.mkdir()
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(writer)}
-    proc = subprocess.Popen([sys.executable, "-c", WANDB_WRITER], cwd=writer, env=env, text=True,
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=writer, env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     watchdog = threading.Timer(120, proc.kill)  # a writer that hangs fails the test (its pipe closes)
     watchdog.start()
@@ -207,6 +202,23 @@ def test_wandb_poll_reads_only_the_appended_records(tmp_path):
         (live,) = run_dir.glob("*.wandb")
         watched = tmp_path / "watched" / run_dir.name / live.name
         watched.parent.mkdir(parents=True)
+        yield proc, live, watched
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_wandb_poll_reads_only_the_appended_records(tmp_path):
+    """wandb (offline) logs in batches; after each, what it wrote so far is appended to the
+    watched file in two parts (the first ends inside a record: a poll while a write is under
+    way). Each poll must deliver exactly the points the file holds beyond those delivered
+    before, read only the appended bytes (and the record they complete, from the start of its
+    32 KiB block), and keep the run's summary equal to a whole read's."""
+    from lrdoctor.readers import ReadOptions, find_run_sources, get_reader
+    from lrdoctor.readers._wandb_log import BLOCK
+
+    with _wandb_writer(tmp_path, WANDB_WRITER) as (proc, live, watched):
         watched.write_bytes(b"")
         tree = TreeFollower(tmp_path / "watched")
         delivered: list[pd.DataFrame] = []
@@ -243,10 +255,6 @@ def test_wandb_poll_reads_only_the_appended_records(tmp_path):
             append_and_poll(data[cut:])
         proc.stdin.close()
         assert proc.wait(timeout=60) == 0
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
     append_and_poll(live.read_bytes()[copied:])  # what finish() wrote: the summary, the exit
     (f,) = tree.runs.values()
     assert f.summary["best"] == 3 and "gone" not in f.summary
@@ -280,3 +288,62 @@ def test_wandb_file_that_shrank_or_was_replaced_is_read_again_whole(tmp_path):
     dest.write_bytes(other + big[len(other):])  # another run's file, as long as the one read
     got = reader.read_appended(src, opts, first.cursor)
     assert got.whole and got.bytes_read == len(big)
+
+
+WANDB_STEPMETRIC_WRITER = r'''
+import os, sys, wandb
+run = wandb.init(project="live", mode="offline", dir=".", settings=wandb.Settings(console="off"))
+print(os.path.abspath(run.dir), flush=True)
+for line in sys.stdin:  # one batch per line the test sends
+    b = int(line)
+    if b == 0:  # the script's own wandb.log calls before the trainer starts: no step key
+        for i in range(300):
+            run.log({"data/shard_size": 1000.0 + i})
+    else:  # then as Lightning's WandbLogger: one call per metric, each with trainer/global_step
+        for g in range(150 * (b - 1), 150 * b):
+            run.log({"train/loss": 2.0 / (1 + g), "trainer/global_step": g})
+            run.log({"lr-AdamW": 1e-3, "trainer/global_step": g})
+    print("logged", flush=True)
+run.finish()
+'''
+
+
+def test_wandb_step_key_under_watch_is_a_whole_reads(tmp_path):
+    """The first poll sees only rows without trainer/global_step (so W&B's _step); once that key is
+    in most rows, a whole read takes it as the step, and so must watch: the follower hands the run
+    out again on that axis (restated), and what it handed out always equals a whole read of the
+    file so far."""
+    from lrdoctor.readers import ReadOptions, find_run_sources, get_reader
+
+    with _wandb_writer(tmp_path, WANDB_STEPMETRIC_WRITER) as (proc, live, watched):
+        tree = TreeFollower(tmp_path / "watched")
+        held = None
+        restated, copied = [], 0
+        for b in range(4):
+            proc.stdin.write(f"{b}\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().strip() == "logged"
+            size = _settled(live, copied)
+            with open(watched, "ab") as fh:
+                fh.write(live.read_bytes()[copied:size])
+            copied = size
+            for f, points in tree.poll():
+                restated.append(f.restated)
+                held = points if f.restated or held is None else pd.concat([held, points])
+            (src,) = find_run_sources(watched)
+            whole = get_reader("wandb").read(src, ReadOptions()).scalars
+            so_far = whole.iloc[:0] if held is None else held
+            pd.testing.assert_frame_equal(_frame(so_far), _frame(whole), check_dtype=False)
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        with open(watched, "ab") as fh:  # what finish() wrote: the last rows, the summary
+            fh.write(live.read_bytes()[copied:])
+        for f, points in tree.poll():
+            restated.append(f.restated)
+            held = points if f.restated else pd.concat([held, points])
+        whole = get_reader("wandb").read(src, ReadOptions()).scalars
+        pd.testing.assert_frame_equal(_frame(held), _frame(whole), check_dtype=False)
+    # _step at first (only the script's rows); the key once it was in most rows, then on that axis
+    assert restated[0] is False and restated.count(True) == 1
+    loss = held[held["tag"] == "train/loss"]
+    assert loss["step"].tolist() == list(range(450))  # optimizer steps, not W&B's log-call count

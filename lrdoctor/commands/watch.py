@@ -70,6 +70,8 @@ def watch_cmd(path, fmt, strict, roles, roles_config, as_json, exit_on, interval
                         name=follower.name, source=str(follower.source.root), rules=rules,
                         role_overrides=overrides, step_axis=follower.step_axis, hparams=follower.hparams,
                         origin=read_origin(follower.source)[0])  # a bad one: diagnose's note says so
+                elif follower.restated:
+                    eng.restate()  # the points below are all of the run's, on another step axis
                 for tag, part in points.groupby("tag", sort=False):
                     eng.extend(str(tag), part["step"].to_numpy(), part["value"].to_numpy())
                 if emit(eng.check()):

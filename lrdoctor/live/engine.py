@@ -327,6 +327,18 @@ class LiveEngine:
         self._buffer(tag).extend(np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64))
         self.last_step = max(self.last_step, int(np.max(steps)))
 
+    def restate(self) -> None:
+        """Forget every point: the follower hands the run out again on another step axis (a W&B
+        run whose step key changed as rows arrived). The findings already reported are kept, so
+        the next check, on the points fed again, says only what changed (updated, withdrawn)."""
+        self._buffers.clear()
+        self._roles_stale = True
+        self._screens.clear()
+        self._last.clear()
+        self._state = {r: _State(seen_n=0, reported=st.reported) for r, st in self._state.items()
+                       if st.reported is not None}
+        self.last_step = -1
+
     def truncate(self, last_step: int) -> None:
         """Forget the points after ``last_step`` and every finding (a rollback restored the model of
         that step: what came after is not this training's history any more)."""

@@ -113,6 +113,9 @@ class RunFollower:
     bytes_read: int = 0
     rows_read: int = 0  # database rows fetched (an MLflow SQLite store)
     cursor: object = None  # where the reader resumes, for formats it follows itself
+    #: the last poll's points replace every point it returned before (a W&B run whose step key a
+    #: whole read now decides otherwise: see WandbReader.read_appended)
+    restated: bool = False
 
     @property
     def name(self) -> str:
@@ -122,6 +125,7 @@ class RunFollower:
         """New points as a tidy table (tag, step, wall_time, value), or None when nothing new."""
         if source is not None:
             self.source = source  # a new event file may have appeared in the run
+        self.restated = False
         fmt = self.source.format
         if _by_reader(fmt):
             return self._poll_reader()
@@ -167,6 +171,8 @@ class RunFollower:
         self.hparams.update(got.run.hparams)
         self.summary = got.run.summary
         self.step_axis = got.run.step_axis
+        if got.restated:
+            self.restated, self.delivered = True, {}
         return self._only_new(got.run.scalars, got.whole)
 
     def _read_new(self, path: Path, st: _FileState, fmt: str) -> tuple[bytes, bool] | None:

@@ -68,6 +68,9 @@ class Appended:
     run: Run  # the new points (its hparams and summary are the run's current ones)
     cursor: object  # where the next read resumes; the reader's own type, opaque to callers
     whole: bool  # the run was read again from its start: its points include those read before
+    #: the points read again whole are on another step axis than those read before (W&B's step
+    #: key, decided again as rows arrive): they replace every point handed out so far
+    restated: bool = False
     rows_read: int = 0  # rows fetched (a database), for tests and benchmarks
     bytes_read: int = 0  # bytes read (a file)
 

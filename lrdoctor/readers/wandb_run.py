@@ -17,7 +17,7 @@ in README, ``benchmarks/ingest_speed.py``).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from ._wandb_proto import Record
 from ._wandb_summary import Summary, decode, json_value
 from .base import Appended, ReadOptions, RunSource
 from .tabular import backwards_annotations, cap, duplicate_annotations, short_repr, tidy_frame
-from .wandb_steps import to_global_steps
+from .wandb_steps import StepRows, to_global_steps
 
 #: History keys wandb itself adds to every record.
 STEP_KEY, TIME_KEY, RUNTIME_KEY = "_step", "_timestamp", "_runtime"
@@ -77,7 +77,13 @@ class WandbReader:
         the new records, in order, so they stay what a whole read gives. A file that no longer
         starts as it did (another run's file in its place) or is shorter than what was read is
         read again whole. The summary records read are decoded at once (a poll's are few), not
-        when the summary is first used."""
+        when the summary is first used.
+
+        The step key (:mod:`.wandb_steps`) is decided on every row read so far, as a whole read of
+        the file so far decides it: when the new rows change the answer (the first rows were a
+        script's own ``wandb.log`` calls, and the integration's ``trainer/global_step`` rows came
+        after), the file is read again whole on the new axis and ``restated`` says that its
+        points replace every point handed out before."""
         path = source.files[0]
         spath = str(path)
         whole = not isinstance(cursor, FileCursor) or not _continues(path, cursor)
@@ -90,18 +96,19 @@ class WandbReader:
         problems = Problems(spath, options.strict)
         sc = scan(path, problems, start=prev.offset)
         scalars, notes, kinds = _records(sc, problems, spath)
-        steps_by_key = prev.steps_by_key
-        if steps_by_key is not False:
-            scalars, axis = to_global_steps(scalars, spath)
-            notes += [axis] if axis is not None else []
-            if steps_by_key is None and len(scalars):
-                steps_by_key = axis is not None
+        rows = prev.rows.plus(StepRows.of(scalars))
+        key = rows.key()
+        if key != prev.step_key and len(prev.rows.rows) and not whole:
+            again = self.read_appended(source, options, None)
+            return replace(again, whole=True, restated=True, bytes_read=again.bytes_read + sc.bytes_read)
+        scalars, axis = rows.rekey(scalars, key, spath)
+        notes += [axis] if axis is not None else []
         config, initial = _config(sc, kinds[RUN][0], kinds[CONFIG][0], prev.config, prev.initial)
         summary = decode(sc, *kinds[SUMMARY], problems, base=prev.summary)
         run = Run(name=source.name, source=spath, format=self.name, scalars=scalars, hparams=_hparams(config),
                   summary=Summary.decoded({**_own(initial), **summary}), step_axis="step",
                   annotations=tuple(problems.annotations + cap(notes)))
-        return Appended(run=run, cursor=FileCursor(sc.resume, head, config, initial, summary, steps_by_key),
+        return Appended(run=run, cursor=FileCursor(sc.resume, head, config, initial, summary, rows, key),
                         whole=whole, bytes_read=sc.bytes_read)
 
 
@@ -120,12 +127,11 @@ class FileCursor:
     config: dict[str, Any]  # run and config records applied so far (nested, as wandb keeps it)
     initial: dict[str, Any]  # the run record's summary
     summary: dict[str, Any]  # summary records applied so far
-    #: whether an integration's step key is the step (:mod:`.wandb_steps`), decided by the first
-    #: points read (a whole read decides by all of them; None: no points yet)
-    steps_by_key: bool | None
+    rows: StepRows  # the history rows read so far, for the step key (:mod:`.wandb_steps`)
+    step_key: str | None  # the step key of the points handed out (None: W&B's _step)
 
 
-_START = FileCursor(0, b"", {}, {}, {}, None)
+_START = FileCursor(0, b"", {}, {}, {}, StepRows(), None)
 
 
 def _continues(path: Path, cursor: FileCursor) -> bool:

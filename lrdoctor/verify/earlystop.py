@@ -54,7 +54,7 @@ class NonfiniteWatch:
             if loss is None:
                 continue
             rows = new[new["tag"] == loss].sort_values("step", kind="stable")
-            bad = self._bad.get(key, 0)
+            bad = 0 if follower.restated else self._bad.get(key, 0)
             for ok in np.isfinite(rows["value"].to_numpy(dtype=np.float64)).tolist():
                 bad = 0 if ok else bad + 1
             self._bad[key] = bad
