@@ -77,6 +77,44 @@ def test_a_file_without_read_permission_is_warned_about_once(tmp_path, capsys, m
     assert len(warned) == 1 and "Permission denied" in warned[0], err
 
 
+#: root without the capabilities that let it read any file: chmod 000 bites (CI runs as root)
+_NO_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_file_without_read_permission_is_warned_about_once_by_root_without_dac_override(tmp_path, as_json):
+    """The test above, for root: ``lrdoctor watch`` runs in a process without CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH (util-linux's setpriv), where a chmod 000 file is refused as to a user."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (a plain user runs the test above)")
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    probe.chmod(0)
+    tried = subprocess.run([*_NO_DAC, sys.executable, "-c", f"open({str(probe)!r}).read()"], capture_output=True)
+    if tried.returncode == 0 or b"PermissionError" not in tried.stderr:
+        pytest.skip(f"setpriv could not drop the capabilities here: {tried.stderr[-200:]!r}")
+    root = _tree(tmp_path)
+    bad = root / "other" / "train.log"
+    bad.parent.mkdir()
+    bad.write_text("step=1 loss=2.0\nstep=2 loss=1.9\nstep=3 loss=1.8\n")
+    bad.chmod(0)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep
+           + os.environ.get("PYTHONPATH", "")}
+    t0 = time.monotonic()
+    done = subprocess.run([*_NO_DAC, sys.executable, "-m", "lrdoctor.cli", "watch", str(root), "--interval", "0.05",
+                           "--idle", "0.6", *(["--json"] if as_json else [])],
+                          capture_output=True, text=True, timeout=60, env=env)
+    bad.chmod(0o644)
+    warned = [ln for ln in done.stderr.splitlines() if str(bad) in ln]
+    assert done.returncode == 0 and time.monotonic() - t0 > 0.6  # 12 polls at least
+    assert len(warned) == 1 and "Permission denied" in warned[0], done.stderr
+
+
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_a_dangling_link_is_warned_about_once(tmp_path, capsys, monkeypatch, as_json):
     """A real failed read as any user, root included: a log named by a link whose target is gone."""
