@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from reader_fixtures import write_keras_csv, write_llamafactory_jsonl
 from lrdoctor.cli import main
 from lrdoctor.errors import LogFormatError
 from lrdoctor.readers import discover
+from lrdoctor.readers.textlog_shapes import colon_pairs, named_pairs
 
 HF = Path(__file__).parent / "data" / "text" / "hf_trainer"
 
@@ -218,17 +220,52 @@ def test_truncated_last_line_under_strict(tmp_path):
     assert [a.location for a in run.annotations if a.kind == "truncated"] == ["line 4"]
 
 
-def test_enormous_lines_are_skipped_not_a_hang(tmp_path):
-    """The line shapes' patterns are quadratic on some text ("a a a ...", a run of blanks): a
-    damaged file's 400 KB line took hours (found by the fuzz test on a damaged .wandb file).
-    Lines over MAX_LINE characters are no metric line: skipped and counted."""
+#: Lines on which the shapes' former patterns were quadratic (the fuzz test's two, from a damaged
+#: .wandb file, and others of the same kind), each ~100 KB: no shape reads them.
+ADVERSARIAL = {
+    "a a a": "a " * 50_000, "blanks": " " * 100_000 + "x", "tabs": "\t" * 100_000 + "x", "a=": "a=" * 50_000,
+    "digits": "1" * 100_000, "colons": ": " * 50_000, "a.a.": "a." * 50_000, "a 1 ": "a 1 " * 25_000,
+    "cut dict": "{'a': " * 20_000, "digit value": "loss: " + "1" * 100_000 + "x",
+    "counter blanks": "step" + " " * 100_000 + "x", "lead run": "iter 1: " + "a." * 50_000,
+    "keras dashes": " - a:" * 20_000,
+}
+
+
+def test_enormous_lines_are_tried_and_skipped_not_a_hang(tmp_path):
+    """The shapes' patterns were quadratic on some text ("a a a ...", a run of blanks): a damaged
+    file's 400 KB line took hours (found by the fuzz test on a damaged .wandb file), so lines over
+    4,096 characters were skipped unread. Every pattern is linear now (benchmarks/text_line_cost.py
+    times them): such lines are tried, and skipped and counted as before; a long metric line (an
+    HF dict of 400 metrics, ~16 KB, skipped before) is read."""
+    long_dict = "{" + ", ".join(f"'metric_{i}': '{i / 7:.4g}'" for i in range(400)) + "}"
+    assert len(long_dict) > 4096
     f = tmp_path / "train.log"
     f.write_text("step=1 loss=2.5\nstep=2 loss=2.4\nstep=3 loss=2.3\n" + "a " * 200_000 + "\n"
-                 + " " * 400_000 + "x\nstep=4 loss=2.2\n")
+                 + " " * 400_000 + "x\n" + "\n".join(ADVERSARIAL.values()) + "\nstep=4 loss=2.2\n"
+                 + f"{long_dict}\n{long_dict}\n")
     [run] = discover(f)
     assert points(run, "loss")[0] == [1, 2, 3, 4]
+    assert points(run, "metric_399")[1].tolist() == [float(f"{399 / 7:.4g}")] * 2
     [shapes] = [a for a in run.annotations if a.kind == "line_shapes"]
-    assert shapes.message.endswith("; 2 lines skipped")
+    assert shapes.message.endswith(f"; {2 + len(ADVERSARIAL)} lines skipped")
+
+
+#: The patterns colon_pairs and named_pairs replace (quadratic on some text): on short lines they
+#: are the reference for what those two find.
+_OLD_NUM = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf(?:inity)?)(?:\.0*)?)"
+_OLD_VALUE = rf"({_OLD_NUM})(?:%|ms|s|it/s|s/it)?(?![\w/:.])"
+_OLD_COLON_PAIR = re.compile(rf"(?:^|[\s,|;\]\-])([A-Za-z][\w./ -]*?)\s*:\s*{_OLD_VALUE}")
+_OLD_NAMED_PAIR = re.compile(rf"([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*)?)\s*[:=]?\s+{_OLD_VALUE}")
+_TOKENS = ["a", "loss", "grad norm", "lr", " ", "  ", "\t", ":", ": ", "=", ",", "|", ";", "]", "[", "-", " - ",
+           "(", "1", "0.5", "1e-3", "nan", "inf", "-inf", "100/600", "s", "ms", "%", ".", "/", "_", "x1", "1a",
+           "Step", "iter", "é", "{'a': 1}", "'"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_TOKENS), min_size=1, max_size=16).map("".join))
+def test_linear_pair_scanners_find_what_the_old_patterns_found(line):
+    assert colon_pairs(line) == _OLD_COLON_PAIR.findall(line)
+    assert named_pairs(line) == _OLD_NAMED_PAIR.findall(line)
 
 
 @pytest.mark.parametrize("strict", [False, True])

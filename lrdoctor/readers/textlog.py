@@ -34,7 +34,6 @@ from .tabular import backwards_annotations, cap, duplicate_annotations, one_line
 from .textlog_shapes import (
     BAR_SHAPES,
     DICT_SHAPE,
-    MAX_LINE,
     NONFINITE,
     RICH_WRAPPED,
     Parsed,
@@ -106,7 +105,7 @@ class TextLogReader:
                 continue
             cleaned = clean(line)
             got = parse_line(cleaned)
-            if got is None and wrapped == lineno - 1 and len(cleaned) <= MAX_LINE and RICH_WRAPPED.match(cleaned):
+            if got is None and wrapped == lineno - 1 and RICH_WRAPPED.match(cleaned):
                 parsed[-1] = (parsed[-1][0], rich_pairs(parsed[-1][1], cleaned))  # a rich bar's
                 wrapped = lineno  # metrics, wrapped onto the next lines by a narrow console
                 continue

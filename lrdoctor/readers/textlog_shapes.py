@@ -17,7 +17,9 @@ from dataclasses import dataclass
 #: NaN and infinity as printers write them: ``nan``/``inf`` (Python, Keras, HF Trainer, rich bars),
 #: ``nan.0``/``inf.0``/``-inf.`` (Lightning's tqdm bar pads every number to 5 characters), ``NaN``/
 #: ``Infinity`` (JavaScript, Java); :data:`NONFINITE` strips the padding before conversion.
-NUM = r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf(?:inity)?)(?:\.0*)?)"
+#: One way only to split a digit run (``\d+(?:\.\d*)?``, not ``\d+\.?\d*``): the latter backtracks
+#: through every split of a long run of digits before giving up, quadratic in its length.
+NUM = r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|(?i:nan|inf(?:inity)?)(?:\.0*)?)"
 #: ``nan.0`` -> ``nan``, ``-Infinity`` -> ``-inf`` (applied to lower-cased text).
 NONFINITE = (r"^([-+]?)(nan|inf)(?:inity)?\.?0*$", r"\1\2")
 #: A number that is a whole token (not the "100" of "100/600" nor part of a time "00:01").
@@ -29,18 +31,34 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 #: A printed Python dict (``print(logs)``: single-quoted keys). A JSON object line is the JSON
 #: Lines reader's, even when that file is damaged: the text reader never reinterprets it.
-_DICT = re.compile(r"\{\s*'[^']+'\s*:.*\}")
+#: Its start; the dict runs to the line's last ``}`` (a pattern ``{...:.*}`` would scan to the end
+#: of the line from every ``{'a':`` of a line without ``}``: quadratic).
+_DICT_HEAD = re.compile(r"\{\s*'[^']+'\s*:")
 #: transformers >= 4.46 prints floats as quoted text (``'loss': '2.31'``), older ones bare.
 _DICT_PAIR = re.compile(rf"['\"]([^'\"]+)['\"]\s*:\s*(['\"]?)({NUM})\2\s*(?=[,}}])")
 _TORCH = re.compile(r"Epoch\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]\s*,?\s*(?:Step|Batch|Iter)\s*\[\s*(\d+)\s*/\s*(\d+)\s*\]",
                     re.IGNORECASE)
-_COLON_PAIR = re.compile(rf"(?:^|[\s,|;\]\-])([A-Za-z][\w./ -]*?)\s*:\s*{_VALUE}")
+#: ``name: value`` pairs (``Step: 100, Loss: 0.23``, ``grad norm: inf``): a name starts at a letter
+#: after the line's start or one of these, may hold blanks, and ends before ``\s*:``.
+_COLON_DELIMS = re.compile(r"[\s,|;\]\-]")
+_COLON_NAME_RUN = re.compile(r"[\w./ -]*")  # matched on the reversed line: the run of name characters before a colon
+_INNER_START = re.compile(r"[ -][A-Za-z]")  # a name start inside that run: after a blank or a dash
+_COLON_VALUE = re.compile(rf":\s*{_VALUE}")
+_LETTER = re.compile(r"[A-Za-z]")
 _KERAS_EPOCH = re.compile(r"^\s*Epoch\s+(\d+)\s*/\s*(\d+)\s*$")
-_KERAS_BAR = re.compile(r"^\s*(?:(\d+)/(\d+)\s+)?.*?\s-\s+[A-Za-z_][\w]*:\s*" + NUM)
+#: Keras's progress line ``12/50 [=====>....] - ETA: 1s - loss: 0.41``: its counter, then a pair
+#: (searched apart: ``^\s*(a/b\s+)?.*?\s-\s+name:`` splits a run of blanks every way, quadratic).
+_KERAS_COUNT = re.compile(r"(\d+)/(\d+)\s")
+_KERAS_HAS_PAIR = re.compile(r"\s-\s+[A-Za-z_]\w*:\s*" + NUM)
 _KERAS_PAIR = re.compile(rf"\s-\s+([A-Za-z_][\w]*):\s*{_VALUE}")
-_LEAD = re.compile(r"^\s*(step|iter|iteration|it|global_step|epoch)\s*[:=]?\s*(\d+)(?:\s*/\s*\d+)?\s*[:,|\]]\s*(.*)$",
+# ("\s*(?:[:=]\s*)?", not "\s*[:=]?\s*": two blanks runs side by side split a run every way)
+_LEAD = re.compile(r"^\s*(step|iter|iteration|it|global_step|epoch)\s*(?:[:=]\s*)?(\d+)(?:\s*/\s*\d+)?\s*[:,|\]]\s*(.*)$",
                    re.IGNORECASE)
-_NAMED_PAIR = re.compile(rf"([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*)?)\s*[:=]?\s+{_VALUE}")
+#: ``loss 2.3456``, ``val loss 3.1``, ``time 12.3ms``: a name starts at the first letter of a run of
+#: name characters (the lookbehind and the non-letter prefix): from a later letter of the same run
+#: the match could only fail the same way, and trying each one is quadratic in the run's length.
+_GLUED_PAIR = re.compile(rf"(?:[^\WA-Za-z]|[./-])*([A-Za-z][\w./-]*(?: [A-Za-z][\w./-]*)?)\s*(?:[:=]\s*)?\s{_VALUE}")
+_NAMED_PAIR = re.compile(r"(?<![\w./-])" + _GLUED_PAIR.pattern)
 #: A tqdm bar after its ``{desc}: {percentage}%``: ``|{bar}| {n}/{total} [{elapsed}<{remaining}, {rate}{postfix}]``.
 _BAR_TAIL = re.compile(r"\|[^|]*\|\s*(\d+)/(\d+)\s*\[([^\]]*)\]")
 _EPOCH_DESC = re.compile(r"\bepoch\s*(\d+)", re.IGNORECASE)
@@ -86,14 +104,16 @@ def _split(pairs: list[tuple[str, str]]) -> tuple[dict[str, int], list[tuple[str
 
 
 def _dict_line(line: str) -> Parsed | None:
-    m = _DICT.search(line)
+    end = line.rfind("}")
+    m = _DICT_HEAD.search(line, 0, end) if end > 0 else None
     if not m:
         return None
-    pairs = [(k, v) for k, _, v in _DICT_PAIR.findall(m.group(0))]
+    text = line[m.start():end + 1]
+    pairs = [(k, v) for k, _, v in _DICT_PAIR.findall(text)]
     if not pairs:
         return None
     try:  # a well-formed literal (nan/inf made names) is the strongest sign of a printed dict
-        ast.parse(m.group(0), mode="eval")
+        ast.parse(text, mode="eval")
     except SyntaxError:
         return None
     counters, metrics = _split(pairs)
@@ -106,8 +126,7 @@ def _torch_line(line: str) -> Parsed | None:
     m = _TORCH.search(line)
     if not m:
         return None
-    rest = line[m.end():]
-    pairs = [(k, v) for k, v in _COLON_PAIR.findall(rest)]
+    pairs = colon_pairs(line[m.end():])
     if not pairs:
         return None
     counters = {"epoch": int(m.group(1)), "batch": int(m.group(3)), "batches": int(m.group(4))}
@@ -118,13 +137,13 @@ def _keras_line(line: str) -> Parsed | None:
     m = _KERAS_EPOCH.match(line)
     if m:
         return Parsed("Keras 'Epoch e/E' header", {}, [], keras_epoch=int(m.group(1)))
-    m = _KERAS_BAR.match(line)
-    if not m:
+    if not _KERAS_HAS_PAIR.search(line):
         return None
     pairs = _KERAS_PAIR.findall(line)
     if not pairs:
         return None
-    if m.group(1) and m.group(1) != m.group(2):
+    m = _KERAS_COUNT.match(line, len(line) - len(line.lstrip()))
+    if m and _KERAS_HAS_PAIR.search(line, m.end()) and m.group(1) != m.group(2):
         return Parsed("Keras progress (epoch not finished)", {"partial": 1}, [])
     return Parsed("Keras epoch end ' - name: value'", {}, pairs)
 
@@ -188,12 +207,26 @@ def _lead_line(line: str) -> Parsed | None:
     m = _LEAD.match(line)
     if not m:
         return None
-    pairs = _NAMED_PAIR.findall(m.group(3))
+    pairs = named_pairs(m.group(3))
     if not pairs:
         return None
     counters, metrics = _split(pairs)
     counters.setdefault(COUNTERS[m.group(1).lower()], int(m.group(2)))
     return Parsed("counter first: 'iter N: name value, ...'", counters, metrics) if metrics else None
+
+
+def named_pairs(text: str) -> list[tuple[str, str]]:
+    """``findall`` of the name-value pattern, starting names only at the first letter of a run
+    (:data:`_NAMED_PAIR`) or right after the previous value (``loss 0.5-lr 0.1``: the run of
+    ``-lr`` starts inside the value's run, where findall went on looking)."""
+    pairs: list[tuple[str, str]] = []
+    pos = 0
+    while True:
+        m = (_GLUED_PAIR.match(text, pos) if pos else None) or _NAMED_PAIR.search(text, pos)
+        if not m:
+            return pairs
+        pairs.append((m.group(1), m.group(2)))
+        pos = m.end()
 
 
 def _eq_line(line: str) -> Parsed | None:
@@ -204,8 +237,37 @@ def _eq_line(line: str) -> Parsed | None:
     return Parsed("name=value ...", counters, metrics) if metrics else None
 
 
+def colon_pairs(line: str) -> list[tuple[str, str]]:
+    """Every ``name: value`` pair of a line, in one pass over its colons.
+
+    The same pairs as ``findall`` of ``(?:^|[\\s,|;\\]\\-])([A-Za-z][\\w./ -]*?)\\s*:\\s*VALUE`` (the
+    pattern this replaces), without its cost: a name may hold blanks, so that pattern tried every
+    word of a run of words as a name's start, each scanning on to the next colon (quadratic on
+    ``a a a ...``). All those starts end at the same colon and the same value, so only the
+    leftmost one can match: it is found once per colon, scanning back over the run before it."""
+    pairs: list[tuple[str, str]] = []
+    rev = line[::-1]
+    n = len(line)
+    pos = 0  # where the last pair ended: a name's delimiter is at or after it
+    for value in _COLON_VALUE.finditer(line):  # only colons with a value can end a pair
+        colon = value.start()
+        lo = max(pos, line.rfind(":", pos, colon) + 1)  # no name holds a colon
+        end = lo + len(line[lo:colon].rstrip())  # the name ends before "\s*:"
+        run = n - _COLON_NAME_RUN.match(rev, n - end).end()  # the run of name characters before it
+        if run < end and _LETTER.match(line, run) and (run == pos == 0 or (run > pos and _COLON_DELIMS.match(line, run - 1))):
+            start = run
+        else:
+            inner = _INNER_START.search(line, max(run, pos), end)
+            if not inner:
+                continue
+            start = inner.start() + 1
+        pairs.append((line[start:end], value.group(1)))
+        pos = value.end()
+    return pairs
+
+
 def _colon_line(line: str) -> Parsed | None:
-    pairs = _COLON_PAIR.findall(line)
+    pairs = colon_pairs(line)
     if len(pairs) < 2:
         return None
     counters, metrics = _split(pairs)
@@ -218,15 +280,10 @@ SHAPES: tuple[Callable[[str], Parsed | None], ...] = (
     _dict_line, _torch_line, _keras_line, _bar_line, _rich_line, _lead_line, _eq_line, _colon_line)
 
 
-#: Longer lines are no metric line (an HF dict of 50 metrics is ~2,500 characters). The shapes'
-#: findall patterns cost O(n^2) on some text (``"a " * n``: 1.6 s at n = 8,000 here), so a
-#: damaged or binary file's megabyte "line" would hang the reader.
-MAX_LINE = 4096
-
-
 def parse_line(line: str) -> Parsed | None:
-    if len(line) > MAX_LINE:
-        return None
+    """The first shape that reads ``line``, or None. Every pattern here costs time linear in the
+    line's length (checked on adversarial lines by benchmarks/text_line_cost.py), so a line of
+    any length is tried: a damaged file's megabyte "line" costs about a second, not hours."""
     for shape in SHAPES:
         got = shape(line)
         if got is not None:
