@@ -26,7 +26,7 @@ from .screens import BurstScreen, screened_by
 
 @param_ranges(window=">=1", noise_window=">=1", z_threshold=">0", min_rise_over_range=">=0", max_gap=">=0",
               recover_fraction="0..1", recover_within="(0..1]", max_events=">=0", ignore_start_fraction="[0..1)",
-              log_domain_decades=">0", min_ratio_log_domain=">=1", min_points=">=0")
+              log_domain_decades=">0", min_ratio_log_domain=">=1", min_ratio_epoch_means=">=1", min_points=">=0")
 def loss_spike(
     train_loss: Series,
     grad_norm: Series | None = None,
@@ -44,6 +44,7 @@ def loss_spike(
     attribute_to_gradients: bool = True,
     log_domain_decades: float = 2.0,
     min_ratio_log_domain: float = 3.0,
+    min_ratio_epoch_means: float = 1.5,
     judge_val_loss: bool = True,
     min_points: int = 12,
 ) -> Evidence | None:
@@ -78,13 +79,23 @@ def loss_spike(
     the grad norm stays non-finite on are divergence's, not judged here; spikes before it are
     reported beside the divergence (repeated blow-ups that recovered, then a final one).
 
+    A training loss of epoch means (``train_loss.epoch_means``, :mod:`lrdoctor.averaging`) needs
+    only ``min_ratio_epoch_means`` x its baseline where ``min_ratio_log_domain`` is asked: a one-step
+    spike of ratio r averaged into an epoch of k steps shows as 1 + (r - 1) / k (a poisoned batch
+    in a 20-step epoch of a GRU LM: 0.48 -> 0.96, 2x), and a Keras log does not say k. The noise
+    test still has to pass, and epoch means are smooth, so their noise is small: a healthy
+    epoch-level loss does not jump 20 local sigmas. The val loss is not an average of training
+    steps, so it keeps the per-step ratio.
+
     With ``judge_val_loss`` and a logged ``val_loss``, a run whose train loss has no spike has its
     validation loss judged the same way (no gradient attribution): some spikes show only there
     (an eval after a damaging step), and epoch-level logs often have the val loss as their only
     other curve. The finding's ``series`` says which curve spiked.
     """
-    params = {k: v for k, v in locals().items() if k not in ("train_loss", "grad_norm", "val_loss", "judge_val_loss")}
-    ev = _spikes(train_loss, grad_norm, **params)
+    params = {k: v for k, v in locals().items()
+              if k not in ("train_loss", "grad_norm", "val_loss", "judge_val_loss", "min_ratio_epoch_means")}
+    ev = _spikes(train_loss, grad_norm, **{**params, "min_ratio_log_domain": (
+        min(min_ratio_log_domain, min_ratio_epoch_means) if train_loss.epoch_means else min_ratio_log_domain)})
     if ev is not None:
         return Evidence(ev.start_step, ev.end_step, ev.steps, {**ev.values, "series": "train loss"})
     if val_loss is None or not judge_val_loss:
