@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import click
 
+from .commands.common import silence_stdout as _silence_stdout
 from .errors import LrdoctorError
 
 #: subcommand -> "module:attribute" of its click command
@@ -123,18 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `lrdoctor diagnose runs | head -1`: the reader left; that is not a failure.
         _silence_stdout()
     return rv if isinstance(rv, int) else 0
-
-
-def _silence_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush does not fail again (see the
-    Python docs on SIGPIPE)."""
-    import os
-
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 if __name__ == "__main__":

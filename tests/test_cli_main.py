@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from lrdoctor.cli import main
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_logs"
@@ -36,6 +38,22 @@ def test_reader_closing_the_pipe_early_is_exit_0():
     proc.stdout.close()
     assert proc.wait(timeout=60) == 0
     assert b"Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_diagnose_keeps_its_exit_code_and_html_when_the_reader_leaves(tmp_path, json_flag):
+    """`lrdoctor diagnose runs | head -1` under `set -o pipefail`: the samples hold errors, so the
+    exit code is 1 however much of the output was read, and --html is still written. The pipe is
+    closed before diagnose prints anything (reading the samples takes far longer than this)."""
+    html = tmp_path / "r.html"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lrdoctor.cli", "diagnose", str(SAMPLES), "--html", str(html), *json_flag],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 1
+    assert b"Traceback" not in proc.stderr.read()
+    assert html.stat().st_size > 10_000
 
 
 def test_unknown_subcommand_is_exit_2(capsys):

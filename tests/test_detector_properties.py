@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, assume, given, settings
@@ -141,3 +143,16 @@ def test_repeated_steps_of_a_resume_do_not_crash_any_rule(x, seed):
     for rule in RULES.values():
         out = run_rule(rule, view)
         assert out is None or isinstance(out, Finding), out
+
+
+def test_a_blow_up_by_35_decades_reads_as_a_number():
+    """A loss that went from 0.31 to 5e34 (a Lightning run at LR x400) is "1.7e+35x its best",
+    not a 36-digit fixed-point ratio."""
+    rng = np.random.default_rng(0)
+    x = np.r_[2.0 * np.exp(-np.arange(60) / 15) + 0.3 + 0.01 * rng.standard_normal(60),
+              np.geomspace(1.0, 5e34, 12), np.full(20, 5e34)]
+    out = run_rule(RULES["divergence"], _run(x))
+    assert isinstance(out, Finding)
+    text = out.message + " " + str(out.evidence.get("detail", ""))
+    assert "its best" in text and "e+3" in text, text
+    assert not re.search(r"\d{12,}", text), text

@@ -23,8 +23,12 @@ TEMPLATE = f"{PY} {shlex.quote(SCRIPT)} --lr {{lr}} --max-steps {{max_steps}} --
 REQUIRED = {"rule", "proposal_id", "kind", "verdict", "seeds", "p_value", "ci", "p_better", "reason"}
 
 
-def verdicts(capsys, save: Path | None = None) -> list[dict]:
-    text = capsys.readouterr().out
+def verdicts(capsys, save: Path | None = None, err: list[str] | None = None) -> list[dict]:
+    """The verdicts of a ``verify --json`` run; its stderr (the warnings) appended to ``err``."""
+    cap = capsys.readouterr()
+    text = cap.out
+    if err is not None:
+        err.append(cap.err)
     if save is not None:
         save.write_text(text)
     out = json.loads(text)
@@ -214,3 +218,54 @@ def test_template_literal_braces_are_kept(tmp_path):
 
     backend = CommandBackend(f"{TEMPLATE} --extra {{{{\"a\":1}}}}")
     assert backend.placeholders_used() == {"lr", "max_steps", "seed", "logdir"}
+
+
+def _argvs(out: Path) -> list[list[str]]:
+    return [json.loads(f.read_text())["argv"] for f in sorted(out.rglob("command.json"))]
+
+
+def test_command_that_ignores_the_lr_is_inconclusive_not_rejected(script_run, tmp_path, capsys):
+    """A template that never passes the LR (the script keeps its own 0.5): every candidate rerun
+    trains the baseline's numbers. That is no evidence against the fix: INCONCLUSIVE, said before
+    the reruns too, and the LR ladder does not climb (its rungs would be ignored the same way)."""
+    train = f"{PY} {shlex.quote(SCRIPT)} --lr 0.5 --max-steps {{max_steps}} --seed {{seed}} --logdir {{logdir}}"
+    out = tmp_path / "v"
+    rc = main(["verify", str(script_run), "--rule", "divergence", "--seeds", "3", "--budget-steps", "60",
+               "--train", train, "--jobs", "2", "--out", str(out), "--json"])
+    err: list[str] = []
+    vs = verdicts(capsys, err=err)
+    top = vs[0]
+    assert rc == 0 and top["verdict"] == "INCONCLUSIVE", top["reason"]
+    assert "did not apply the patch" in top["reason"] and top["details"]["unchanged"] is True
+    assert "has no {lr}, {lr_scale} or {config_json}" in err[0]
+    assert err[0].count("has no {lr}") == 1  # said once, not per proposal
+    # one rung per proposal: no climb down an LR ladder the command ignores
+    rungs = {Path(*p.relative_to(out).parts[:2]) for p in out.rglob("command.json")}
+    assert len(rungs) == 1 + len(vs)  # the shared baseline + one candidate directory per proposal
+
+
+def test_command_that_ignores_the_seed_is_inconclusive(script_run, tmp_path, capsys):
+    """A template without {seed}: the script seeds 0 in every rerun, so the 3 'paired seeds' are
+    three copies of one run and a Fisher p over them would be about nothing."""
+    train = f"{PY} {shlex.quote(SCRIPT)} --lr {{lr}} --max-steps {{max_steps}} --logdir {{logdir}}"
+    out = tmp_path / "v"
+    rc = main(["verify", str(script_run), "--rule", "divergence", "--proposal", "patch", "--patch", '{"lr": 0.02}',
+               "--seeds", "3", "--budget-steps", "60", "--train", train, "--jobs", "2", "--out", str(out), "--json"])
+    err: list[str] = []
+    (v,) = verdicts(capsys, err=err)
+    assert rc == 0 and v["verdict"] == "INCONCLUSIVE", v["reason"]
+    assert "3 seeds logged identical losses" in v["reason"] and v["p_value"] is None
+    assert "has no {seed}" in err[0]
+    assert all("--seed" not in argv for argv in _argvs(out))
+
+
+def test_verdict_with_a_seeded_template_is_unaffected(script_run, tmp_path, capsys):
+    """The control for the two above: the full template gives distinct losses per seed and arm,
+    no warning, and a verdict on the statistics."""
+    rc = main(["verify", str(script_run), "--rule", "divergence", "--proposal", "patch", "--patch", '{"lr": 0.02}',
+               "--seeds", "3", "--budget-steps", "60", "--train", TEMPLATE, "--jobs", "2", "--out",
+               str(tmp_path / "v"), "--json"])
+    err: list[str] = []
+    (v,) = verdicts(capsys, err=err)
+    assert rc == 0 and "unchanged" not in v["details"] and "3/3 vs candidate 0/3" in v["reason"], v["reason"]
+    assert "has no {" not in err[0]

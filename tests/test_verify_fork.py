@@ -164,7 +164,7 @@ def test_no_fork_and_missing_checkpoints_plan_reruns_from_step_zero(diverged, tm
     off = _planned(run, tmp_path, "divergence", checkpoints=str(ckpt / "ckpt_{step}.pt"), fork=False)
     none = _planned(run, tmp_path, "divergence", checkpoints=str(tmp_path / "nothing_{step}.pt"))
     assert all(t.resume_from and t.start_step > 0 for t in forked.tasks.values())
-    for p, why in ((off, "forking off"), (none, "no checkpoint found")):
+    for p, why in ((off, "forking off"), (none, "no checkpoint matched --checkpoints")):
         assert all(t.resume_from is None and t.start_step == 0 for t in p.tasks.values())
         assert why in p.jobs[0].fork.note
         # from step 0 the command line and the digest are those of a verify without checkpoints

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
 
 import click
 
@@ -91,3 +94,25 @@ def report_unreadable(errors: list) -> int:
     for exc in failed:
         click.echo(f"lrdoctor: error: run not read: {exc}", err=True)
     return 2 if failed else 0
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again (see the
+    Python docs on SIGPIPE)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+@contextlib.contextmanager
+def reader_may_leave() -> Iterator[None]:
+    """Printing to a pipe whose reader left (``lrdoctor diagnose runs | head -1``): the rest of
+    the output is dropped, and the command goes on to what it does after printing (the --html
+    page, the unreadable-run lines) and to its own exit code, which a job script may test
+    (``set -o pipefail``): a run with an error must not exit 0 because ``head`` stopped reading."""
+    try:
+        yield
+    except BrokenPipeError:
+        silence_stdout()

@@ -8,6 +8,7 @@ import click
 
 from .common import (
     load_runs,
+    reader_may_leave,
     report_unreadable,
     role_overrides,
     rule_selection_options,
@@ -56,14 +57,16 @@ def diagnose_cmd(path, fmt, strict, roles, roles_config, as_json, fail_on, rule_
     show_progress = progress if progress is not None else sys.stderr.isatty()
     runs, errors = load_runs(path, fmt, strict, show_progress)
     diagnoses = diagnose_runs(runs, rules=rules, role_overrides=overrides, jobs=jobs, progress=show_progress)
-    if as_json:
-        from ..output.json_out import dumps
+    with reader_may_leave():
+        if as_json:
+            from ..output.json_out import dumps
 
-        click.echo(dumps(diagnoses, errors=errors))
-    else:
-        from ..output.terminal import render
+            click.echo(dumps(diagnoses, errors=errors))
+        else:
+            from ..output.terminal import render
 
-        render(diagnoses, sys.stdout)
+            render(diagnoses, sys.stdout)
+            sys.stdout.flush()  # inside: a reader that left is found here, not after the exit code
     if html_path:
         import os
 

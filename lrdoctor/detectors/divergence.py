@@ -19,7 +19,7 @@ from .base import (
     rolling_median,
     spearman_trend,
 )
-from .nonfinite import nonfinite_counts, persistent_nonfinite, value_word
+from .nonfinite import nonfinite_counts, persistent_nonfinite, times, value_word
 from .screens import BlowUpScreen, screened_by
 
 
@@ -271,7 +271,7 @@ def _unstable_evidence(u: _Unstable, steps: np.ndarray, x: np.ndarray) -> Eviden
     best, m = float(x[u.best]), len(x) - u.best - 1
     detail = (f"train loss (epoch means) fell from {float(x[0]):.4g} to {best:.4g} by {{axis}} {int(steps[u.best])}, "
               f"then never got back down: over the {m} epochs after, it bounced between {u.low:.4g} and "
-              f"{u.high:.4g} (median {u.level:.4g}, {u.level / best:.1f}x its best), where a stable run lowers "
+              f"{u.high:.4g} (median {u.level:.4g}, {times(u.level / best)} its best), where a stable run lowers "
               f"its epoch means")
     return _sustained_evidence("unstable", u.best + 1, steps, x, u.best, best, float(x[0]), u.level, detail)
 
@@ -394,7 +394,7 @@ def divergence(
             "tail_trend": bu.tail_trend,
             "detail": (
                 f"train loss rose from {{axis}} {onset} to {peak:.4g} at {{axis}} {int(steps[bu.peak])}"
-                + (f" ({ratio:.1f}x its best {best:.4g})" if bu.positive else f" from its best {best:.4g}")
+                + (f" ({times(ratio)} its best {best:.4g})" if bu.positive else f" from its best {best:.4g}")
                 + " and stayed there"
             ),
         },

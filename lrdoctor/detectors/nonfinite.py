@@ -58,3 +58,9 @@ def persistent_nonfinite(series: Series | None, *, start_points: int, max_skippe
         return last_start
     long = np.nonzero((lengths > max_skipped_run) & (starts + lengths > start_points))[0]
     return int(starts[long[0]]) if len(long) else None
+
+
+def times(ratio: float, decimals: int = 1) -> str:
+    """A ratio for a message: "40.3x", but "1.7e+35x" for a loss that blew up by 35 decades (a
+    fixed-point 169228166345074186846874979698475008.0x reads as noise)."""
+    return f"{ratio:.{decimals}f}x" if abs(ratio) < 1e4 else f"{ratio:.2g}x"

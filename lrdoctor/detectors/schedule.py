@@ -7,7 +7,7 @@ import numpy as np
 
 from ..model import Series
 from .base import Evidence, finite_part, listed, noise_sigma, odd_window, param_ranges, rolling_median
-from .nonfinite import true_runs
+from .nonfinite import times, true_runs
 
 
 def _rises(lr: np.ndarray, min_jump_ratio: float, min_share_of_peak: float) -> list[tuple[int, int]]:
@@ -120,7 +120,7 @@ def lr_jump(
     harm = []
     if any(d["grad_exploded"] for d in details):
         worst = max((d for d in details if d["grad_exploded"]), key=lambda d: d["grad_ratio"])
-        harm.append(f"the grad norm reached {worst['grad_ratio']:.0f}x its level before")
+        harm.append(f"the grad norm reached {times(worst['grad_ratio'], 0)} its level before")
     if any(d["loss_unrecovered"] for d in details):
         harm.append("the loss did not come back to its level before the " +
                     ("next restart" if periodic else "jump"))
@@ -131,7 +131,7 @@ def lr_jump(
                   + f" (first at {{axis}} {first['step']})")
     else:
         detail = (f"LR jumped from {first['lr_before']:.3g} to {first['lr_after']:.3g} at {{axis}} {first['step']}"
-                  f" ({first['lr_after'] / first['lr_before']:.0f}x, back to "
+                  f" ({times(first['lr_after'] / first['lr_before'], 0)}, back to "
                   f"{first['lr_after'] / float(np.max(v[: rises[0][0] + 1])):.0%} of its earlier peak): "
                   "the schedule restarted, as when a run resumes from a checkpoint without its scheduler state"
                   + ("; after it " + " and ".join(harm) if harm else ""))

@@ -20,7 +20,7 @@ from .base import (
     trailing_median,
 )
 from .layers import first_bursting_layers
-from .nonfinite import nonfinite_counts, persistent_nonfinite, value_word
+from .nonfinite import nonfinite_counts, persistent_nonfinite, times, value_word
 from .screens import BurstScreen, screened_by
 
 
@@ -405,7 +405,7 @@ def gradient_bursts(
         "ratio_threshold": float(np.exp(thresh)),
         "detail": (
             f"{len(burst)} grad-norm burst(s), the worst {float(g[worst]):.4g} at {{axis}} "
-            f"{int(steps[worst])} ({float(np.exp(resid[worst])):.0f}x its baseline "
+            f"{int(steps[worst])} ({times(float(np.exp(resid[worst])), 0)} its baseline "
             f"{float(np.exp(base[worst])):.3g})"
             + (f"; each point is the mean of ~{k:.0f} steps, so a {ratio_over_baseline:g}x one-step burst "
                f"shows as {ratio:.2g}x" if k > 1 else "")
@@ -419,7 +419,7 @@ def gradient_bursts(
         ratio_over_baseline=ratio, z_threshold=z_threshold)  # the ratio the total was judged by
     if first is not None:
         values.update(first)
-        named = ", ".join(f"{n} ({r:.0f}x its baseline {first['layer_baselines'][n]:.3g})"
+        named = ", ".join(f"{n} ({times(r, 0)} its baseline {first['layer_baselines'][n]:.3g})"
                           for n, r in first["layer_ratios"].items())
         values["detail"] += (f"; the first burst began in {named} at {{axis}} {first['layer_onset_step']}"
                              f" ({first['layers_bursting']} of {first['layers']} layers burst there)")

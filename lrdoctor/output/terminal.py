@@ -29,7 +29,14 @@ def render(diagnoses: Sequence[Diagnosis], file: IO[str] | None = None, *, color
     from rich.console import Console
     from rich.markup import escape
 
-    console = Console(file=file, force_terminal=color, no_color=color is False, soft_wrap=True, highlight=False)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            # rich's own answer is sys.exit(1) at once; the caller decides instead (diagnose still
+            # writes its --html page and exits with its findings' code: see reader_may_leave)
+            self.quiet = True
+            raise BrokenPipeError
+
+    console = _Console(file=file, force_terminal=color, no_color=color is False, soft_wrap=True, highlight=False)
     totals: Counter[str] = Counter()
     for d in diagnoses:
         run = d.run

@@ -383,11 +383,30 @@ class CommandBackend:
         if "lr" in used and lr_needed and self.base.get("lr") is None:
             raise VerifyError(
                 "--train uses {lr} but the run's LR is unknown (not logged, not in hparams) and a proposal "
-                "only scales it; use {lr_scale} in the template or the Controller"
+                "only scales it; pass the run's LR with --base-lr LR, or use {lr_scale} in the template or "
+                "the Controller"
             )
         for name in ("batch_size",):
             if name in used and self.base.get(name) is None:
                 raise VerifyError(f"--train uses {{{name}}} but the run's {name} is unknown (not in hparams)")
+
+    def warnings(self, lr_needed: bool) -> list[str]:
+        """What the template leaves to the environment variables alone. A template without
+        placeholders runs a Controller script, which reads them all; one with placeholders may
+        be a plain script that reads none, and then every arm or every seed is the same training
+        (decide() reports that as INCONCLUSIVE after the reruns; this says it before them)."""
+        used = self.placeholders_used()
+        if not used:
+            return []
+        out = []
+        if lr_needed and not used & {"lr", "lr_scale", "config_json"}:
+            out.append("the --train template has no {lr}, {lr_scale} or {config_json}: a candidate's LR reaches "
+                       "the command only as LRDOCTOR_CONFIG (which lrdoctor.Controller reads); a script that "
+                       "reads neither trains the baseline's LR in every arm")
+        if "seed" not in used:
+            out.append("the --train template has no {seed}: the paired seeds reach the command only as "
+                       "LRDOCTOR_SEED; a script that ignores it trains the same run in every seed")
+        return out
 
     def resumable(self, kind: str) -> str | None:
         """None when the command can resume a checkpoint of ``kind``, else why not: the template

@@ -165,7 +165,9 @@ def plan_fork(cfg, rule: str | None, onset: int | None, last_event: int | None, 
     if judged not in FORKABLE:
         return from_zero(f"{rule} is judged over the whole curve")
     if not checkpoints:
-        return from_zero("no checkpoint found (save some, or pass --checkpoints PATTERN)")
+        pattern = getattr(cfg, "checkpoints", None)
+        return from_zero(f"no checkpoint matched --checkpoints {pattern}" if pattern
+                         else "no checkpoint found (save some, or pass --checkpoints PATTERN)")
     if resumable is not None:
         return from_zero(f"{len(checkpoints)} checkpoints found but {resumable}")
     before = int(onset) - cfg.fork_margin_steps

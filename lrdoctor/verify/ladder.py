@@ -68,8 +68,8 @@ def rung_lr(config: dict[str, Any], base_lr: float | None) -> float | None:
 def should_climb(v: Verdict, reproduce_fraction: float) -> bool:
     """Another rung helps only when this one left the symptom in some seed while the baseline
     reproduced it (an ERROR, or a baseline without the symptom, says nothing about the LR)."""
-    if v.verdict is VerdictKind.ERROR:
-        return False
+    if v.verdict is VerdictKind.ERROR or v.details.get("unchanged"):
+        return False  # a command that ignores the patch or the seed ignores the next rung's too
     base, cand = v.details.get("baseline_symptom", []), v.details.get("candidate_symptom", [])
     n = len(base)
     return bool(n) and sum(base) > reproduce_fraction * n and sum(cand) > 0

@@ -77,7 +77,23 @@ def read_back(task: RerunTask, outcome: RerunOutcome, diagnose_fn, cfg: VerifyCo
     shown = tuple((r, *display_curve(view[r].steps, view[r].values))
                   for r in dict.fromkeys((role, "train_loss", "grad_norm")) if view.has(r) and len(view[r]))
     return ArmResult(task.seed, True, rules=rules, symptom_rules=symptoms, target=target, target_role=role, logdir=task.logdir,
-                     curves=shown, steps=steps)
+                     curves=shown, steps=steps, losses=losses_hash(view))
+
+
+def losses_hash(view: RoleView) -> str:
+    """A hash of the train and val losses (steps and values; not wall times, throughput or
+    anything else that differs between two runs of the same numbers): decide() compares the
+    reruns' to tell a command that ignored the candidate's patch or the seed."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=12)
+    for role in ("train_loss", "val_loss"):
+        if view.has(role) and len(view[role]):
+            s = view[role]
+            h.update(role.encode())
+            h.update(np.ascontiguousarray(s.steps, dtype=np.int64).tobytes())
+            h.update(np.ascontiguousarray(s.values, dtype=np.float64).tobytes())
+    return h.hexdigest()
 
 
 def logged_span(run: Run) -> tuple[int | None, int | None]:

@@ -102,6 +102,7 @@ class _Job:
 class _Plan:
     tasks: dict[str, RerunTask] = field(default_factory=dict)
     jobs: list[_Job] = field(default_factory=list)
+    said: set[str] = field(default_factory=set)  # warnings already logged (one per verify, not per run)
 
 
 def _short_hash(config: dict) -> str:
@@ -172,11 +173,12 @@ def _check_out(out: Path, runs: Sequence[Run]) -> None:
 
 
 def steps_trained(run: Run) -> int | None:
-    """Optimizer steps the original run actually trained (its last logged train-loss step; a
-    diverged run stops early), the denominator of the cost ratio."""
+    """Optimizer steps the original run actually trained (its last logged train-loss step, plus
+    one when it logged a step 0, as in :func:`run_length`; a diverged run stops early), the
+    denominator of the cost ratio."""
     s = RoleView.of(run).get("train_loss")
     if s is not None and len(s):
-        return int(np.max(s.steps))
+        return int(np.max(s.steps)) + (1 if int(np.min(s.steps)) == 0 else 0)
     return run_length(run)
 
 
@@ -251,7 +253,12 @@ def plan(
                         "reaches later, the baseline does not replay the original run; pass --base-lr PEAK",
                         run.name, lr)
         if isinstance(backend, CommandBackend):
-            backend.check(lr_needed=any("lr_scale" in pr.config or "lr" in pr.config for pr in proposals))
+            lr_needed = any("lr_scale" in pr.config or "lr" in pr.config for pr in proposals)
+            backend.check(lr_needed=lr_needed)
+            for warning in backend.warnings(lr_needed=lr_needed):
+                if warning not in p.said:
+                    p.said.add(warning)
+                    log.warning("%s", warning)
         fork = fork_for(run, finding, cfg, backend, proposals)
         trained = steps_trained(run)
         for prop in proposals:

@@ -3,6 +3,8 @@
 Order of the checks (the first that applies decides):
 
 1. any rerun of the pair failed -> ERROR, with the stderr tail of the first failure;
+1b. the reruns did not vary (:func:`unchanged`: every seed of the baseline logged the same losses,
+   or a candidate that moves the LR logged the baseline's) -> INCONCLUSIVE, saying which;
 2. a finding to fix, but the baseline shows its symptom in at most ``reproduce_fraction`` of the
    seeds -> INCONCLUSIVE (the budget does not reproduce the problem, so nothing can be learnt);
 3. symptom not removed (one-sided Fisher p >= alpha): REJECTED when the candidate shows it at least
@@ -47,9 +49,38 @@ class ArmResult:
                                                                                  repr=False)
 
     symptom_rules: tuple[str, ...] = ()  # those of ``rules`` that declare a symptom (see RuleSpec.symptom)
+    # a hash of the losses it logged (steps and values of train and val loss, no wall times): two
+    # reruns with the same one trained the same numbers
+    losses: str = ""
 
     def curve(self, role: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
         return next(((s, v) for r, s, v in self.curves if r == role), None)
+
+
+def moves_lr(config) -> bool:
+    """The patch changes the LR a step trains with (a new LR, a scale, a warmup or a schedule):
+    an applied one always changes the losses. A clip threshold or a skip may change none."""
+    return ("lr" in config or float(config.get("lr_scale", 1.0)) != 1.0
+            or float(config.get("warmup_steps", 0) or 0) > 0 or "scheduler" in config)
+
+
+def unchanged(baseline: Sequence[ArmResult], candidate: Sequence[ArmResult], proposal: Proposal) -> str | None:
+    """Why the reruns cannot be compared although none failed (None: they can). Reruns are
+    compared by the hash of their losses: a baseline whose seeds all logged the same losses is
+    one run, not n, and a candidate that moves the LR yet logged the baseline's losses in every
+    seed did not get its patch (the command ignores {seed} or the LR it is given). Either way the
+    p-values would be about n copies of one comparison, or about no change at all."""
+    n = len(baseline)
+    hashes = [a.losses for a in baseline]
+    if n >= 2 and all(hashes) and len(set(hashes)) == 1:
+        return (f"the baseline's {n} seeds logged identical losses, so the reruns do not vary with the seed "
+                "(the --train template has no {seed}, or the script does not seed its data order or "
+                "initialisation from it / LRDOCTOR_SEED): each arm is one run, not " + str(n))
+    if moves_lr(proposal.config) and all(b.losses and b.losses == c.losses for b, c in zip(baseline, candidate, strict=True)):
+        return ("the candidate logged exactly the baseline's losses in every seed although it changes the LR: "
+                "the command did not apply the patch (pass it with {lr}, {lr_scale} or {config_json} in the "
+                "--train template, or read LRDOCTOR_CONFIG as lrdoctor.Controller does)")
+    return None
 
 
 def lowers_lr(proposal: Proposal, base_lr: float | None) -> bool:
@@ -88,6 +119,9 @@ def decide(
             f"{len(failed)} of {2 * len(seeds)} reruns failed; first: {arm} seed {a.seed} ({a.logdir}): {a.error}",
             failed=[f"{arm}/seed{x.seed}" for arm, x in failed],
         )
+    same = unchanged(baseline, candidate, proposal)
+    if same is not None:
+        return verdict(VerdictKind.INCONCLUSIVE, same, unchanged=True)
 
     paired = paired_target([a.target for a in baseline], [a.target for a in candidate], seed=len(seeds))
     role = baseline[0].target_role or "train_loss"
