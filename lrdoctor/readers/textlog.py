@@ -256,12 +256,25 @@ def _tqdm_points(parsed: list[tuple[int, Parsed]]) -> list[tuple[int, Parsed]]:
     return [lp for i, lp in enumerate(parsed) if lp[1].shape != BAR_SHAPES[0] or i in keep]
 
 
+def _one_rank(parsed: list[tuple[int, Parsed]], spath: str, notes: list[Annotation]) -> list[tuple[int, Parsed]]:
+    """Several ranks printing the same metrics (``[rank0]: step 5 loss ...``, torchrun's
+    ``[default1]:``) are several runs' values at the same steps: merged they would be one zig-zag
+    series. The lowest rank is read (rank 0: the one that logs in most scripts), said in a note."""
+    ranks = sorted({p.rank for _, p in parsed if p.rank is not None and p.pairs})
+    if len(ranks) < 2:
+        return parsed
+    notes.append(Annotation("ranks", f"lines of {len(ranks)} ranks ({', '.join(map(str, ranks[:8]))}"
+                            f"{', ...' if len(ranks) > 8 else ''}); only rank {ranks[0]}'s are read", path=spath))
+    return [lp for lp in parsed if lp[1].rank in (None, ranks[0])]
+
+
 def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], skipped: int,
             notes: list[Annotation], lightning: bool) -> Run:
     if lightning:
         parsed = _last_finished_bars(parsed, BAR_SHAPES)
     else:
         parsed = _last_finished_bars(_tqdm_points(parsed), BAR_SHAPES[1:])
+    parsed = _one_rank(parsed, spath, notes)
     shapes = Counter(p.shape for _, p in parsed)
     # counterless shapes count only when their names recur
     sets = Counter(frozenset(k for k, _ in p.pairs) for _, p in parsed if not p.counters and p.pairs)

@@ -10,9 +10,13 @@ conversion, so ``nan``/``inf`` stay what the script printed.
 from __future__ import annotations
 
 import ast
+import json
+import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from .textlog_prefix import strip_prefix
 
 #: NaN and infinity as printers write them: ``nan``/``inf`` (Python, Keras, HF Trainer, rich bars),
 #: ``nan.0``/``inf.0``/``-inf.`` (Lightning's tqdm bar pads every number to 5 characters), ``NaN``/
@@ -25,8 +29,11 @@ NONFINITE = (r"^([-+]?)(nan|inf)(?:inity)?\.?0*$", r"\1\2")
 #: A number that is a whole token (not the "100" of "100/600" nor part of a time "00:01").
 _VALUE = rf"({NUM})(?:%|ms|s|it/s|s/it)?(?![\w/:.])"
 #: Counter names: a pair with one of these names is the line's step, not a metric.
+#: fairseq's ``num_updates`` is its global optimizer step (its ``epoch 001:  100 / 5000`` counts
+#: batches of the epoch); Lightning logs ``trainer/global_step`` to its loggers.
 COUNTERS = {"step": "step", "global_step": "step", "steps": "step", "current_steps": "step", "iter": "step",
-            "iteration": "step", "iterations": "step", "it": "step", "batch": "batch", "epoch": "epoch"}
+            "iteration": "step", "iterations": "step", "it": "step", "num_updates": "step",
+            "trainer/global_step": "step", "batch": "batch", "epoch": "epoch"}
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 #: A printed Python dict (``print(logs)``: single-quoted keys). A JSON object line is the JSON
@@ -52,7 +59,7 @@ _KERAS_COUNT = re.compile(r"(\d+)/(\d+)\s")
 _KERAS_HAS_PAIR = re.compile(r"\s-\s+[A-Za-z_]\w*:\s*" + NUM)
 _KERAS_PAIR = re.compile(rf"\s-\s+([A-Za-z_][\w]*):\s*{_VALUE}")
 # ("\s*(?:[:=]\s*)?", not "\s*[:=]?\s*": two blanks runs side by side split a run every way)
-_LEAD = re.compile(r"^\s*(step|iter|iteration|it|global_step|epoch)\s*(?:[:=]\s*)?(\d+)(?:\s*/\s*\d+)?\s*[:,|\]]\s*(.*)$",
+_LEAD = re.compile(r"^\s*(step|iter|iteration|it|global_step|epoch)\s*(?:[:=]\s*)?(\d+)(?:\s*/\s*\d+)?\s*[-:,|\]]\s*(.*)$",
                    re.IGNORECASE)
 #: ``loss 2.3456``, ``val loss 3.1``, ``time 12.3ms``: a name starts at the first letter of a run of
 #: name characters (the lookbehind and the non-letter prefix): from a later letter of the same run
@@ -80,6 +87,7 @@ class Parsed:
     pairs: list[tuple[str, str]]
     keras_epoch: int | None = None  # a Keras "Epoch 3/20" header: sets the epoch of later lines
     desc: str = ""  # a tqdm bar's description (``Epoch 3``): which bar an update belongs to
+    rank: int | None = None  # the process rank a ``[rank1]:`` / ``[default1]:`` prefix names
 
 
 def clean(line: str) -> str:
@@ -145,7 +153,9 @@ def _keras_line(line: str) -> Parsed | None:
     m = _KERAS_COUNT.match(line, len(line) - len(line.lstrip()))
     if m and _KERAS_HAS_PAIR.search(line, m.end()) and m.group(1) != m.group(2):
         return Parsed("Keras progress (epoch not finished)", {"partial": 1}, [])
-    return Parsed("Keras epoch end ' - name: value'", {}, pairs)
+    # a counter among the pairs (``... - Step: 5 - loss: 2.3``) is the line's step, never a metric
+    counters, metrics = _split(pairs)
+    return Parsed("Keras epoch end ' - name: value'", counters, metrics) if metrics else None
 
 
 def bar_parts(line: str) -> tuple[str, int, int, str] | None:
@@ -276,16 +286,80 @@ def _colon_line(line: str) -> Parsed | None:
     return Parsed("name: value, ...", counters, metrics) if metrics else None
 
 
+_SPACED_NAME = re.compile(r"[A-Za-z_][\w./-]*")
+_SPACED_VALUE = re.compile(rf"{NUM}(?:%|ms|s|it/s|s/it)?")
+_SPACED_COUNTER = re.compile(r"(\d+)(?:/\d+)?")
+
+
+def _spaced_line(line: str) -> Parsed | None:
+    """``epoch 3 step 100 loss 2.3456 lr 1.00e-03``, ``Iteration 10/1000 loss 2.3``: blank-separated
+    ``name value`` pairs. Ambiguous in general (prose has words and numbers too), so read only
+    when the tokens alternate name/number strictly to the line's end and one name is a counter
+    with a whole number (``10/1000`` is counter 10 of 1000): the step is never invented."""
+    tokens = line.replace(",", " ").split()
+    if len(tokens) < 4 or len(tokens) % 2:
+        return None
+    counters: dict[str, int] = {}
+    metrics: list[tuple[str, str]] = []
+    for name, value in zip(tokens[::2], tokens[1::2], strict=True):
+        if not _SPACED_NAME.fullmatch(name):
+            return None
+        kind = COUNTERS.get(name.lower())
+        count = _SPACED_COUNTER.fullmatch(value) if kind else None
+        if count:
+            counters.setdefault(kind, int(count.group(1)))
+        elif _SPACED_VALUE.fullmatch(value):
+            metrics.append((name, value.rstrip("%msit/")))
+        else:
+            return None
+    return Parsed("name value ... (blank-separated)", counters, metrics) if counters and metrics else None
+
+
+_SLASH_LEAD = re.compile(r"^\s*\[\s*(\d+)\s*/\s*\d+\s*\]\s*(.*)$")
+
+
+def _slash_lead_line(line: str) -> Parsed | None:
+    """``[10/2000] loss: 2.3 lr: 1e-3``: the bracketed counter that starts the line is its step."""
+    m = _SLASH_LEAD.match(line)
+    if not m:
+        return None
+    counters, metrics = _split(named_pairs(m.group(2)))
+    counters.setdefault("step", int(m.group(1)))
+    return Parsed("'[n/N] name: value'", counters, metrics) if metrics else None
+
+
+def _json_line(line: str) -> Parsed | None:
+    """A JSON object printed among other output (a nohup.out holding ``print(json.dumps(logs))``
+    and the script's other prints; a file of JSON lines only is the JSON Lines reader's): its
+    numbers, counters by name."""
+    text = line.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    pairs = [(str(k), repr(float(v)) if isinstance(v, float) and not math.isfinite(v) else str(v))
+             for k, v in obj.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    counters, metrics = _split(pairs)
+    return Parsed("JSON object line", counters, metrics) if metrics else None
+
+
 SHAPES: tuple[Callable[[str], Parsed | None], ...] = (
-    _dict_line, _torch_line, _keras_line, _bar_line, _rich_line, _lead_line, _eq_line, _colon_line)
+    _dict_line, _torch_line, _lead_line, _keras_line, _bar_line, _rich_line, _eq_line, _colon_line,
+    _slash_lead_line, _spaced_line, _json_line)
 
 
 def parse_line(line: str) -> Parsed | None:
-    """The first shape that reads ``line``, or None. Every pattern here costs time linear in the
+    """The first shape that reads ``line`` once a logging/launcher prefix is stripped
+    (:func:`.textlog_prefix.strip_prefix`), or None. Every pattern here costs time linear in the
     line's length (checked on adversarial lines by benchmarks/text_line_cost.py), so a line of
     any length is tried: a damaged file's megabyte "line" costs about a second, not hours."""
+    message, rank = strip_prefix(line)
     for shape in SHAPES:
-        got = shape(line)
+        got = shape(message)
         if got is not None:
-            return got
+            return got if rank is None else replace(got, rank=rank)
     return None
