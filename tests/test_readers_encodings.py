@@ -180,3 +180,26 @@ def test_a_column_with_an_empty_header_is_no_made_up_tag(tmp_path, monkeypatch, 
     [run] = discover(f)
     assert run.tags == ["loss"]
     assert [a.kind for a in run.annotations] == ["unnamed_column"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_text_log_with_a_byte_order_mark_reads_every_point(tmp_path, encoding):
+    """Windows PowerShell's ``python train.py > train.log`` writes UTF-16 LE with a BOM (and CRLF)."""
+    f = tmp_path / "train.log"
+    with f.open("w", encoding=encoding, newline="\r\n") as fh:  # Python's codec writes the BOM
+        if encoding == "utf-16-be":
+            fh.write("\ufeff")  # the BE codec writes none: a BE BOM, as other tools write it
+        for step in range(0, 100, 10):
+            print(f"Step: {step}, Loss: {2.4 - step / 100:.4f}", file=fh)
+    [run] = discover(f)
+    assert run.format == "text"
+    assert _points(run) == [("Loss", s, round(2.4 - s / 100, 4)) for s in range(0, 100, 10)]
+
+
+def test_text_log_of_undecodable_lines_says_how_many(tmp_path, capsys):
+    f = tmp_path / "train.log"
+    f.write_bytes(b"".join(f"step={s} loss={1 / (s + 1):.4f} note=d\xe9j\xe0\n".encode("latin-1")
+                           for s in range(20)))
+    assert main(["inspect", str(f), "--format", "text"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "0 lines skipped, 20 more with undecodable bytes" in err

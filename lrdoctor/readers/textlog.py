@@ -31,6 +31,7 @@ from ..errors import LogFormatError
 from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
 from .tabular import backwards_annotations, cap, duplicate_annotations, one_line, tidy_frame
+from .textfile import encoding_of
 from .textlog_shapes import (
     BAR_SHAPES,
     DICT_SHAPE,
@@ -50,9 +51,14 @@ _DAMAGED = re.compile("[\ufffd\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
 
 
 def _decode(raw: bytes) -> str | None:
-    if b"\x00" in raw[:4096]:
+    """The text of a log's bytes in the encoding its byte-order mark announces (Windows
+    PowerShell's ``>`` writes UTF-16 LE with a BOM), else UTF-8; None for binary data (NUL bytes
+    in a file without a BOM). A code unit cut by sniffing's partial read shows as U+FFFD."""
+    codec = encoding_of(raw[:4])
+    if codec == "utf-8-sig" and b"\x00" in raw[:4096]:
         return None
-    return raw.decode("utf-8", errors="replace")
+    text = raw.decode(codec, errors="replace")
+    return None if "\x00" in text[:4096] else text
 
 
 class TextLogReader:
@@ -147,7 +153,7 @@ class TextLogReader:
             if options.strict and got is not None and got.pairs:  # a metric line left out, not a bar's redraw
                 raise LogFormatError(what, path=spath, location=f"line {len(lines) + 1}")
             notes.append(Annotation("truncated", f"{what}; not read", path=spath, location=f"line {len(lines) + 1}"))
-        return _to_run(source, spath, parsed, skipped, notes, lightning)
+        return _to_run(source, spath, parsed, skipped, notes, lightning, len(damaged))
 
 
 def _framed_step(line: str, lines: list[str], lineno: int) -> int | None:
@@ -269,7 +275,7 @@ def _one_rank(parsed: list[tuple[int, Parsed]], spath: str, notes: list[Annotati
 
 
 def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], skipped: int,
-            notes: list[Annotation], lightning: bool) -> Run:
+            notes: list[Annotation], lightning: bool, damaged: int = 0) -> Run:
     if lightning:
         parsed = _last_finished_bars(parsed, BAR_SHAPES)
     else:
@@ -316,7 +322,8 @@ def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], ski
             step.append(s)
             locs.append(lineno)
     if not tag:
-        raise LogFormatError(f"no metric lines recognised ({skipped} lines skipped)", path=spath)
+        also = f", {damaged} more with undecodable bytes or control characters" if damaged else ""
+        raise LogFormatError(f"no metric lines recognised ({skipped} lines skipped{also})", path=spath)
     listed = "; ".join(f"{n} x {shape}" for shape, n in shapes.most_common())
     notes.append(Annotation("line_shapes", f"recognised {sum(shapes.values())} lines ({listed}); "
                             f"{skipped + lone} lines skipped", path=spath))
