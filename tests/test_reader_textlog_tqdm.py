@@ -134,8 +134,8 @@ def test_tqdm_postfix_set_every_k_steps_is_read_only_where_set(tmp_path):
 
 
 def test_tqdm_counter_restarting_without_an_epoch_is_annotated_as_a_restart(tmp_path):
-    """No ``Epoch N`` in the description: the counter as printed, its restart annotated (as for
-    any counter that goes back), never a made-up epoch offset."""
+    """No ``Epoch N`` in the description: the counter as printed, its restart annotated as the
+    bar starting again for an epoch, never a made-up epoch offset."""
     def loop(out):
         truth: dict[str, list[tuple[int, str]]] = {"loss": []}
         for rep in range(2):
@@ -149,7 +149,9 @@ def test_tqdm_counter_restarting_without_an_epoch_is_annotated_as_a_restart(tmp_
     truth = _write(f, loop, newlines=True)
     [run] = discover(f)
     assert _points(run)["loss"] == _as_read(truth)["loss"]
-    assert any(a.kind == "restart" for a in run.annotations)
+    [restart] = [a for a in run.annotations if a.kind == "restart"]
+    # an epoch boundary of a bar per epoch, not a resumed run
+    assert "new epoch's bar" in restart.message and "resumed" not in restart.message
 
 
 def test_tqdm_bar_of_a_killed_run_reads_its_finished_updates(tmp_path):
@@ -195,3 +197,112 @@ def test_tqdm_points_are_always_values_set_at_that_counter(tmp_path, every, batc
     if not redraw:  # shown at the next update, one counter later, or by close()
         allowed |= {(s + 1, float(v)) for s, v in truth.get("loss", [])}
     assert set(_points(run).get("loss", [])) <= allowed
+
+
+@pytest.mark.parametrize("newlines", [False, True], ids=["cr-updates", "one-update-a-line"])
+def test_one_bar_over_the_run_named_by_epoch_keeps_its_counter(tmp_path, newlines):
+    """``tqdm(total=epochs * batches)`` with ``set_description(f"Epoch {e}")``: the counter runs
+    on across epochs, so it is the step as printed; no epoch offset, no combined-step note, and
+    set_description's redraw (the epoch before's counter and postfix) is no extra point."""
+    def loop(out):
+        truth: dict[str, list[tuple[int, str]]] = {"loss": []}
+        bar = tqdm(total=3 * 20, file=out, mininterval=0)
+        for epoch in range(3):
+            bar.set_description(f"Epoch {epoch}")
+            for _ in range(20):
+                bar.update(1)
+                loss = 3.0 / (1 + bar.n)
+                bar.set_postfix(loss=loss)
+                truth["loss"].append((bar.n, _shown(loss)))
+        bar.close()
+        return truth
+    f = tmp_path / "train.log"
+    truth = _write(f, loop, newlines)
+    assert "Epoch 2:" in f.read_text(encoding="utf-8")
+    [run] = discover(f)
+    assert _same(_points(run), _as_read(truth))
+    kinds = {a.kind: a for a in run.annotations}
+    assert "combined_step" not in kinds and "restart" not in kinds
+    # a bar's "\r" updates share a physical line: the note counts updates, not lines
+    assert ("progress-bar updates (on 1 line)" in kinds["line_shapes"].message) != newlines
+
+
+def _write_dicts_loop(per_epoch: bool, desc: bool, miniters: int | None):
+    """A custom loop printing a dict with ``tqdm.write`` every 20 batches (stdout and the bar in
+    one file). Returns the loop and the true global steps of the dicts."""
+    def loop(out):
+        steps: list[int] = []
+        loader = range(60)
+        bars = ([tqdm(loader, desc=f"Epoch {e}" if desc else None, file=out, mininterval=0, miniters=miniters)
+                 for e in range(3)] if per_epoch else
+                [tqdm(range(180), desc="Epoch 0" if desc else None, file=out, mininterval=0, miniters=miniters)])
+        g = 0
+        for bar in bars:
+            for _ in bar:
+                if g % 20 == 19:
+                    tqdm.write(str({"loss": round(2.0 / (1 + g), 5), "epoch": round(g / 60, 2)}), file=out)
+                    steps.append(g)
+                g += 1
+        return steps
+    return loop
+
+
+@pytest.mark.parametrize("per_epoch, desc, miniters", [
+    (True, True, None),  # "Epoch e" bars: the counter restarts each epoch
+    (True, False, None),  # a bar per epoch without a description: restarts too
+    (False, False, 50),  # one iterator bar: its counter is synced only when drawn, stale at a write
+])
+def test_dicts_written_beside_a_loops_bar_keep_occurrence_numbering(tmp_path, per_epoch, desc, miniters):
+    """Only HF Trainer's training bar (no description, no postfix, moved by ``update()``) redraws
+    the global step after a dict; a loop's bar restarts per epoch or shows a stale counter (the
+    iterator form syncs ``n`` when it draws), so its dicts keep occurrence numbering."""
+    f = tmp_path / "train.log"
+    with f.open("w", encoding="utf-8") as out:
+        steps = _write_dicts_loop(per_epoch, desc, miniters)(out)
+    [run] = discover(f)
+    assert _points(run)["loss"][0][0] == 0 and [s for s, _ in _points(run)["loss"]] == list(range(len(steps)))
+    kinds = {a.kind for a in run.annotations}
+    assert "no_step_counter" in kinds and "bar_step" not in kinds
+
+
+def test_dicts_written_beside_a_bar_moved_by_update_take_its_step(tmp_path):
+    """Trainer's way (``tqdm(total=max_steps)``, ``update(1)`` each step, ``tqdm.write(str(logs))``):
+    the redrawn counter is the global step of each dict, also across epochs."""
+    f = tmp_path / "train.log"
+    truth: list[tuple[int, float]] = []
+    with f.open("w", encoding="utf-8") as out:
+        bar = tqdm(total=120, file=out, mininterval=0)
+        for g in range(1, 121):
+            bar.update(1)
+            if g % 10 == 0:
+                loss = round(2.0 / g, 5)
+                tqdm.write(str({"loss": loss, "epoch": round(g / 40, 2)}), file=out)
+                truth.append((g, loss))
+        bar.close()
+    [run] = discover(f)
+    assert _points(run)["loss"] == truth
+    assert any(a.kind == "bar_step" for a in run.annotations)
+
+
+def test_counter_beyond_int64_is_skipped_with_a_note(tmp_path):
+    """A counter no int64 holds (tqdm itself never prints one: a damaged or hand-made line) is
+    skipped and said, never a traceback; here one of tqdm's own lines with its counter replaced."""
+    def loop(out):
+        truth: dict[str, list[tuple[int, str]]] = {"loss": []}
+        bar = tqdm(range(6), desc="train", file=out, mininterval=0)
+        for i in bar:
+            bar.set_postfix(loss=float(i + 1))
+            truth["loss"].append((i, _shown(float(i + 1))))
+        bar.close()
+        return truth
+    f = tmp_path / "train.log"
+    truth = _write(f, loop, newlines=True)
+    lines = f.read_text(encoding="utf-8").split("\n")
+    bogus = [ln.replace("| 5/6 [", f"| {2 ** 64}/6 [") for ln in lines if "| 5/6 [" in ln and "loss=" in ln]
+    assert bogus and all(str(2 ** 64) in ln for ln in bogus)
+    # before the bar (after it, its closing redraw would no longer be the bar's last update)
+    f.write_text("\n".join(["iter 99999999999999999999: loss 0.25"] + bogus + lines), encoding="utf-8")
+    [run] = discover(f)
+    assert _points(run)["loss"] == _as_read(truth)["loss"]
+    [note] = [a for a in run.annotations if a.kind == "step_out_of_range"]
+    assert "beyond a 64-bit integer" in note.message and note.location == "line 1"

@@ -173,14 +173,16 @@ def wall_time_column(columns: dict[str, Column]) -> tuple[str | None, np.ndarray
 
 
 def backwards_annotations(steps: np.ndarray, locs: np.ndarray, path: str, axis: str = "step",
-                          loc_label: str = "line") -> list[Annotation]:
-    """One ``restart`` annotation per row where the step axis goes backwards (data kept)."""
+                          loc_label: str = "line", reasons: Sequence[str | None] | None = None) -> list[Annotation]:
+    """One ``restart`` annotation per row where the step axis goes backwards (data kept);
+    ``reasons`` may say why at a row (None there: a resumed or appended run)."""
     if len(steps) < 2:
         return []
     back = np.flatnonzero(np.diff(steps) < 0) + 1
     out = [Annotation(
-        "restart", f"{axis} goes back from {int(steps[i - 1])} to {int(steps[i])} (a resumed or appended "
-        "run); all rows kept", path=path, location=f"{loc_label} {int(locs[i])}",
+        "restart", f"{axis} goes back from {int(steps[i - 1])} to {int(steps[i])} "
+        f"({(reasons[i] if reasons is not None else None) or 'a resumed or appended run'}); all rows kept",
+        path=path, location=f"{loc_label} {int(locs[i])}",
     ) for i in back[:MAX_PER_KIND]]
     if len(back) > MAX_PER_KIND:
         out.append(Annotation("restart", f"{axis} goes back {len(back) - MAX_PER_KIND} more times", path=path))

@@ -32,6 +32,7 @@ from ..model import Annotation, Run
 from .base import ReadOptions, RunSource
 from .tabular import backwards_annotations, cap, duplicate_annotations, one_line, tidy_frame
 from .textfile import encoding_of
+from .textlog_bars import epochs_dropped, restart_reasons, restarting_totals, steps_hold
 from .textlog_shapes import (
     BAR_SHAPES,
     DICT_SHAPE,
@@ -173,18 +174,24 @@ def _framed_step(line: str, lines: list[str], lineno: int) -> int | None:
             shown = clean(part)
             if shown.strip():
                 bar = bar_parts(shown)
-                return bar[1] if bar is not None else None
+                # Trainer's training bar is tqdm(total=max_steps), moved by update(): no
+                # description, no postfix. A loop's bar ("Epoch 3", per-epoch counters) or an
+                # iterator's (its counter synced only when drawn: stale) is no global step
+                trainer = bar is not None and not bar[0] and "=" not in bar[3]
+                return bar[1] if trainer else None
     return None
 
 
 def _dict_steps(parsed: list[tuple[int, Parsed]], framed: list[tuple[int, int | None]],
                 spath: str) -> list[Annotation]:
-    """Printed dicts take the bar's step when every one of them was redrawn-framed (see
-    :func:`_framed_step`); one that was not means stdout reached the file apart from the bar, so
-    none does (a dict numbered by step beside dicts numbered by occurrence is no series)."""
-    if not framed or any(step is None for _, step in framed):
+    """Printed dicts take the bar's step when every one of them was redrawn-framed by Trainer's
+    bar (see :func:`_framed_step`) and those steps hold as global steps (:func:`steps_hold`); one
+    that was not means stdout reached the file apart from the bar, so none does (a dict numbered by
+    step beside dicts numbered by occurrence is no series)."""
+    steps = [(k, step) for k, step in framed if step is not None]
+    if not framed or len(steps) < len(framed) or not steps_hold(parsed, steps):
         return []
-    for k, step in framed:
+    for k, step in steps:
         lineno, p = parsed[k]
         parsed[k] = (lineno, replace(p, counters={**p.counters, "step": step}))
     return [Annotation("bar_step", f"{len(framed)} printed dicts take the step of the progress bar redrawn "
@@ -274,12 +281,17 @@ def _one_rank(parsed: list[tuple[int, Parsed]], spath: str, notes: list[Annotati
     return [lp for lp in parsed if lp[1].rank in (None, ranks[0])]
 
 
+#: The range of a step: a counter beyond a 64-bit integer is no step a run took.
+_STEP_RANGE = (-(2 ** 63), 2 ** 63 - 1)
+
+
 def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], skipped: int,
             notes: list[Annotation], lightning: bool, damaged: int = 0) -> Run:
     if lightning:
         parsed = _last_finished_bars(parsed, BAR_SHAPES)
     else:
-        parsed = _last_finished_bars(_tqdm_points(parsed), BAR_SHAPES[1:])
+        restarts = restarting_totals(parsed)
+        parsed = _last_finished_bars(epochs_dropped(_tqdm_points(parsed), restarts), BAR_SHAPES[1:])
     parsed = _one_rank(parsed, spath, notes)
     shapes = Counter(p.shape for _, p in parsed)
     # counterless shapes count only when their names recur
@@ -291,7 +303,11 @@ def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], ski
     keras_epoch: int | None = None
     first_epoch: dict[str, int] = {}
     lone = 0
+    huge: list[int] = []  # lines whose step is beyond int64
     combined: set[str] = set()
+    # per point: the description of the plain tqdm bar it was read from when its counter is the
+    # batch within an epoch that the bar does not name (so its restarts are epochs, not resumes)
+    epoch_bar: list[str | None] = []
     for lineno, p in parsed:
         if p.keras_epoch is not None:
             keras_epoch = p.keras_epoch
@@ -316,16 +332,28 @@ def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], ski
                 lone += 1
                 continue
             s = -1
+        if not _STEP_RANGE[0] <= s <= _STEP_RANGE[1]:
+            huge.append(lineno)
+            continue
+        bar = p.desc if p.shape == BAR_SHAPES[0] and not lightning and "step" not in c and "epoch" not in c else None
         for k, v in p.pairs:
             tag.append(k)
             text.append(v)
             step.append(s)
             locs.append(lineno)
+            epoch_bar.append(bar)
     if not tag:
         also = f", {damaged} more with undecodable bytes or control characters" if damaged else ""
+        also += f", {len(huge)} with a step beyond a 64-bit integer" if huge else ""
         raise LogFormatError(f"no metric lines recognised ({skipped} lines skipped{also})", path=spath)
+    if huge:
+        notes.append(Annotation("step_out_of_range", f"{len(huge)} line(s) with a step counter beyond a 64-bit "
+                                "integer skipped", path=spath, location=f"line {huge[0]}"))
     listed = "; ".join(f"{n} x {shape}" for shape, n in shapes.most_common())
-    notes.append(Annotation("line_shapes", f"recognised {sum(shapes.values())} lines ({listed}); "
+    physical = len({lineno for lineno, _ in parsed})
+    # a tqdm bar's "\r" updates share one physical line: each update is counted, not the line
+    what = "lines" if physical == len(parsed) else f"lines and progress-bar updates (on {physical} line{'s' * (physical != 1)})"
+    notes.append(Annotation("line_shapes", f"recognised {sum(shapes.values())} {what} ({listed}); "
                             f"{skipped + lone} lines skipped", path=spath))
     codes, names = pd.factorize(pd.Series(tag), sort=False)
     values = pd.to_numeric(pd.Series(text).str.lower().str.replace(*NONFINITE, regex=True),
@@ -352,7 +380,9 @@ def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], ski
     axis = "epoch" if shapes and all(s.startswith("Keras") for s in shapes) else "step"
     counted = ~free
     if counted.any():
-        notes += backwards_annotations(steps[counted], loc[counted], spath, axis=axis)
+        notes += backwards_annotations(steps[counted], loc[counted], spath, axis=axis,
+                                       reasons=restart_reasons(np.asarray(epoch_bar, dtype=object)[counted]))
     notes += duplicate_annotations(codes, steps, values, loc, list(names), spath)
     return Run(name=source.name, source=spath, format="text", scalars=tidy_frame(codes, list(names), steps, None, values),
                step_axis=axis, annotations=tuple(cap(notes)))
+
