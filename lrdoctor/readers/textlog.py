@@ -105,6 +105,7 @@ class TextLogReader:
         lightning = is_lightning(text)
         framed: list[tuple[int, int | None]] = []  # each printed dict: its index, the bar's step
         lines = text.split("\n")
+        del text  # the lines hold it: a big log is not kept twice
         cut = lines.pop() if lines and lines[-1].strip() else None  # no newline yet: being written
         for lineno, line in enumerate(lines, start=1):
             if _DAMAGED.search(line):  # undecodable bytes or control characters: no trusted number
@@ -154,6 +155,7 @@ class TextLogReader:
             if options.strict and got is not None and got.pairs:  # a metric line left out, not a bar's redraw
                 raise LogFormatError(what, path=spath, location=f"line {len(lines) + 1}")
             notes.append(Annotation("truncated", f"{what}; not read", path=spath, location=f"line {len(lines) + 1}"))
+        lines.clear()  # (held by this frame while the run is built: a third of a big log's memory)
         return _to_run(source, spath, parsed, skipped, notes, lightning, len(damaged))
 
 
@@ -285,8 +287,21 @@ def _one_rank(parsed: list[tuple[int, Parsed]], spath: str, notes: list[Annotati
 _STEP_RANGE = (-(2 ** 63), 2 ** 63 - 1)
 
 
+def _numbers(text: list[str]) -> np.ndarray:
+    """The printed numbers as floats: one vectorised conversion, then the spellings it cannot read
+    (``nan.0``, ``-Infinity``, ``NaN``: :data:`NONFINITE`) again, only those (lower-casing every
+    value made two more copies of a big log's strings)."""
+    values = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(dtype=np.float64, copy=True)
+    odd = np.flatnonzero(np.isnan(values))
+    if len(odd):
+        again = pd.Series([text[i] for i in odd], dtype=object).str.lower().str.replace(*NONFINITE, regex=True)
+        values[odd] = pd.to_numeric(again, errors="coerce").to_numpy(dtype=np.float64)
+    return values
+
+
 def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], skipped: int,
             notes: list[Annotation], lightning: bool, damaged: int = 0) -> Run:
+    read = parsed  # cleared once its points are listed: the parsed lines are the reader's largest memory
     if lightning:
         parsed = _last_finished_bars(parsed, BAR_SHAPES)
     else:
@@ -355,9 +370,10 @@ def _to_run(source: RunSource, spath: str, parsed: list[tuple[int, Parsed]], ski
     what = "lines" if physical == len(parsed) else f"lines and progress-bar updates (on {physical} line{'s' * (physical != 1)})"
     notes.append(Annotation("line_shapes", f"recognised {sum(shapes.values())} {what} ({listed}); "
                             f"{skipped + lone} lines skipped", path=spath))
+    read.clear()
+    parsed.clear()
     codes, names = pd.factorize(pd.Series(tag), sort=False)
-    values = pd.to_numeric(pd.Series(text).str.lower().str.replace(*NONFINITE, regex=True),
-                           errors="coerce").to_numpy(dtype=np.float64)
+    values = _numbers(text)
     steps = np.asarray(step, dtype=np.int64)
     loc = np.asarray(locs, dtype=np.int64)
     free = steps < 0

@@ -13,8 +13,9 @@ import ast
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .textlog_prefix import strip_prefix
 
@@ -80,7 +81,7 @@ BAR_SHAPES = ("progress bar 'a/b [..., name=value]'", "rich progress bar 'Epoch 
 _EQ_PAIR = re.compile(rf"(?:^|[\s,|;(\[])([A-Za-z_][\w./-]*)\s*=\s*{_VALUE}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per metric line, a big log holds millions
 class Parsed:
     shape: str
     counters: dict[str, int]
@@ -361,5 +362,7 @@ def parse_line(line: str) -> Parsed | None:
     for shape in SHAPES:
         got = shape(message)
         if got is not None:
-            return got if rank is None else replace(got, rank=rank)
+            # one string per metric name, not one per line (most of a big log's memory)
+            return Parsed(got.shape, got.counters, [(sys.intern(k), v) for k, v in got.pairs], got.keras_epoch,
+                          got.desc, rank)
     return None
