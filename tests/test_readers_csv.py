@@ -534,15 +534,139 @@ def test_a_thousands_separated_cell_is_no_point_but_a_note(tmp_path):
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=st.lists(st.lists(finite_or_not, min_size=2, max_size=2), min_size=1, max_size=30),
-       dialect=st.sampled_from([(",", "."), ("\t", "."), (";", "."), (";", ","), ("\t", ",")]))
-def test_pandas_floats_round_trip_exactly_with_any_dialect(tmp_path, values, dialect):
+       dialect=st.sampled_from([(",", "."), ("\t", "."), (";", "."), (";", ","), ("\t", ",")]),
+       names=st.lists(st.sampled_from(["loss", "grad_norm", "loss, train", "lr (x, y)", "a;b", "c\td", "e,f;g"]),
+                      min_size=2, max_size=2, unique=True))
+def test_pandas_floats_round_trip_exactly_with_any_dialect(tmp_path, values, dialect, names):
+    # header names holding the other separators (pandas quotes only its own): ',' in a name
+    # matches the decimal commas of the rows
     sep, decimal = dialect
     f = tmp_path / "prop.csv"
-    df = pd.DataFrame(values, columns=["loss", "grad_norm"], dtype=np.float64)
+    df = pd.DataFrame(values, columns=names, dtype=np.float64)
     df.insert(0, "step", np.arange(len(values)))
     df.to_csv(f, sep=sep, decimal=decimal, index=False, na_rep="nan")
     [run] = discover(f)
-    for tag in ("loss", "grad_norm"):
+    for tag in names:
         steps, vals = values_of(run, tag)
         assert steps == list(range(len(values))) and same(vals, df[tag])
     assert not run.annotations
+
+
+# --- separators told apart by content; decimal mark told by the number columns --------------------
+
+@pytest.mark.parametrize(("sep", "names"), [
+    (";", ["step", "loss, train"]), (";", ["epoch", "loss (train, mean)", "lr (x, y)"]),
+    ("\t", ["step", "loss, train", "lr (x, y)"]),
+])
+def test_decimal_comma_file_whose_header_names_hold_commas_reads_by_its_separator(tmp_path, sep, names):
+    # The header's commas match each row's decimal commas: both split into as many cells.
+    n = 50
+    loss = 2 * np.exp(-np.arange(n) / 20) + 0.1
+    df = pd.DataFrame({names[0]: np.arange(n), names[1]: loss, **{c: np.full(n, 1e-3) for c in names[2:]}})
+    f = tmp_path / "export.csv"
+    df.to_csv(f, sep=sep, decimal=",", index=False)
+    [run] = discover(f)
+    assert run.tags == names[1:] and not run.annotations
+    for tag in names[1:]:
+        steps, vals = values_of(run, tag)
+        assert steps == list(range(n)) and same(vals, df[tag])
+
+
+def test_comma_csv_whose_header_and_text_hold_semicolons_stays_a_comma_csv(tmp_path):
+    df = pd.DataFrame({"step": range(30), "train;loss": 1 / np.arange(1, 31), "note": ["x;y"] * 30})
+    f = tmp_path / "log.csv"
+    df.to_csv(f, index=False)  # ';' splits every line in two too, but into no numbers
+    [run] = discover(f)
+    assert run.tags == ["train;loss"] and same(values_of(run, "train;loss")[1], df["train;loss"])
+
+
+def test_a_separator_the_content_cannot_tell_is_a_one_line_error(tmp_path, capsys):
+    # step 0 and "loss;note" "5;x", or "step,loss" 0.5 and "note" "x": as many cells and numbers
+    f = tmp_path / "log.csv"
+    f.write_text("step,loss;note\n0,5;x\n1,5;y\n2,5;z\n")
+    with pytest.raises(LogFormatError) as err:
+        discover(f)
+    assert err.value.path == str(f) and "','" in str(err.value) and "';'" in str(err.value)
+    from lrdoctor.cli import main
+    assert main(["export", str(f), "-o", str(tmp_path / "out.csv")]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert str(f) in line and "Traceback" not in line
+
+
+@pytest.mark.parametrize(("decimal", "label"), [(".", "0,1"), (",", "1.2")])
+def test_a_label_column_with_the_other_decimal_mark_does_not_refuse_the_file(tmp_path, decimal, label):
+    # a device list "0,1" beside decimal points; a version "1.2" beside decimal commas
+    n = 40
+    df = pd.DataFrame({"step": range(n), "loss": 2 * np.exp(-np.arange(n) / 20) + 0.1, "lr": np.full(n, 3e-4),
+                       "gpus": [label] * n})
+    f = tmp_path / "log.csv"
+    df.to_csv(f, sep=";", decimal=decimal, index=False)
+    assert label.encode() in f.read_bytes()
+    [run] = discover(f)
+    for tag in ("loss", "lr"):
+        steps, vals = values_of(run, tag)
+        assert steps == list(range(n)) and same(vals, df[tag])
+
+
+def test_one_column_writing_both_decimal_marks_is_an_error_naming_its_lines(tmp_path):
+    f = tmp_path / "log.csv"
+    f.write_text("step;loss;ver\n0;0,5;1.2\n1;0,25;1.2\n2;1.5;1.2\n")  # ver is a label; loss is not
+    with pytest.raises(LogFormatError) as err:
+        discover(f)
+    assert err.value.location == "lines 2 and 4" and "'0,5'" in str(err.value) and "'1.5'" in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def keras():
+    import os
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    return pytest.importorskip("keras")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # keras' torch backend, numpy 2
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_keras_csvlogger_with_a_semicolon_or_tab_separator(tmp_path, keras, separator):
+    f = tmp_path / "training.log"
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse", metrics=["mae"])
+    x = np.random.default_rng(0).random((32, 3))
+    hist = model.fit(x, x.sum(axis=1, keepdims=True), epochs=4, verbose=0, validation_split=0.25,
+                     callbacks=[keras.callbacks.CSVLogger(str(f), separator=separator)])
+    assert f.read_text().splitlines()[0].split(separator)[0] == "epoch"
+    [run] = discover(f)
+    assert run.format == "keras_csv" and run.step_axis == "epoch" and not run.annotations
+    assert run.tags == sorted(hist.history)
+    for tag, want in hist.history.items():
+        steps, vals = values_of(run, tag)
+        assert steps == [0, 1, 2, 3] and same(vals, want)
+
+
+def test_a_quote_never_closed_in_a_file_with_both_marks_is_a_one_line_error(tmp_path, capsys):
+    f = tmp_path / "log.csv"
+    f.write_text('step;loss;ver\n0;0,5;1.2\n1;0,25;1.2\n2;"0,125;1.2\n')
+    from lrdoctor.cli import main
+    assert main(["export", str(f), "-o", str(tmp_path / "out.csv")]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert str(f) in line and "Traceback" not in line
+
+
+def test_lightning_csvlogger_metric_names_holding_separators_stay_a_comma_csv(tmp_path):
+    # Lightning's CSVLogger has no separator option (csv.DictWriter's comma); its metric names may
+    # hold ';' or ',' (quoted) and must not turn the file into a ';' one
+    loggers = pytest.importorskip("lightning.fabric.loggers")
+    logger = loggers.CSVLogger(str(tmp_path), name="lightning_logs", version=0)
+    want = {"train;loss": [], "lr (x, y)": []}
+    for step in range(25):
+        row = {"train;loss": 2.0 / (step + 1), "lr (x, y)": 1e-3 * 0.9 ** step, "epoch": step // 5}
+        logger.log_metrics(row, step=step)
+        for k in want:
+            want[k].append(row[k])
+    logger.finalize("success")
+    f = tmp_path / "lightning_logs" / "version_0" / "metrics.csv"
+    assert b";" in f.read_bytes().splitlines()[0]
+    [run] = discover(f)
+    assert run.format == "lightning_csv" and set(want) <= set(run.tags)
+    for tag, vals in want.items():
+        steps, got = values_of(run, tag)
+        assert steps == list(range(25)) and same(got, vals)
