@@ -21,6 +21,7 @@ from .base import (
 )
 from .nonfinite import nonfinite_counts, persistent_nonfinite, times, value_word
 from .screens import BlowUpScreen, screened_by
+from .unstable import Unstable, unstable_epoch_means
 
 
 def _nonfinite(series: Series | None) -> tuple[np.ndarray, np.ndarray]:
@@ -237,43 +238,14 @@ def _collapse_evidence(col: _Collapse, steps: np.ndarray, x: np.ndarray) -> Evid
                                col.end_level, detail, returned_share=share)
 
 
-@dataclass(frozen=True)
-class _Unstable:
-    best: int  # index of the lowest epoch mean
-    level: float  # the median of the epoch means after it
-    low: float  # their minimum and maximum
-    high: float
-
-
-def _unstable(x: np.ndarray, *, best_within: float, min_drop: float, ratio: float, sustain: int) -> _Unstable | None:
-    """Epoch means of a positive loss that reached their lowest point in the first ``best_within``
-    of the run, at most ``1 - min_drop`` of the first epoch's mean, and then spent the rest of the
-    run (``sustain`` points at least) with a median ``ratio`` x that lowest point or more. The
-    raw points, not a running median: each is already the mean of an epoch's steps, and on a
-    25-epoch log a running median would wipe out the one epoch that shows how far it got."""
-    n = len(x)
-    if n < 2 or not bool(np.all(x > 0)):
-        return None  # "x times its best" needs the loss's own zero
-    b = int(np.argmin(x))
-    after = x[b + 1:]
-    if b == 0 or b >= best_within * n or len(after) < max(sustain, COLLAPSE_MIN_POINTS):
-        return None
-    best = float(x[b])
-    if best > (1.0 - min_drop) * float(x[0]):
-        return None  # never fell far from its first epoch: nothing learned to lose
-    level = float(np.median(after))
-    if level < ratio * best:
-        return None
-    return _Unstable(b, level, float(np.min(after)), float(np.max(after)))
-
-
-def _unstable_evidence(u: _Unstable, steps: np.ndarray, x: np.ndarray) -> Evidence:
+def _unstable_evidence(u: Unstable, steps: np.ndarray, x: np.ndarray, swing: float) -> Evidence:
     best, m = float(x[u.best]), len(x) - u.best - 1
     detail = (f"train loss (epoch means) fell from {float(x[0]):.4g} to {best:.4g} by {{axis}} {int(steps[u.best])}, "
               f"then never got back down: over the {m} epochs after, it bounced between {u.low:.4g} and "
-              f"{u.high:.4g} (median {u.level:.4g}, {times(u.level / best)} its best), where a stable run lowers "
-              f"its epoch means")
-    return _sustained_evidence("unstable", u.best + 1, steps, x, u.best, best, float(x[0]), u.level, detail)
+              f"{u.high:.4g} (median {u.level:.4g}, {times(u.level / best)} its best), turning {u.turns} times "
+              f"between moves of {swing:.0%} or more, where a stable run lowers its epoch means")
+    return _sustained_evidence("unstable", u.best + 1, steps, x, u.best, best, float(x[0]), u.level, detail,
+                               turns=u.turns, trend_after=u.trend)
 
 
 @screened_by(BlowUpScreen)
@@ -281,7 +253,8 @@ def _unstable_evidence(u: _Unstable, steps: np.ndarray, x: np.ndarray) -> Eviden
               min_sustain_points=">=1", min_rise_to_start=">=0", recovered_share="(0..1]", grad_skip_start_points=">=0",
               grad_max_skipped_run=">=0", grad_end_points=">=1", min_points=">=0",
               collapse_min_drop="[0..1)", collapse_return="(0..1]", collapse_min_drop_sigmas=">=0",
-              unstable_best_within="0..1", unstable_min_drop="[0..1)", unstable_ratio=">=1")
+              unstable_best_within="0..1", unstable_min_drop="[0..1)", unstable_ratio=">=1", unstable_swing=">0",
+              unstable_min_turns="0..1", unstable_max_trend="-1..1")
 def divergence(
     train_loss: Series,
     grad_norm: Series | None = None,
@@ -299,6 +272,9 @@ def divergence(
     unstable_best_within: float = 0.25,
     unstable_min_drop: float = 0.3,
     unstable_ratio: float = 1.5,
+    unstable_swing: float = 0.1,
+    unstable_min_turns: float = 0.25,
+    unstable_max_trend: float = -0.5,
     grad_skip_start_points: int = 25,
     grad_max_skipped_run: int = 10,
     grad_end_points: int = 3,
@@ -338,11 +314,14 @@ def divergence(
     (``train_loss.epoch_means``: its tag or the run's epoch axis says so, :mod:`lrdoctor.averaging`)
     that reached its lowest point in the first ``unstable_best_within`` of the run, at most
     ``1 - unstable_min_drop`` of its first epoch's mean, and then stayed with a median
-    ``unstable_ratio`` x that point or more for the rest of the run. A stable run lowers its
-    epoch means epoch after epoch (or holds them, converged); one whose every later epoch is worse
-    than a level it had reached is bouncing around the basin its LR is too high to descend into
-    (Keras, SGD at a far too high LR: 1.91, 0.40, then 0.47-2.16 for 23 epochs, never NaN). Per-step
-    logs are not judged so: a single step's loss is noisy enough that its lowest point says little.
+    ``unstable_ratio`` x that point or more for the rest of the run, *bouncing*: at least
+    ``unstable_min_turns`` of its epoch-to-epoch moves from the best on change direction between
+    two moves of ``unstable_swing`` or more, and no downward rank trend after the best (above
+    ``unstable_max_trend``). An LR too high to descend swings (Keras, SGD at a far too high LR:
+    1.91, 0.40, then 0.47-2.16 for 23 epochs, 8 turns, never NaN); a curriculum, a ramped loss term
+    or progressive resizing lifts the epoch means on purpose at a few epochs, then falls smoothly
+    (:mod:`.unstable`). Per-step logs are not judged so: a single step's loss is noisy enough that
+    its lowest point says little.
     The live engine never screens an epoch-mean loss (lrdoctor.detectors.screens), so this test
     needs no screen of its own.
     """
@@ -370,9 +349,10 @@ def divergence(
             return _collapse_evidence(col, steps, x)
         if not train_loss.epoch_means:
             return None
-        un = _unstable(x, best_within=unstable_best_within, min_drop=unstable_min_drop, ratio=unstable_ratio,
-                       sustain=sustain)
-        return None if un is None else _unstable_evidence(un, steps, x)
+        un = unstable_epoch_means(x, best_within=unstable_best_within, min_drop=unstable_min_drop,
+                                  ratio=unstable_ratio, min_after=max(sustain, COLLAPSE_MIN_POINTS),
+                                  swing=unstable_swing, min_turns=unstable_min_turns, max_trend=unstable_max_trend)
+        return None if un is None else _unstable_evidence(un, steps, x, unstable_swing)
     best, peak = bu.smooth_best, float(x[bu.peak])
     ratio = peak / best if bu.positive and best > 0 else float("nan")
     onset = int(steps[bu.onset])
