@@ -22,6 +22,15 @@ def _tree(tmp_path: Path) -> Path:
     return root
 
 
+def _unreadable_log(root: Path) -> Path:
+    """A text log beside the good run that nobody may read (chmod 000)."""
+    bad = root / "other" / "train.log"
+    bad.parent.mkdir()
+    bad.write_text("step=1 loss=2.0\nstep=2 loss=1.9\nstep=3 loss=1.8\n")
+    bad.chmod(0)
+    return bad
+
+
 def _watch(root: Path, as_json: bool, capsys) -> tuple[int, list[str], str]:
     code = main(["watch", str(root), "--interval", "0.05", "--idle", "0.6", *(["--json"] if as_json else [])])
     out, err = capsys.readouterr()
@@ -63,10 +72,7 @@ def test_a_file_without_read_permission_is_warned_about_once(tmp_path, capsys, m
     if not _chmod_bites(tmp_path / "probe"):
         pytest.skip(f"chmod 000 does not stop this process (euid {os.geteuid()}): the tests below fail the read otherwise")
     root = _tree(tmp_path)
-    bad = root / "other" / "train.log"
-    bad.parent.mkdir()
-    bad.write_text("step=1 loss=2.0\nstep=2 loss=1.9\nstep=3 loss=1.8\n")
-    bad.chmod(0)
+    bad = _unreadable_log(root)
     polls = _polls(monkeypatch)
     try:
         code, err, _ = _watch(root, as_json, capsys)
@@ -99,10 +105,7 @@ def test_a_file_without_read_permission_is_warned_about_once_by_root_without_dac
     if tried.returncode == 0 or b"PermissionError" not in tried.stderr:
         pytest.skip(f"setpriv could not drop the capabilities here: {tried.stderr[-200:]!r}")
     root = _tree(tmp_path)
-    bad = root / "other" / "train.log"
-    bad.parent.mkdir()
-    bad.write_text("step=1 loss=2.0\nstep=2 loss=1.9\nstep=3 loss=1.8\n")
-    bad.chmod(0)
+    bad = _unreadable_log(root)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]) + os.pathsep
            + os.environ.get("PYTHONPATH", "")}
     t0 = time.monotonic()

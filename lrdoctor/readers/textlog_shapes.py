@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import json
-import math
 import re
 import sys
 from collections.abc import Callable
@@ -288,7 +287,7 @@ def _colon_line(line: str) -> Parsed | None:
 
 
 _SPACED_NAME = re.compile(r"[A-Za-z_][\w./-]*")
-_SPACED_VALUE = re.compile(rf"{NUM}(?:%|ms|s|it/s|s/it)?")
+_SPACED_VALUE = re.compile(rf"({NUM})(?:%|ms|s|it/s|s/it)?")
 _SPACED_COUNTER = re.compile(r"(\d+)(?:/\d+)?")
 
 
@@ -309,8 +308,8 @@ def _spaced_line(line: str) -> Parsed | None:
         count = _SPACED_COUNTER.fullmatch(value) if kind else None
         if count:
             counters.setdefault(kind, int(count.group(1)))
-        elif _SPACED_VALUE.fullmatch(value):
-            metrics.append((name, value.rstrip("%msit/")))
+        elif number := _SPACED_VALUE.fullmatch(value):
+            metrics.append((name, number.group(1)))  # the number without its unit
         else:
             return None
     return Parsed("name value ... (blank-separated)", counters, metrics) if counters and metrics else None
@@ -342,8 +341,8 @@ def _json_line(line: str) -> Parsed | None:
         return None
     if not isinstance(obj, dict):
         return None
-    pairs = [(str(k), repr(float(v)) if isinstance(v, float) and not math.isfinite(v) else str(v))
-             for k, v in obj.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    # str() of a JSON number is the text the other shapes read (nan, inf and -inf included)
+    pairs = [(str(k), str(v)) for k, v in obj.items() if isinstance(v, int | float) and not isinstance(v, bool)]
     counters, metrics = _split(pairs)
     return Parsed("JSON object line", counters, metrics) if metrics else None
 
